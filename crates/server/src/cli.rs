@@ -109,8 +109,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.drain_timeout
     );
     let stats = server.shutdown();
+    // Formatted first and written at once, so the counters reach stderr in one piece.
+    let mut report = Vec::new();
     stats
-        .write_human(&mut std::io::stderr().lock())
+        .write_human(&mut report)
+        .context("formatting the final counters")?;
+    std::io::stderr()
+        .write_all(&report)
         .context("writing the final counters")?;
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_string_pretty(&stats).context("serializing the counters")?;
