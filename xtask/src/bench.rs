@@ -209,16 +209,35 @@ pub fn schedule(cell_count: usize, trials: u32, seed: u64) -> Vec<(usize, u32)> 
     order
 }
 
-/// Strategy names listed in the server's `--help` (clap prints the possible values).
-pub fn strategies_in_help(help: &str) -> Vec<String> {
-    KNOWN_STRATEGIES
-        .iter()
-        .filter(|name| {
-            help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-                .any(|word| word == **name)
+/// Strategy names from clap's `[possible values: a, b, c]` (printed for an invalid value).
+pub fn possible_values(clap_error: &str) -> Vec<String> {
+    clap_error
+        .split_once("possible values:")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| {
+            list.split(',')
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .collect()
         })
-        .map(|name| name.to_string())
-        .collect()
+        .unwrap_or_default()
+}
+
+/// The strategies the built server offers (asks it with an invalid `--strategy`).
+pub fn offered_strategies(echo_server: &Path) -> Result<Vec<String>> {
+    let output = std::process::Command::new(echo_server)
+        .args(["--strategy", "?"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", echo_server.display()))?;
+    let offered = possible_values(&String::from_utf8_lossy(&output.stderr));
+    if offered.is_empty() {
+        bail!(
+            "{} --strategy ? did not list its strategies",
+            echo_server.display()
+        );
+    }
+    Ok(offered)
 }
 
 /// The command line that starts `server` for one trial.
@@ -573,21 +592,26 @@ pub fn preflight(
     Ok(())
 }
 
-/// Resolves `--strategies all` against what the built server offers.
-fn resolve_all(plan: &mut BenchPlan, binaries: &Binaries) -> Result<()> {
+/// Resolves `--strategies all` against what the built server offers, and checks that every
+/// requested strategy is offered.
+pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<()> {
     if !plan.all_strategies {
+        if plan.servers.iter().any(|s| s.command.is_none())
+            && let Ok(offered) = offered_strategies(&binaries.echo_server)
+        {
+            for server in plan.servers.iter().filter(|s| s.command.is_none()) {
+                if !offered.contains(&server.name) {
+                    return Err(input_error(format!(
+                        "this echo-server has no strategy {:?} yet; it offers: {}",
+                        server.name,
+                        offered.join(", ")
+                    )));
+                }
+            }
+        }
         return Ok(());
     }
-    let help = shell::command_output(
-        &binaries.echo_server.display().to_string(),
-        &["--help"],
-        Path::new("."),
-    )
-    .context("running echo-server --help to list its strategies")?;
-    let offered = strategies_in_help(&help);
-    if offered.is_empty() {
-        bail!("echo-server --help lists none of the known strategies");
-    }
+    let offered = offered_strategies(&binaries.echo_server)?;
     let externals: Vec<ServerEntry> = plan
         .servers
         .drain(..)
@@ -609,7 +633,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut plan = plan_from_args(args)?;
     let root = shell::project_root();
     let binaries = shell::binaries(&root, &args.build, None)?;
-    resolve_all(&mut plan, &binaries)?;
+    resolve_strategies(&mut plan, &binaries)?;
     let run_dir = create_run_dir(&root, "bench", args.out.as_deref())?;
     let summaries = run_plan(&plan, &binaries, &run_dir, &root)?;
     let mut table = Vec::new();
@@ -796,12 +820,13 @@ mod tests {
     }
 
     #[test]
-    fn strategies_are_found_in_help_text() {
-        let help = "  --strategy <STRATEGY>  [default: pool] [possible values: iterative, thread, pool, event-loop]";
+    fn strategies_are_read_from_clap_errors() {
+        let error = "error: invalid value '?' for '--strategy <STRATEGY>'\n  [possible values: iterative, thread, pool, event-loop]\n";
         assert_eq!(
-            strategies_in_help(help),
+            possible_values(error),
             ["iterative", "thread", "pool", "event-loop"]
         );
+        assert!(possible_values("no list here").is_empty());
     }
 
     #[test]

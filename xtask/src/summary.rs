@@ -124,8 +124,12 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord], seed: u64) -> Vec<Cell
     summaries
 }
 
+/// Fewer trials than this per cell give no interval worth comparing, so no winner.
+pub const MIN_TRIALS_FOR_WINNER: usize = 3;
+
 /// Marks, per (connections, size), the cell with the highest median as winner when its
-/// interval overlaps no other cell's interval in that group.
+/// interval overlaps no other cell's interval in that group (and every cell there has at least
+/// [`MIN_TRIALS_FOR_WINNER`] trials).
 pub fn mark_winners(summaries: &mut [CellSummary]) {
     let groups: Vec<(u32, u32)> = summaries
         .iter()
@@ -136,7 +140,11 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
             .filter(|&i| (summaries[i].cell.connections, summaries[i].cell.size_bytes) == *group)
             .filter(|&i| summaries[i].trials > 0)
             .collect();
-        if members.len() < 2 {
+        if members.len() < 2
+            || members
+                .iter()
+                .any(|&i| summaries[i].trials < MIN_TRIALS_FOR_WINNER)
+        {
             continue;
         }
         let Some(&best) = members.iter().max_by(|&&a, &&b| {
@@ -233,7 +241,7 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
                 s.cell.connections.to_string(),
                 s.cell.size_bytes.to_string(),
                 format_count(s.messages_per_s_median),
-                if s.messages_per_s_spread_percent.is_finite() {
+                if s.trials >= 2 && s.messages_per_s_spread_percent.is_finite() {
                     format!("{:.1}%", s.messages_per_s_spread_percent)
                 } else {
                     "-".into()
@@ -476,6 +484,9 @@ mod tests {
         let summaries = summarize(&cells, &records, 1);
         assert!(!summaries[0].winner);
         assert!(summaries[1].winner);
+        // With two trials per cell there is no interval worth comparing: no winner.
+        let summaries = summarize(&cells, &records[..4], 1);
+        assert!(summaries.iter().all(|s| !s.winner));
     }
 
     #[test]
