@@ -737,6 +737,15 @@ pub fn run_plan(
     );
     let summaries = summarize(&cells, &records, plan.seed);
     write_summaries(run_dir, &summaries)?;
+    let trials_file = TrialsFile {
+        schema: TRIALS_SCHEMA.into(),
+        seed: plan.seed,
+        cells,
+        trials: records,
+    };
+    if let Err(error) = crate::report::draw_bench(run_dir, &trials_file, &summaries) {
+        eprintln!("warning: plots not drawn: {error:#}");
+    }
     Ok(summaries)
 }
 

@@ -20,6 +20,24 @@ pub struct Xtask {
 pub enum Command {
     /// Compare server strategies: interleaved trials, a table, a run directory.
     Bench(Box<BenchArgs>),
+    /// Highest open-loop rate that meets an SLO (ramp, then bisection).
+    Capacity(Box<CapacityArgs>),
+    /// Performance-regression gate: baseline git ref vs working tree, paired trials, a verdict.
+    Regress(Box<RegressArgs>),
+    /// Redraw summaries, plots and index.html of a run directory from its stored JSON.
+    Report {
+        /// A run directory (results/runs/<stamp>-<command>).
+        run_dir: PathBuf,
+    },
+    /// Combine loadgen reports from many hosts exactly (histograms added, not averaged).
+    Merge {
+        /// loadgen JSON reports.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        /// Where to write the merged report.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Test fixture: a thread-per-connection echo server that can sleep per message.
     #[command(hide = true)]
     FixtureEcho(FixtureArgs),
@@ -102,4 +120,112 @@ pub struct FixtureArgs {
     /// Sleep this long before echoing each read (a deliberately slow server).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
     pub delay: Duration,
+}
+
+/// Flags of `cargo xtask capacity`.
+#[derive(Debug, Clone, Args)]
+pub struct CapacityArgs {
+    /// Built-in strategy to measure (default: pool).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Or an external server command with `{port}`.
+    #[arg(long, value_name = "'CMD … {port}'")]
+    pub server: Option<String>,
+    /// The SLO, e.g. 'p99<=1ms' or 'p99<=1ms,p999<=5ms,errors=0'.
+    #[arg(long)]
+    pub slo: String,
+    /// Connections the open-loop load is spread over.
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    /// First rate of the doubling ramp, messages/s.
+    #[arg(long, default_value_t = 2000)]
+    pub start_rate: u64,
+    /// Highest rate tried, messages/s.
+    #[arg(long, default_value_t = 4_000_000)]
+    pub max_rate: u64,
+    /// Stop bisecting when the bracket is within this many percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub precision_percent: f64,
+    /// Measured time per step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub duration: Duration,
+    /// Warm-up per step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub warmup: Duration,
+    /// Total time for the search; it reports the bracket found when this runs out.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "110s")]
+    pub budget: Duration,
+    /// Do not pin server and loadgen to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run directory (default: results/runs/<UTC stamp>-capacity).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How long the server may take to become ready.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// What `regress` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Messages per second (higher is better).
+    Throughput,
+    /// 99th percentile latency (lower is better).
+    P99,
+}
+
+/// Flags of `cargo xtask regress`.
+#[derive(Debug, Clone, Args)]
+pub struct RegressArgs {
+    /// Git ref of the baseline (built in a temporary worktree).
+    #[arg(long, value_name = "REF")]
+    pub baseline: Option<String>,
+    /// Fail when the candidate is slower than this (5% or 0.05) with 95% confidence.
+    #[arg(long, default_value = "5%")]
+    pub threshold: String,
+    /// Paired trials (each runs baseline and candidate once, in ABBA order).
+    #[arg(long, default_value_t = 6)]
+    pub trials: u32,
+    /// The compared metric.
+    #[arg(long, value_enum, default_value_t = Metric::Throughput)]
+    pub metric: Metric,
+    /// Strategy both sides run.
+    #[arg(long, default_value = "pool")]
+    pub strategy: String,
+    /// Compare two server commands instead of two builds: baseline `CMD … {port}`.
+    #[arg(long, value_name = "'CMD … {port}'")]
+    pub baseline_server: Option<String>,
+    /// Candidate `CMD … {port}` (with --baseline-server).
+    #[arg(long, value_name = "'CMD … {port}'")]
+    pub candidate_server: Option<String>,
+    /// Connections per trial.
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    /// Measured time per trial.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub duration: Duration,
+    /// Warm-up per trial.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "300ms")]
+    pub warmup: Duration,
+    /// Do not pin server and loadgen to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run directory (default: results/runs/<UTC stamp>-regress).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How long a server may take to become ready.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub build: BuildArgs,
 }

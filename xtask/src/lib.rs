@@ -9,12 +9,17 @@
 //! Try it: `cargo xtask bench --smoke`, then open `results/runs/*-bench/summary.md`.
 
 pub mod bench;
+pub mod capacity;
 pub mod fixture;
 pub mod flags;
 pub mod interrupt;
 pub mod loadgen_report;
 pub mod manifest;
+pub mod merge;
+pub mod regress;
+pub mod report;
 pub mod shell;
+pub mod slo;
 pub mod stats;
 pub mod summary;
 
@@ -35,6 +40,10 @@ pub fn run(args: flags::Xtask) -> Result<()> {
     interrupt::install()?;
     match args.command {
         flags::Command::Bench(bench_args) => bench::run(&bench_args),
+        flags::Command::Capacity(capacity_args) => capacity::run(&capacity_args),
+        flags::Command::Regress(regress_args) => regress::run(&regress_args),
+        flags::Command::Report { run_dir } => report::run(&run_dir),
+        flags::Command::Merge { reports, output } => merge::run(&reports, &output),
         flags::Command::FixtureEcho(fixture_args) => fixture::run(&fixture_args),
     }
 }
