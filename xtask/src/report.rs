@@ -95,7 +95,10 @@ fn grouped_bars(
             if several_sizes {
                 format!("{connections} conns, {size} B")
             } else {
-                format!("{connections} connections")
+                format!(
+                    "{connections} connection{}",
+                    if *connections == 1 { "" } else { "s" }
+                )
             }
         })
         .collect();
