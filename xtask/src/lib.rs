@@ -37,7 +37,10 @@ pub fn input_error(message: impl Into<String>) -> anyhow::Error {
 
 /// Runs one xtask command; `main` maps the result to an exit code with [`exit_code`].
 pub fn run(args: flags::Xtask) -> Result<()> {
-    interrupt::install()?;
+    // The fixture server keeps the default signal dispositions: SIGTERM ends it at once.
+    if !matches!(args.command, flags::Command::FixtureEcho(_)) {
+        interrupt::install()?;
+    }
     match args.command {
         flags::Command::Bench(bench_args) => bench::run(&bench_args),
         flags::Command::Capacity(capacity_args) => capacity::run(&capacity_args),

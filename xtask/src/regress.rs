@@ -332,11 +332,14 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             .with_context(|| format!("{} server", side.label))?;
     }
     eprintln!(
-        "regress: {} pairs (ABBA) of {} + {} warm-up, metric {:?}, threshold {:.1}%; run directory {}",
+        "regress: {} pairs (ABBA) of {} + {} warm-up, metric {}, threshold {:.1}%; run directory {}",
         args.trials,
         humantime::format_duration(args.duration),
         humantime::format_duration(args.warmup),
-        args.metric,
+        match args.metric {
+            Metric::Throughput => "throughput",
+            Metric::P99 => "p99",
+        },
         threshold * 100.0,
         run_dir.display()
     );
