@@ -1,0 +1,142 @@
+//! Server configuration: one `Config` for every strategy, so strategies are compared on equal
+//! terms. The binary fills it from flags (`cli.rs`); tests build it directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How accepted connections are served. `echo-server --help` lists these with what each shows.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// One thread accepts and serves each connection to the end: one client at a time (baseline).
+    Iterative,
+    /// A new OS thread per connection: simplest concurrency; shows the cost of spawning.
+    Thread,
+    /// Acceptor pushes streams into a bounded crossbeam channel; W workers pull and serve them.
+    Pool,
+}
+
+impl Strategy {
+    /// Every strategy this build knows, in the order tables list them.
+    pub const ALL: &'static [Strategy] = &[Strategy::Iterative, Strategy::Thread, Strategy::Pool];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Iterative => "iterative",
+            Strategy::Thread => "thread",
+            Strategy::Pool => "pool",
+        }
+    }
+
+    /// Whether `--workers` bounds how many connections are served at once.
+    pub fn uses_workers(self) -> bool {
+        matches!(self, Strategy::Pool)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the pool's acceptor does when the queue is full.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Stop accepting until a worker takes a connection off the queue (backpressure reaches the
+    /// listen backlog, then the clients).
+    Block,
+    /// Close the new connection at once and count it `rejected`.
+    Reject,
+}
+
+/// Everything a strategy needs to know. `Config::default()` matches the CLI defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind; port 0 picks a free one (read it back from `Server::local_addr`).
+    pub addr: SocketAddr,
+    pub strategy: Strategy,
+    /// Worker threads for `pool` (and the strategies that have a fixed set of threads).
+    pub workers: usize,
+    /// Bound of the pool's queue of accepted connections.
+    pub queue: usize,
+    pub overflow: Overflow,
+    /// Per-connection buffer: the most a session reads (and holds) at once.
+    pub buffer_size: usize,
+    /// A connection that sends nothing for this long is closed and counted `timed_out`.
+    pub idle_timeout: Duration,
+    /// A write that makes no progress for this long ends the connection (`timed_out`).
+    pub write_timeout: Duration,
+    /// On shutdown, how long open sessions may go on before they are closed.
+    pub drain_timeout: Duration,
+    /// Beyond this many open connections, new ones are closed at once and counted `rejected`.
+    pub max_connections: usize,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// Test hook: a session whose input contains these bytes panics (proves panics are contained).
+    #[doc(hidden)]
+    pub panic_trigger: Option<Vec<u8>>,
+}
+
+/// Number of cores, the default for worker and loop counts.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            strategy: Strategy::Pool,
+            workers: available_cores(),
+            queue: 1024,
+            overflow: Overflow::Block,
+            buffer_size: 16 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            backlog: 1024,
+            panic_trigger: None,
+        }
+    }
+}
+
+impl Config {
+    /// A config on `127.0.0.1:0` with the given strategy: what tests start from.
+    pub fn loopback(strategy: Strategy) -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            strategy,
+            ..Config::default()
+        }
+    }
+
+    /// Checks values that would make the server misbehave rather than fail loudly.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
+        if self.workers == 0 {
+            return bad("--workers must be at least 1");
+        }
+        if self.queue == 0 {
+            return bad("--queue must be at least 1");
+        }
+        if self.buffer_size == 0 {
+            return bad("--buffer-size must be at least 1 byte");
+        }
+        if self.max_connections == 0 {
+            return bad("--max-connections must be at least 1");
+        }
+        if self.idle_timeout.is_zero() || self.write_timeout.is_zero() {
+            return bad("timeouts must be longer than zero");
+        }
+        Ok(())
+    }
+}

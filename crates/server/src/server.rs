@@ -1,0 +1,278 @@
+//! Starting and stopping a server: bind, the accept loop shared by every strategy, and the drain.
+//!
+//! The accept loop owns the admission rules, so they hold the same way for every strategy:
+//! `--max-connections` (beyond it, new connections are closed at once and counted `rejected`) and
+//! running out of descriptors (EMFILE/ENFILE: back off 100 ms, log at most once a second, keep
+//! serving what is open). Strategies only decide how an admitted connection is served.
+//!
+//! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy pool`, then Ctrl-C.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::Error;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::session::Outcome;
+use crate::stats::{Counters, ErrorKind, Stats};
+use crate::strategy::{self, Dispatch};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// How long the acceptor waits before trying again when descriptors run out.
+const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// State shared by the acceptor, the strategy's threads and every session.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub counters: Arc<Counters>,
+    pub registry: Arc<Registry>,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    /// True once shutdown began: acceptors stop, long-running loops wind down.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Counts how a session ended.
+    pub fn count_outcome(&self, outcome: Outcome) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match outcome {
+            Outcome::Completed => self.counters.completed.fetch_add(1, Relaxed),
+            Outcome::TimedOut => self.counters.timed_out.fetch_add(1, Relaxed),
+            Outcome::Failed(kind) => {
+                self.counters.error(kind);
+                0
+            }
+        };
+    }
+}
+
+/// A running server. Dropping it (or calling [`Server::shutdown`]) stops accepting, drains open
+/// sessions up to the drain timeout, closes the rest and joins every thread.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds, starts the strategy and the accept loop, and returns once connections are accepted.
+    pub fn start(config: Config) -> Result<Server, Error> {
+        config.validate()?;
+        let listener = bind(config.addr, config.backlog)?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the bound address", e))?;
+        let poll = Poll::new().map_err(|e| Error::io("creating the accept poller", e))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("creating a waker", e))?,
+        );
+        poll.registry()
+            .register(
+                &mut SourceFd(&listener.as_raw_fd()),
+                LISTENER,
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("registering the listener", e))?;
+
+        let shared = Arc::new(Shared {
+            config,
+            counters: Arc::new(Counters::default()),
+            registry: Arc::new(Registry::default()),
+            stopping: AtomicBool::new(false),
+        });
+        let dispatch = strategy::start(&shared)?;
+        let acceptor_shared = Arc::clone(&shared);
+        let acceptor = std::thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || accept_loop(poll, listener, dispatch, &acceptor_shared))
+            .map_err(|e| Error::io("spawning the acceptor thread", e))?;
+        Ok(Server {
+            local_addr,
+            shared,
+            waker,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        self.snapshot()
+    }
+
+    /// Stops accepting, lets open sessions finish up to the drain timeout, closes the rest,
+    /// joins every thread and returns the final counters.
+    pub fn shutdown(mut self) -> Stats {
+        self.stop();
+        self.snapshot()
+    }
+
+    fn snapshot(&self) -> Stats {
+        let config = &self.shared.config;
+        let workers = if config.strategy.uses_workers() {
+            config.workers
+        } else {
+            0
+        };
+        self.shared
+            .counters
+            .snapshot(config.strategy.name(), workers)
+    }
+
+    fn stop(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Err(err) = self.waker.wake() {
+            eprintln!("echo-server: could not wake the acceptor: {err}");
+        }
+        let deadline = Instant::now() + self.shared.config.drain_timeout;
+        while !self.shared.registry.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let cut = self.shared.registry.shutdown_all();
+        if cut > 0 {
+            eprintln!(
+                "echo-server: drain timeout ({:?}) reached, closing {cut} open connection(s)",
+                self.shared.config.drain_timeout
+            );
+            self.shared
+                .counters
+                .drain_closed
+                .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if acceptor.join().is_err() {
+            eprintln!("echo-server: the acceptor thread panicked");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Creates the listening socket: `SO_REUSEADDR` (restarts while old connections sit in
+/// TIME_WAIT), the given backlog, nonblocking for the poller.
+fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| Error::io("creating the listening socket", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| Error::io("setting SO_REUSEADDR", e))?;
+    socket.bind(&addr.into()).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => Error::AddrInUse(addr),
+        _ => Error::Bind { addr, source: e },
+    })?;
+    socket
+        .listen(backlog)
+        .map_err(|e| Error::Bind { addr, source: e })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("making the listener nonblocking", e))?;
+    Ok(socket.into())
+}
+
+/// Accepts until shutdown; admits or rejects each connection and hands it to the strategy.
+fn accept_loop(
+    mut poll: Poll,
+    listener: TcpListener,
+    mut dispatch: Box<dyn Dispatch>,
+    shared: &Shared,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = &shared.counters;
+    let mut events = Events::with_capacity(64);
+    let mut backing_off = false; // after EMFILE/ENFILE or another accept failure
+    let mut last_accept_log: Option<Instant> = None;
+
+    'serve: while !shared.stopping() {
+        let timeout = backing_off.then_some(DESCRIPTOR_BACKOFF);
+        if let Err(err) = poll.poll(&mut events, timeout) {
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("echo-server: accept poller failed, no longer accepting: {err}");
+            break;
+        }
+        // Drain the accept queue: the poller is edge-triggered.
+        loop {
+            if shared.stopping() {
+                break 'serve;
+            }
+            match listener.accept() {
+                Ok((stream, _peer)) => {
+                    backing_off = false;
+                    counters.accepted.fetch_add(1, Relaxed);
+                    if counters.open_now() >= shared.config.max_connections as u64 {
+                        counters.rejected.fetch_add(1, Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                    let conn = shared.registry.admit(stream, Instant::now(), counters);
+                    dispatch.dispatch(conn);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // The connection was reset while in the backlog: that one is gone; go on.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
+                    counters.error(ErrorKind::Accept);
+                }
+                Err(err) if is_backing_off(&err) => {
+                    if !backing_off {
+                        counters.error(ErrorKind::Descriptors);
+                    }
+                    backing_off = true;
+                    if last_accept_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        eprintln!(
+                            "echo-server: out of file descriptors on accept ({err}); \
+                             serving open connections, retrying every {DESCRIPTOR_BACKOFF:?}"
+                        );
+                        last_accept_log = Some(Instant::now());
+                    }
+                    break;
+                }
+                Err(err) => {
+                    // Anything else (ENOBUFS, ENOMEM, ...): count, back off like EMFILE.
+                    counters.error(ErrorKind::Accept);
+                    backing_off = true;
+                    if last_accept_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        eprintln!(
+                            "echo-server: accept failed ({err}); retrying every {DESCRIPTOR_BACKOFF:?}"
+                        );
+                        last_accept_log = Some(Instant::now());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener); // new connections are refused from here on
+    dispatch.finish();
+}
+
+fn is_backing_off(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}

@@ -1,0 +1,30 @@
+//! `iterative`: the seed's loop. The accepting thread serves each connection to the end before it
+//! accepts the next, so exactly one client is served at a time: the baseline every other strategy
+//! is measured against.
+
+use std::sync::Arc;
+
+use super::Dispatch;
+use crate::registry::Conn;
+use crate::server::Shared;
+use crate::session;
+
+pub struct Iterative {
+    shared: Arc<Shared>,
+}
+
+impl Iterative {
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        Iterative {
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl Dispatch for Iterative {
+    fn dispatch(&mut self, conn: Conn) {
+        session::run(conn, &self.shared);
+    }
+
+    fn finish(self: Box<Self>) {}
+}

@@ -1,0 +1,35 @@
+//! Concurrency strategies: how an admitted connection reaches the echo session.
+//!
+//! A strategy is one file implementing [`Dispatch`]; the accept loop (`server.rs`) is shared, so
+//! admission, limits and descriptor exhaustion behave the same for all of them. Adding a strategy
+//! touches one new file, one `Strategy` variant and one match arm below.
+
+use std::sync::Arc;
+
+use crate::Error;
+use crate::config::Strategy;
+use crate::registry::Conn;
+use crate::server::Shared;
+
+mod iterative;
+mod pool;
+mod thread;
+
+/// Receives admitted connections from the accept loop.
+pub trait Dispatch: Send {
+    /// Serve (or queue) one admitted connection. Must not fail: a connection that cannot be
+    /// served is dropped (closed) and counted.
+    fn dispatch(&mut self, conn: Conn);
+    /// Called once when accepting stops: finish queued work and join owned threads. Sessions still
+    /// open are ended by the server's drain (`Registry::shutdown_all`).
+    fn finish(self: Box<Self>);
+}
+
+/// Starts the strategy's threads (if any) and returns its dispatcher.
+pub fn start(shared: &Arc<Shared>) -> Result<Box<dyn Dispatch>, Error> {
+    Ok(match shared.config.strategy {
+        Strategy::Iterative => Box::new(iterative::Iterative::new(shared)),
+        Strategy::Thread => Box::new(thread::PerConnection::new(shared)),
+        Strategy::Pool => Box::new(pool::Pool::start(shared)?),
+    })
+}
