@@ -238,11 +238,11 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         let _ = writeln!(stderr, "error: writing --hlog: {e:#}");
         code = EXIT_FAILED;
     }
-    if let Some(path) = &config.json {
-        if let Err(e) = write_json(&report, path) {
-            let _ = writeln!(stderr, "error: {e:#}");
-            code = EXIT_FAILED;
-        }
+    if let Some(path) = &config.json
+        && let Err(e) = write_json(&report, path)
+    {
+        let _ = writeln!(stderr, "error: {e:#}");
+        code = EXIT_FAILED;
     }
     if let Some(path) = &config.hgrm {
         let written = File::create(path)
@@ -390,11 +390,11 @@ impl Observer for CliObserver {
         window_start: SystemTime,
         latency: &Histogram<u64>,
     ) {
-        if let Some(h) = self.hlog.as_mut() {
-            if let Err(e) = h.write_interval(start, length, window_start, latency) {
-                self.hlog_error.get_or_insert(e);
-                self.hlog = None;
-            }
+        if let Some(h) = self.hlog.as_mut()
+            && let Err(e) = h.write_interval(start, length, window_start, latency)
+        {
+            self.hlog_error.get_or_insert(e);
+            self.hlog = None;
         }
     }
 }

@@ -132,10 +132,10 @@ impl Config {
         if self.depth == Some(0) {
             return Err("--depth must be at least 1".into());
         }
-        if let Some(rate) = self.rate_per_s {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err("--rate must be a positive number of messages per second".into());
-            }
+        if let Some(rate) = self.rate_per_s
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err("--rate must be a positive number of messages per second".into());
         }
         if self.messages_per_connection == Some(0) {
             return Err("--messages-per-connection must be at least 1".into());

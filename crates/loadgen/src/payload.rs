@@ -41,7 +41,7 @@ pub fn byte_at(seed: u64, offset: u64) -> u8 {
 pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
     let mut pos = offset;
     let mut i = 0;
-    while pos % 8 != 0 && i < out.len() {
+    while !pos.is_multiple_of(8) && i < out.len() {
         out[i] = byte_at(seed, pos);
         pos += 1;
         i += 1;
@@ -86,7 +86,7 @@ pub fn verify(seed: u64, offset: u64, data: &[u8]) -> Result<(), Mismatch> {
             })
         }
     };
-    while pos % 8 != 0 && i < data.len() {
+    while !pos.is_multiple_of(8) && i < data.len() {
         check_byte(pos, data[i])?;
         pos += 1;
         i += 1;

@@ -272,10 +272,10 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         if let Some(Reverse((due, _))) = ctx.heap.peek() {
             timeout_ns = timeout_ns.min(due.saturating_sub(now));
         }
-        if let Some(end) = ctx.timing.measure_end_ns {
-            if end > now {
-                timeout_ns = timeout_ns.min(end - now);
-            }
+        if let Some(end) = ctx.timing.measure_end_ns
+            && end > now
+        {
+            timeout_ns = timeout_ns.min(end - now);
         }
         if now < ctx.timing.measure_start_ns {
             timeout_ns = timeout_ns.min(ctx.timing.measure_start_ns - now);
@@ -513,17 +513,17 @@ impl Ctx {
         if conn.quota == Some(0) {
             return None;
         }
-        if let Some(m) = self.config.messages_per_connection {
-            if conn.issued >= m {
-                return None;
-            }
+        if let Some(m) = self.config.messages_per_connection
+            && conn.issued >= m
+        {
+            return None;
         }
         if self.open_loop {
             let intended = conn.next_intended_ns;
-            if let Some(end) = self.timing.measure_end_ns {
-                if intended >= end {
-                    return None;
-                }
+            if let Some(end) = self.timing.measure_end_ns
+                && intended >= end
+            {
+                return None;
             }
             if intended > now {
                 if conn.heap_due != Some(intended) {
@@ -554,10 +554,8 @@ impl Ctx {
     fn pump(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
         while let Some(intended_ns) = self.next_issue(conn, now) {
             let measured = intended_ns >= self.timing.measure_start_ns;
-            if measured {
-                if let Some(q) = conn.quota.as_mut() {
-                    *q -= 1;
-                }
+            if measured && let Some(q) = conn.quota.as_mut() {
+                *q -= 1;
             }
             conn.in_flight.push_back(Pending {
                 intended_ns,
@@ -578,14 +576,14 @@ impl Ctx {
             self.finish(registry, conn, now);
             return;
         }
-        if let Some(m) = self.config.messages_per_connection {
-            if conn.issued >= m {
-                // Churn: close and connect again at once.
-                self.close(registry, conn);
-                conn.phase = Phase::Idle;
-                conn.retry_at_ns = now;
-                self.connect(registry, conn, now);
-            }
+        if let Some(m) = self.config.messages_per_connection
+            && conn.issued >= m
+        {
+            // Churn: close and connect again at once.
+            self.close(registry, conn);
+            conn.phase = Phase::Idle;
+            conn.retry_at_ns = now;
+            self.connect(registry, conn, now);
         }
     }
 
