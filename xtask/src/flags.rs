@@ -120,6 +120,9 @@ pub struct FixtureArgs {
     /// Sleep this long before echoing each read (a deliberately slow server).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
     pub delay: Duration,
+    /// Read at most this many bytes at a time (the message size makes the delay per message).
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub buffer_size: usize,
 }
 
 /// Flags of `cargo xtask capacity`.

@@ -13,7 +13,7 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
     // A server that sleeps 1 ms per echo on 4 connections holds at most ~4,000 msg/s, so a
     // ramp from 500/s finds its limit within a few steps whatever the machine's speed.
     let server = format!(
-        "{} fixture-echo --port {{port}} --delay 1ms",
+        "{} fixture-echo --port {{port}} --delay 1ms --buffer-size 64",
         xtask_binary()
     );
     let output = Command::new(xtask_binary())

@@ -43,7 +43,7 @@ fn regress(extra: &[String]) -> Output {
 
 fn fixture(delay: &str) -> String {
     format!(
-        "{} fixture-echo --port {{port}} --delay {delay}",
+        "{} fixture-echo --port {{port}} --delay {delay} --buffer-size 64",
         xtask_binary()
     )
 }
