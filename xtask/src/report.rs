@@ -227,7 +227,7 @@ pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Resu
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.0..5.0, ((low * 0.8).max(0.5)..high * 1.5).log_scale())
+        .build_cartesian_2d(0.0..5.25, ((low * 0.8).max(0.5)..high * 1.5).log_scale())
         .map_err(plot_error)?;
     chart
         .configure_mesh()
@@ -371,7 +371,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
             ))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
     }
-    // Failed steps as red crosses on the x axis.
+    // Failed steps as crosses near the x axis.
     let fails: Vec<(f64, f64)> = steps
         .iter()
         .filter(|s| !s.pass)

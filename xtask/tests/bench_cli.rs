@@ -99,6 +99,79 @@ fn tiny_bench_writes_a_complete_run_directory() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".server.json"))
         .count();
     assert_eq!(stats, 4, "pool stats JSON per pool trial");
+
+    // `cargo xtask merge` adds two trials' reports exactly.
+    let pool_reports: Vec<std::path::PathBuf> = std::fs::read_dir(&trials_dir)
+        .expect("trials dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.contains("-pool-c4-") && name.ends_with(".loadgen.json")
+        })
+        .collect();
+    assert_eq!(pool_reports.len(), 2);
+    let merged_path = run_dir.path().join("merged.json");
+    let output = Command::new(xtask_binary())
+        .arg("merge")
+        .args(&pool_reports)
+        .arg("-o")
+        .arg(&merged_path)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
+    };
+    let (a, b, merged) = (
+        read(&pool_reports[0]),
+        read(&pool_reports[1]),
+        read(&merged_path),
+    );
+    let verified = |r: &serde_json::Value| r["messages"]["verified"].as_u64().expect("count");
+    assert_eq!(verified(&merged), verified(&a) + verified(&b));
+    let p99 = |r: &serde_json::Value| r["latency_us"]["p99"].as_f64().expect("p99");
+    assert!(p99(&merged) >= p99(&a).min(p99(&b)) && p99(&merged) <= p99(&a).max(p99(&b)));
+
+    // Plots and index.html were drawn; `report` redraws them from the stored JSON alone.
+    for file in [
+        "throughput.svg",
+        "latency_c1.svg",
+        "latency_c4.svg",
+        "cpu_per_message.svg",
+        "index.html",
+    ] {
+        let path = run_dir.path().join(file);
+        assert!(path.exists(), "{file} missing");
+        std::fs::remove_file(&path).expect("removable");
+    }
+    std::fs::remove_file(run_dir.path().join("summary.md")).expect("removable");
+    xtask::report::run(run_dir.path()).expect("report redraws");
+    let index = std::fs::read_to_string(run_dir.path().join("index.html")).expect("index.html");
+    for needle in [
+        "<img src=\"throughput.svg\"",
+        "<img src=\"latency_c4.svg\"",
+        "<td>pool</td>",
+    ] {
+        assert!(index.contains(needle), "index.html lacks {needle}");
+    }
+    let svg = std::fs::read_to_string(run_dir.path().join("throughput.svg")).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("fixture"),
+        "legend names the servers"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.path().join("summary.md")).expect("redrawn"),
+        markdown,
+        "the same summary from the stored trials"
+    );
 }
 
 #[test]
