@@ -1,0 +1,400 @@
+//! The command line: flags (clap derive) → [`Config`] → [`crate::run_with`] → summary on stdout,
+//! files, and an exit code: 0 ok, 1 errors above `--max-errors` or target unreachable or the run
+//! failed, 2 usage, 3 an `--slo` not met. `main.rs` only calls [`main_with`].
+
+use crate::config::{Arrival, Config, default_threads};
+use crate::run::{Observer, Progress};
+use crate::summary::write_summary;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: errors above `--max-errors`, target unreachable, or the run failed.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: bad command line.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: an `--slo` clause was not met.
+pub const EXIT_SLO: i32 = 3;
+
+/// A verifying TCP echo load generator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+#[command(subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands besides the default (a run).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add up reports (histograms and counts, exactly) from several loadgens into one.
+    Merge {
+        /// Reports to merge.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Write the merged report here.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms, 3s, 2m)"))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// The flags of a run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Echo server address, HOST:PORT.
+    #[arg(long, required = true)]
+    pub target: Option<String>,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Client threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Length of the measured window (default 5s when --messages is not given).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "messages")]
+    pub duration: Option<Duration>,
+    /// Measured messages in total (instead of --duration).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Warm-up before measuring: run, not recorded.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Write the JSON report (schema echolab.loadgen/1) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Errors tolerated before exiting with 1.
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u64,
+    /// No live progress display.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Messages in flight per connection (closed loop); with --rate, the cap on them.
+    #[arg(long)]
+    pub depth: Option<u32>,
+    /// Open loop: total messages per second across all connections.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop: spacing of intended send times.
+    #[arg(long, value_enum, default_value_t = Arrival::Uniform)]
+    pub arrival: Arrival,
+    /// Churn: connect, M echoes, close, repeat.
+    #[arg(long, value_name = "M")]
+    pub messages_per_connection: Option<u64>,
+    /// Source addresses for new connections, e.g. 127.0.0.2-127.0.0.64 (comma-separated).
+    #[arg(long, value_name = "RANGES")]
+    pub source_addrs: Vec<String>,
+    /// Write each message in pieces of this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub write_chunk: Option<usize>,
+    /// A message with no complete echo within this time is a timeout error.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+    /// A connection without a verified echo for longer than this is counted as starved.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub stall_threshold: Duration,
+    /// Service-level objective, e.g. 'p99<=1ms,p999<=5ms,errors=0'; exit 3 when unmet.
+    #[arg(long)]
+    pub slo: Option<String>,
+    /// Wait until this UNIX time (seconds) before starting.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub start_at: Option<f64>,
+    /// Write the HdrHistogram percentile distribution (.hgrm) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (1 s intervals) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The configuration these flags describe.
+    pub fn to_config(&self) -> Config {
+        let mut c = Config::new(self.target.clone().unwrap_or_default());
+        c.connections = self.connections;
+        c.threads = self.threads.unwrap_or_else(default_threads);
+        c.size_bytes = self.size;
+        c.messages = self.messages;
+        c.duration_ms = match (self.messages, self.duration) {
+            (Some(_), _) => None,
+            (None, Some(d)) => Some(duration_ms(d)),
+            (None, None) => Some(5_000),
+        };
+        c.warmup_ms = duration_ms(self.warmup);
+        c.json = self.json.clone();
+        c.max_errors = self.max_errors;
+        c.quiet = self.quiet;
+        c.depth = self.depth;
+        c.rate_per_s = self.rate;
+        c.arrival = self.arrival;
+        c.messages_per_connection = self.messages_per_connection;
+        c.source_addrs = self.source_addrs.clone();
+        c.write_chunk_bytes = self.write_chunk;
+        c.timeout_ms = duration_ms(self.timeout);
+        c.stall_threshold_ms = duration_ms(self.stall_threshold);
+        c.slo = self.slo.clone();
+        c.start_at_unix_s = self.start_at;
+        c.hgrm = self.hgrm.clone();
+        c.hlog = self.hlog.clone();
+        c
+    }
+}
+
+/// Runs the CLI with `args` (including the program name); returns the exit code.
+pub fn main_with(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let text = e.render().to_string();
+            if e.use_stderr() {
+                let _ = write!(stderr, "{text}");
+            } else {
+                let _ = write!(stdout, "{text}");
+            }
+            return code;
+        }
+    };
+    match cli.command {
+        Some(Command::Merge { inputs, output }) => {
+            match crate::merge::merge_files(&inputs, &output) {
+                Ok(report) => {
+                    let _ = write_summary(&report, stdout);
+                    EXIT_OK
+                }
+                Err(e) => {
+                    let _ = writeln!(stderr, "error: {e:#}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        None => run_command(&cli.run, stdout, stderr),
+    }
+}
+
+fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
+    let config = args.to_config();
+    if let Err(e) = config.validate() {
+        let _ = writeln!(stderr, "error: {e}");
+        return EXIT_USAGE;
+    }
+    let slo = match config.slo.as_deref().map(crate::slo::parse_slo).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: bad --slo: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let mut observer = match CliObserver::new(&config) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: {e:#}");
+            return EXIT_FAILED;
+        }
+    };
+    let result = crate::run::run_with(&config, &mut observer);
+    let hlog_result = observer.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: {e:#}");
+            return EXIT_FAILED;
+        }
+    };
+    let mut code = EXIT_OK;
+    let _ = write_summary(&report, stdout);
+    let _ = stdout.flush();
+    if let Err(e) = hlog_result {
+        let _ = writeln!(stderr, "error: writing --hlog: {e:#}");
+        code = EXIT_FAILED;
+    }
+    if let Some(path) = &config.json
+        && let Err(e) = write_json(&report, path)
+    {
+        let _ = writeln!(stderr, "error: {e:#}");
+        code = EXIT_FAILED;
+    }
+    if let Some(path) = &config.hgrm {
+        let written = File::create(path)
+            .map(BufWriter::new)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut f| {
+                let h = report.latency_histogram()?;
+                crate::hgrm::write_hgrm(&h, &mut f)?;
+                f.flush()?;
+                Ok(())
+            });
+        if let Err(e) = written {
+            let _ = writeln!(stderr, "error: writing {}: {e:#}", path.display());
+            code = EXIT_FAILED;
+        }
+    }
+    if report.unreachable() {
+        let _ = writeln!(
+            stderr,
+            "error: target {} could not be reached",
+            config.target
+        );
+        code = EXIT_FAILED;
+    } else if report.errors.total > config.max_errors {
+        let _ = writeln!(
+            stderr,
+            "error: {} error(s), more than --max-errors {}",
+            report.errors.total, config.max_errors
+        );
+        code = EXIT_FAILED;
+    }
+    if let Some(slo) = slo {
+        let verdict = crate::slo::check(&slo, &report);
+        for line in &verdict.lines {
+            let _ = writeln!(stdout, "{line}");
+        }
+        if !verdict.met && code == EXIT_OK {
+            code = EXIT_SLO;
+        } else if !verdict.met {
+            // A failed run that also misses its SLO: the SLO verdict is the more specific one.
+            code = EXIT_SLO;
+        }
+    }
+    code
+}
+
+/// Writes `report` as pretty JSON to `path`.
+pub fn write_json(report: &crate::Report, path: &std::path::Path) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut w, report)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(w)?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The CLI's observer: the live progress bar and the `.hlog` writer.
+struct CliObserver {
+    bar: Option<ProgressBar>,
+    hlog: Option<crate::hlog::HlogWriter>,
+    hlog_error: Option<anyhow::Error>,
+}
+
+impl CliObserver {
+    fn new(config: &Config) -> anyhow::Result<Self> {
+        let bar = (!config.quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let hlog = match &config.hlog {
+            Some(path) => Some(crate::hlog::HlogWriter::create(path)?),
+            None => None,
+        };
+        Ok(CliObserver {
+            bar,
+            hlog,
+            hlog_error: None,
+        })
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(e) = self.hlog_error.take() {
+            return Err(e);
+        }
+        if let Some(h) = self.hlog.take() {
+            h.finish()?;
+        }
+        Ok(())
+    }
+}
+
+impl Observer for CliObserver {
+    fn on_progress(&mut self, p: &Progress) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        let (fraction, phase) = if p.elapsed < p.warmup {
+            (0.0, format!("warm-up {:.1}s", p.elapsed.as_secs_f64()))
+        } else {
+            let measured = p.elapsed - p.warmup;
+            match (p.window, p.messages_planned) {
+                (Some(w), _) if !w.is_zero() => (
+                    measured.as_secs_f64() / w.as_secs_f64(),
+                    format!(
+                        "{:.1}s/{:.1}s",
+                        measured.as_secs_f64().min(w.as_secs_f64()),
+                        w.as_secs_f64()
+                    ),
+                ),
+                (_, Some(n)) if n > 0 => (
+                    p.verified as f64 / n as f64,
+                    format!("{}/{} messages", p.verified, n),
+                ),
+                _ => (0.0, String::new()),
+            }
+        };
+        bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+        let rate = p
+            .last_interval_per_s
+            .map(|r| format!("{r:.0} msg/s"))
+            .unwrap_or_else(|| "- msg/s".into());
+        let p99 = p
+            .last_interval_p99_us
+            .map(|v| format!("p99 {v} µs"))
+            .unwrap_or_else(|| "p99 -".into());
+        bar.set_message(format!(
+            "{phase}  {rate}  {p99} (last 1s)  errors {}  starved {}",
+            p.errors, p.starved_now
+        ));
+    }
+
+    fn on_interval(
+        &mut self,
+        start: Duration,
+        length: Duration,
+        window_start: SystemTime,
+        latency: &Histogram<u64>,
+    ) {
+        if let Some(h) = self.hlog.as_mut()
+            && let Err(e) = h.write_interval(start, length, window_start, latency)
+        {
+            self.hlog_error.get_or_insert(e);
+            self.hlog = None;
+        }
+    }
+}

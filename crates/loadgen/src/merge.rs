@@ -1,0 +1,178 @@
+//! `loadgen merge A.json B.json … -o ALL.json`: combines reports from loadgens that ran at the
+//! same time (on one or many hosts, aligned with `--start-at`) into one report.
+//!
+//! Histograms are decoded and added exactly, so the merged percentiles are those of all the
+//! samples together (no averaging of percentiles); counts, bytes and errors add up. Throughput is
+//! the total over the longest window. Jain's index is recombined exactly from each report's sum
+//! and sum of squares; the merged median per connection is the median of the reports' medians
+//! (an approximation). Reports with different schema ids or message sizes are refused.
+
+use crate::errors::ErrorKind;
+use crate::report::{Percentiles, Report, Schedule, decode_histogram, encode_histogram};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+
+/// Reads, merges and writes reports; returns the merged report.
+pub fn merge_files(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Report> {
+    let mut reports = Vec::new();
+    for path in inputs {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a loadgen report", path.display()))?;
+        reports.push(report);
+    }
+    let merged = merge_reports(&reports)?;
+    crate::cli::write_json(&merged, output)?;
+    Ok(merged)
+}
+
+/// Merges reports in memory.
+pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
+    let Some(first) = reports.first() else {
+        bail!("nothing to merge");
+    };
+    for r in reports {
+        if r.schema != first.schema {
+            bail!(
+                "cannot merge reports with different schemas: {:?} and {:?}",
+                first.schema,
+                r.schema
+            );
+        }
+        if r.config.size_bytes != first.config.size_bytes {
+            bail!(
+                "cannot merge reports with different message sizes: {} and {} bytes",
+                first.config.size_bytes,
+                r.config.size_bytes
+            );
+        }
+    }
+    let mut out = first.clone();
+    let mut latency = decode_histogram(&first.histograms.latency_us)?;
+    let mut service = decode_or_empty(&first.histograms.service_time_us)?;
+    let mut connect = decode_or_empty(&first.histograms.connect_us)?;
+    for r in &reports[1..] {
+        latency
+            .add(decode_histogram(&r.histograms.latency_us)?)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
+        service
+            .add(decode_or_empty(&r.histograms.service_time_us)?)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
+        connect
+            .add(decode_or_empty(&r.histograms.connect_us)?)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
+    }
+    let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let sumf = |f: &dyn Fn(&Report) -> f64| reports.iter().map(f).sum::<f64>();
+    out.duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
+    out.messages.sent = sum(&|r| r.messages.sent);
+    out.messages.verified = sum(&|r| r.messages.verified);
+    out.bytes.sent = sum(&|r| r.bytes.sent);
+    out.bytes.received = sum(&|r| r.bytes.received);
+    let per_s = |x: u64| {
+        if out.duration_s > 0.0 {
+            x as f64 / out.duration_s
+        } else {
+            0.0
+        }
+    };
+    out.throughput.messages_per_s = per_s(out.messages.verified);
+    out.throughput.bytes_per_s = per_s(out.bytes.received);
+    let targets: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.throughput.target_per_s)
+        .collect();
+    if !targets.is_empty() {
+        let target: f64 = targets.iter().sum();
+        out.throughput.target_per_s = Some(target);
+        out.throughput.achieved_ratio = Some(out.throughput.messages_per_s / target);
+    }
+    out.latency_us = Percentiles::of(&latency);
+    out.service_time_us = Percentiles::of(&service);
+    out.connect_us = Percentiles::of(&connect);
+    let schedules: Vec<Schedule> = reports.iter().filter_map(|r| r.schedule).collect();
+    if !schedules.is_empty() {
+        out.schedule = Some(Schedule {
+            max_lag_us: schedules.iter().map(|s| s.max_lag_us).max().unwrap_or(0),
+            p99_lag_us: schedules.iter().map(|s| s.p99_lag_us).max().unwrap_or(0),
+            mean_lag_us: schedules.iter().map(|s| s.mean_lag_us).fold(0.0, f64::max),
+            behind: schedules.iter().any(|s| s.behind),
+        });
+    }
+    // Connections: Jain's index from n, Σx and Σx² (Σx² = (Σx)² / (n·J)).
+    let slots: u64 = reports.iter().map(|r| r.config.connections as u64).sum();
+    let (mut sum_x, mut sum_x2) = (0.0, 0.0);
+    for r in reports {
+        let x = r.messages.verified as f64;
+        let n = r.config.connections as f64;
+        sum_x += x;
+        if r.connections.jain_fairness > 0.0 {
+            sum_x2 += x * x / (n * r.connections.jain_fairness);
+        }
+    }
+    let mut medians: Vec<u64> = reports
+        .iter()
+        .map(|r| r.connections.median_messages)
+        .collect();
+    medians.sort_unstable();
+    out.config.connections = slots as usize;
+    out.connections.opened = sum(&|r| r.connections.opened);
+    out.connections.starved = sum(&|r| r.connections.starved);
+    out.connections.min_messages = reports
+        .iter()
+        .map(|r| r.connections.min_messages)
+        .min()
+        .unwrap_or(0);
+    out.connections.max_messages = reports
+        .iter()
+        .map(|r| r.connections.max_messages)
+        .max()
+        .unwrap_or(0);
+    out.connections.median_messages = medians[(medians.len() - 1) / 2];
+    out.connections.jain_fairness = if sum_x2 > 0.0 {
+        sum_x * sum_x / (slots as f64 * sum_x2)
+    } else {
+        0.0
+    };
+    out.errors.total = sum(&|r| r.errors.total);
+    for kind in ErrorKind::ALL {
+        let k = kind.as_str();
+        out.errors.by_kind.insert(
+            k.to_string(),
+            sum(&|r| r.errors.by_kind.get(k).copied().unwrap_or(0)),
+        );
+    }
+    out.errors.samples = reports
+        .iter()
+        .flat_map(|r| r.errors.samples.iter().cloned())
+        .take(crate::errors::MAX_SAMPLES)
+        .collect();
+    out.loadgen.threads = reports.iter().map(|r| r.loadgen.threads).sum();
+    out.loadgen.cpu_s = sumf(&|r| r.loadgen.cpu_s);
+    out.loadgen.cpu_per_message_us = if out.messages.verified > 0 {
+        out.loadgen.cpu_s * 1e6 / out.messages.verified as f64
+    } else {
+        0.0
+    };
+    out.loadgen.busy_fraction = sumf(&|r| r.loadgen.busy_fraction) / reports.len() as f64;
+    out.loadgen.saturated = reports.iter().any(|r| r.loadgen.saturated);
+    out.valid = reports.iter().all(|r| r.valid);
+    out.invalid_reasons = reports
+        .iter()
+        .flat_map(|r| r.invalid_reasons.iter().cloned())
+        .collect();
+    out.invalid_reasons.dedup();
+    out.histograms.latency_us = encode_histogram(&latency)?;
+    out.histograms.service_time_us = encode_histogram(&service)?;
+    out.histograms.connect_us = encode_histogram(&connect)?;
+    Ok(out)
+}
+
+fn decode_or_empty(text: &str) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    if text.is_empty() {
+        Ok(crate::stats::new_histogram())
+    } else {
+        decode_histogram(text)
+    }
+}

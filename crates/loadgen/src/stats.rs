@@ -1,0 +1,189 @@
+//! What the client threads record (histograms, counters, per-connection progress) and the pure
+//! functions that merge and summarise it: percentiles, fairness, starvation.
+
+use crate::errors::{ErrorKind, ErrorSample};
+use hdrhistogram::Histogram;
+use std::sync::atomic::AtomicU64;
+
+/// Highest value the latency histograms hold: one hour in microseconds.
+pub const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
+/// Significant decimal digits of every histogram.
+pub const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// An empty microsecond histogram (1 µs .. 1 h, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGFIG)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Records a duration in nanoseconds as whole microseconds (rounded, at least 1).
+#[inline]
+pub fn record_ns_as_us(h: &mut Histogram<u64>, ns: u64) {
+    h.saturating_record(((ns + 500) / 1000).max(1));
+}
+
+/// Counters a thread updates as it goes, read by the live display.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    /// Messages verified in the measured window.
+    pub verified: AtomicU64,
+    /// Errors of any kind.
+    pub errors: AtomicU64,
+    /// Connections without a verified echo for longer than the stall threshold, right now.
+    pub starved_now: AtomicU64,
+}
+
+/// Progress of one connection slot.
+#[derive(Debug, Clone, Default)]
+pub struct SlotStats {
+    /// Global slot index.
+    pub slot: usize,
+    /// Messages verified in the measured window.
+    pub messages: u64,
+    /// Longest time without a verified echo inside the measured window.
+    pub max_gap_ns: u64,
+}
+
+/// Everything one client thread measured.
+#[derive(Debug, Clone)]
+pub struct ThreadResult {
+    /// Latency: intended send time → last byte verified (µs).
+    pub latency: Histogram<u64>,
+    /// Service time: actual send → last byte verified (µs).
+    pub service: Histogram<u64>,
+    /// Connect time (µs).
+    pub connect: Histogram<u64>,
+    /// Open loop: actual first-byte write minus intended send time (µs).
+    pub schedule_lag: Histogram<u64>,
+    /// Measured messages whose first byte was written.
+    pub messages_sent: u64,
+    /// Measured messages verified in full.
+    pub messages_verified: u64,
+    /// Bytes written during the measured window.
+    pub bytes_sent: u64,
+    /// Bytes received during the measured window.
+    pub bytes_received: u64,
+    /// Errors by `ErrorKind::index()`.
+    pub errors: [u64; ErrorKind::ALL.len()],
+    /// The first errors, in time order.
+    pub samples: Vec<ErrorSample>,
+    /// Connections established.
+    pub opened: u64,
+    /// Whether any connect succeeded.
+    pub ever_connected: bool,
+    /// Per slot progress.
+    pub slots: Vec<SlotStats>,
+    /// When the thread finished (ns since the run's base).
+    pub finished_ns: u64,
+    /// CPU time of the thread.
+    pub cpu_ns: u64,
+    /// Wall time of the thread.
+    pub wall_ns: u64,
+}
+
+impl ThreadResult {
+    /// An empty result for `slots` connection slots.
+    pub fn new(slots: usize) -> Self {
+        ThreadResult {
+            latency: new_histogram(),
+            service: new_histogram(),
+            connect: new_histogram(),
+            schedule_lag: new_histogram(),
+            messages_sent: 0,
+            messages_verified: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            errors: [0; ErrorKind::ALL.len()],
+            samples: Vec::new(),
+            opened: 0,
+            ever_connected: false,
+            slots: vec![SlotStats::default(); slots],
+            finished_ns: 0,
+            cpu_ns: 0,
+            wall_ns: 0,
+        }
+    }
+
+    /// Adds `other` into `self` (histograms added exactly; samples kept in time order).
+    pub fn merge(&mut self, other: &ThreadResult) {
+        let add = |a: &mut Histogram<u64>, b: &Histogram<u64>| {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = a.add(b);
+        };
+        add(&mut self.latency, &other.latency);
+        add(&mut self.service, &other.service);
+        add(&mut self.connect, &other.connect);
+        add(&mut self.schedule_lag, &other.schedule_lag);
+        self.messages_sent += other.messages_sent;
+        self.messages_verified += other.messages_verified;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
+            *a += b;
+        }
+        self.samples.extend(other.samples.iter().cloned());
+        self.samples.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        self.samples.truncate(crate::errors::MAX_SAMPLES);
+        self.opened += other.opened;
+        self.ever_connected |= other.ever_connected;
+        self.slots.extend(other.slots.iter().cloned());
+        self.finished_ns = self.finished_ns.max(other.finished_ns);
+        self.cpu_ns += other.cpu_ns;
+        self.wall_ns += other.wall_ns;
+    }
+}
+
+/// Jain's fairness index of `xs`: (Σx)² / (n·Σx²); 1 when all are equal, 1/n when one gets all.
+/// An empty list or all zeros counts as perfectly fair (1.0) only when there is nothing to share;
+/// all-zero traffic yields 0.
+pub fn jain_fairness(xs: &[u64]) -> f64 {
+    if xs.is_empty() {
+        return 1.0;
+    }
+    let sum: f64 = xs.iter().map(|&x| x as f64).sum();
+    let sum_sq: f64 = xs.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    if sum_sq == 0.0 {
+        return 0.0;
+    }
+    sum * sum / (xs.len() as f64 * sum_sq)
+}
+
+/// The median of `xs` (lower middle for even lengths); 0 for an empty list.
+pub fn median(xs: &[u64]) -> u64 {
+    if xs.is_empty() {
+        return 0;
+    }
+    let mut sorted = xs.to_vec();
+    sorted.sort_unstable();
+    sorted[(sorted.len() - 1) / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jain_index_of_equal_and_skewed_shares() {
+        assert!((jain_fairness(&[5, 5, 5, 5]) - 1.0).abs() < 1e-12);
+        assert!((jain_fairness(&[8, 0, 0, 0]) - 0.25).abs() < 1e-12);
+        assert_eq!(jain_fairness(&[0, 0]), 0.0);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_lists() {
+        assert_eq!(median(&[3, 1, 2]), 2);
+        assert_eq!(median(&[4, 1, 3, 2]), 2);
+        assert_eq!(median(&[]), 0);
+    }
+
+    #[test]
+    fn rounding_to_microseconds() {
+        let mut h = new_histogram();
+        record_ns_as_us(&mut h, 100);
+        record_ns_as_us(&mut h, 1_499);
+        record_ns_as_us(&mut h, 1_500);
+        assert_eq!(h.min(), 1);
+        assert_eq!(h.max(), 2);
+        assert_eq!(h.len(), 3);
+    }
+}

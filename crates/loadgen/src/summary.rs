@@ -1,0 +1,139 @@
+//! The human summary printed on stdout after a run: what was measured, in a few aligned lines,
+//! with plain-words warnings when the numbers should not be trusted or some connections were
+//! starved. Written to any `impl Write` so tests check it through a `Vec<u8>`.
+
+use crate::errors::ErrorKind;
+use crate::report::{Percentiles, Report};
+use std::io::{self, Write};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn percentiles_line(p: &Percentiles) -> String {
+    format!(
+        "min {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        p.min, p.p50, p.p90, p.p99, p.p999, p.max
+    )
+}
+
+/// Writes the human summary of `report`.
+pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Result<()> {
+    let c = &report.config;
+    let model = match (c.rate_per_s, c.depth) {
+        (Some(rate), cap) => format!(
+            "open loop {rate} msg/s ({:?} arrivals){}",
+            c.arrival,
+            cap.map(|d| format!(", at most {d} in flight per connection"))
+                .unwrap_or_default()
+        )
+        .to_lowercase(),
+        (None, d) => format!("closed loop, depth {}", d.unwrap_or(1)),
+    };
+    let churn = c
+        .messages_per_connection
+        .map(|m| format!(", reconnect every {m} messages"))
+        .unwrap_or_default();
+    writeln!(
+        w,
+        "loadgen → {}: {} connections on {} threads, {}-byte messages, {model}{churn}",
+        c.target, c.connections, report.loadgen.threads, c.size_bytes
+    )?;
+    writeln!(
+        w,
+        "duration      {:.2} s measured (after {:.2} s warm-up)",
+        report.duration_s,
+        c.warmup_ms as f64 / 1000.0
+    )?;
+    writeln!(
+        w,
+        "messages      {} verified of {} sent",
+        report.messages.verified, report.messages.sent
+    )?;
+    let d = report.duration_s.max(f64::MIN_POSITIVE);
+    writeln!(
+        w,
+        "throughput    {:.1} messages/s, {:.2} MiB/s sent, {:.2} MiB/s received",
+        report.throughput.messages_per_s,
+        report.bytes.sent as f64 / MIB / d,
+        report.bytes.received as f64 / MIB / d
+    )?;
+    writeln!(w, "latency µs    {}", percentiles_line(&report.latency_us))?;
+    if c.rate_per_s.is_some() {
+        writeln!(
+            w,
+            "service µs    {}",
+            percentiles_line(&report.service_time_us)
+        )?;
+    }
+    if c.messages_per_connection.is_some() {
+        writeln!(w, "connect µs    {}", percentiles_line(&report.connect_us))?;
+    }
+    let kinds: Vec<String> = ErrorKind::ALL
+        .iter()
+        .map(|k| format!("{} {}", k.as_str(), report.errors.count(*k)))
+        .collect();
+    writeln!(
+        w,
+        "errors        {} ({})",
+        report.errors.total,
+        kinds.join(", ")
+    )?;
+    for s in report.errors.samples.iter().take(3) {
+        writeln!(w, "  {}: {}", s.kind.as_str(), s.detail)?;
+    }
+    let conns = &report.connections;
+    writeln!(
+        w,
+        "connections   {} opened; messages per connection min {} median {} max {}; \
+         Jain fairness {:.3}; {} starved",
+        conns.opened,
+        conns.min_messages,
+        conns.median_messages,
+        conns.max_messages,
+        conns.jain_fairness,
+        conns.starved
+    )?;
+    writeln!(
+        w,
+        "loadgen cost  {:.2} s CPU, {:.2} µs CPU per message, threads {:.0}% busy",
+        report.loadgen.cpu_s,
+        report.loadgen.cpu_per_message_us,
+        report.loadgen.busy_fraction * 100.0
+    )?;
+    if let Some(s) = &report.schedule {
+        writeln!(
+            w,
+            "schedule      target {:.1} msg/s, achieved {:.1}% of it; send lag p99 {} µs, max {} µs",
+            report.throughput.target_per_s.unwrap_or(0.0),
+            report.throughput.achieved_ratio.unwrap_or(0.0) * 100.0,
+            s.p99_lag_us,
+            s.max_lag_us
+        )?;
+        if s.behind {
+            writeln!(
+                w,
+                "WARNING: the load generator fell behind its schedule: the server was offered \
+                 less than the target rate, so these numbers describe a lower load."
+            )?;
+        }
+    }
+    if conns.starved > 0 {
+        writeln!(
+            w,
+            "WARNING: {} of {} connections waited longer than {} ms without any echo while \
+             others were served (the server serves fewer connections at a time than are open, \
+             e.g. a pool with fewer workers than connections).",
+            conns.starved, c.connections, c.stall_threshold_ms
+        )?;
+    }
+    if report.unreachable() {
+        writeln!(
+            w,
+            "ERROR: the target {} could not be reached: no connection was established.",
+            c.target
+        )?;
+    }
+    if !report.valid {
+        writeln!(w, "NOT VALID: {}", report.invalid_reasons.join("; "))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! The binary and the CLI entry point: exit codes, summary text, the JSON report against the
+//! schema file.
+
+mod common;
+
+use common::{Behavior, TestServer};
+use std::process::Command;
+
+fn loadgen() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+fn schema_validator() -> jsonschema::Validator {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schema/loadgen-report.schema.json"
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("the schema file is a valid JSON Schema")
+}
+
+fn assert_valid(instance: &serde_json::Value) {
+    let validator = schema_validator();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match the schema: {errors:#?}"
+    );
+}
+
+#[test]
+fn json_report_validates_against_the_schema() {
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = loadgen()
+        .args([
+            "--target",
+            &server.target(),
+            "--connections",
+            "4",
+            "--messages",
+            "500",
+        ])
+        .args(["--warmup", "100ms", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_valid(&value);
+    assert_eq!(value["schema"], "echolab.loadgen/1");
+    assert_eq!(value["messages"]["verified"], 500);
+    for kind in ["refused", "reset", "eof", "timeout", "corrupt"] {
+        assert_eq!(value["errors"]["by_kind"][kind], 0, "{kind}");
+    }
+    // Round trip through the library type.
+    let report: loadgen::Report = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(report.latency_histogram().unwrap().len(), 500);
+    // The schema is strict: an unknown key is rejected (so new keys must be documented).
+    let mut extra = value;
+    extra["surprise"] = serde_json::json!(1);
+    assert!(!schema_validator().is_valid(&extra));
+}
+
+#[test]
+fn corrupt_echo_exits_1_and_still_writes_the_report() {
+    let server = TestServer::start(Behavior::CorruptAt(64 * 7 + 3));
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = loadgen()
+        .args([
+            "--target",
+            &server.target(),
+            "--connections",
+            "1",
+            "--messages",
+            "20",
+        ])
+        .args(["--warmup", "0s", "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("corrupt 1"), "{stdout}");
+    assert!(stdout.contains("connection 0 message 7 byte 3"), "{stdout}");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_valid(&value);
+    assert_eq!(value["errors"]["by_kind"]["corrupt"], 1);
+    let s = &value["errors"]["samples"][0];
+    assert_eq!(
+        (s["kind"].as_str(), s["connection"].as_u64()),
+        (Some("corrupt"), Some(0))
+    );
+    assert_eq!(
+        (s["message"].as_u64(), s["offset"].as_u64()),
+        (Some(7), Some(3))
+    );
+}
+
+#[test]
+fn corrupt_within_max_errors_exits_0() {
+    let server = TestServer::start(Behavior::CorruptAt(64 * 7 + 3));
+    let out = loadgen()
+        .args([
+            "--target",
+            &server.target(),
+            "--connections",
+            "1",
+            "--messages",
+            "20",
+        ])
+        .args(["--warmup", "0s", "--max-errors", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn refused_target_exits_1() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = loadgen()
+        .args([
+            "--target",
+            &addr.to_string(),
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("refused 16"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not be reached"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["--connections", "3"],
+        vec!["--target", "127.0.0.1:1", "--duration", "soon"],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--duration",
+            "1s",
+            "--messages",
+            "5",
+        ],
+        vec!["--target", "127.0.0.1:1", "--size", "0"],
+        vec!["--target", "127.0.0.1:1", "--slo", "p99 fast"],
+        vec!["--bogus"],
+    ] {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = loadgen::cli::main_with(
+            std::iter::once("loadgen").chain(args.iter().copied()),
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, 2, "{args:?}: {}", String::from_utf8_lossy(&err));
+        assert!(!err.is_empty(), "{args:?} printed no message");
+    }
+}
+
+#[test]
+fn summary_lists_every_required_figure() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = loadgen::cli::main_with(
+        [
+            "loadgen",
+            "--target",
+            &server.target(),
+            "--messages",
+            "300",
+            "--warmup",
+            "0s",
+            "--connections",
+            "3",
+            "--size",
+            "128",
+            "--quiet",
+        ],
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert!(err.is_empty(), "stderr must stay empty when not a terminal");
+    let text = String::from_utf8(out).unwrap();
+    for needle in [
+        "3 connections",
+        "128-byte messages",
+        "duration ",
+        "300 verified of 300 sent",
+        "messages/s",
+        "MiB/s sent",
+        "MiB/s received",
+        "min ",
+        "p50 ",
+        "p90 ",
+        "p99 ",
+        "p99.9 ",
+        "max ",
+        "errors        0 (refused 0, reset 0, eof 0, timeout 0, short 0, corrupt 0",
+    ] {
+        assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
+    }
+}

@@ -1,0 +1,128 @@
+//! Test echo servers (thread per connection, in-process, on 127.0.0.1:0) with deliberate faults:
+//! a byte flipped at a known stream offset, or all echoing paused for S ms every P ms.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How the test server misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub enum Behavior {
+    /// A faithful echo.
+    Echo,
+    /// Flip one bit of the byte at this offset of every connection's stream.
+    CorruptAt(u64),
+    /// Pause all echoing for `pause_ms` at the start of every `period_ms`.
+    Pause { period_ms: u64, pause_ms: u64 },
+    /// Close every connection after echoing this many bytes.
+    CloseAfter(u64),
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    pub accepted: Arc<AtomicU64>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(behavior: Behavior) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let acceptor = {
+            let stop = stop.clone();
+            let accepted = accepted.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || serve(stream, behavior, start));
+                }
+            })
+        };
+        TestServer {
+            addr,
+            stop,
+            accepted,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pos = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        match behavior {
+            Behavior::Echo => {}
+            Behavior::CorruptAt(at) => {
+                if at >= pos && at < pos + n as u64 {
+                    buf[(at - pos) as usize] ^= 0x01;
+                }
+            }
+            Behavior::Pause {
+                period_ms,
+                pause_ms,
+            } => {
+                let now_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let into = now_ms % period_ms as f64;
+                if into < pause_ms as f64 {
+                    std::thread::sleep(Duration::from_secs_f64((pause_ms as f64 - into) / 1000.0));
+                }
+            }
+            Behavior::CloseAfter(limit) => {
+                if pos + n as u64 >= limit {
+                    let keep = (limit - pos.min(limit)) as usize;
+                    let _ = stream.write_all(&buf[..keep]);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        }
+        if stream.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        pos += n as u64;
+    }
+}
+
+/// A base configuration for tests: short warm-up, bounded, quiet.
+pub fn config(target: &str) -> loadgen::Config {
+    let mut c = loadgen::Config::new(target);
+    c.connections = 4;
+    c.threads = 2;
+    c.warmup_ms = 0;
+    c.duration_ms = None;
+    c.messages = Some(2_000);
+    c.quiet = true;
+    c
+}

@@ -1,0 +1,118 @@
+//! loadgen against faithful and faulty in-test echo servers, through the library API.
+
+mod common;
+
+use common::{Behavior, TestServer, config};
+use loadgen::ErrorKind;
+
+#[test]
+fn messages_bound_verifies_every_message_without_errors() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut c = config(&server.target());
+    c.connections = 8;
+    c.messages = Some(5_001);
+    c.size_bytes = 100;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.messages.sent, 5_001);
+    assert_eq!(r.messages.verified, r.messages.sent);
+    assert_eq!(r.bytes.sent, 5_001 * 100);
+    assert_eq!(r.bytes.received, 5_001 * 100);
+    assert_eq!(r.connections.opened, 8);
+    assert_eq!(r.latency_us.count, 5_001);
+    assert!(r.latency_us.min >= 1 && r.latency_us.min <= r.latency_us.p50);
+    assert!(r.latency_us.p50 <= r.latency_us.p99 && r.latency_us.p99 <= r.latency_us.max);
+    assert_eq!(r.latency_histogram().unwrap().len(), 5_001);
+    assert!(r.throughput.messages_per_s > 0.0);
+    assert_eq!(r.connections.min_messages + 1, r.connections.max_messages);
+}
+
+#[test]
+fn duration_bound_with_warmup_and_large_messages() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut c = config(&server.target());
+    c.messages = None;
+    c.duration_ms = Some(500);
+    c.warmup_ms = 200;
+    c.size_bytes = 100_000;
+    c.depth = Some(3);
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert!(r.messages.verified > 0);
+    assert_eq!(r.messages.verified, r.messages.sent);
+    assert!((r.duration_s - 0.5).abs() < 1e-9);
+}
+
+#[test]
+fn one_flipped_byte_is_one_corrupt_error_at_the_right_place() {
+    let size = 64u64;
+    let at = 10 * size + 37; // message 10, offset 37
+    let server = TestServer::start(Behavior::CorruptAt(at));
+    let mut c = config(&server.target());
+    c.connections = 1;
+    c.threads = 1;
+    c.messages = Some(50);
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 1, "{:?}", r.errors);
+    assert_eq!(r.errors.count(ErrorKind::Corrupt), 1);
+    let s = &r.errors.samples[0];
+    assert_eq!(s.kind, ErrorKind::Corrupt);
+    assert_eq!(s.connection, Some(0));
+    assert_eq!(s.message, Some(10));
+    assert_eq!(s.offset, Some(37));
+    assert_eq!(s.expected.zip(s.got).map(|(e, g)| e ^ g), Some(0x01));
+    assert_eq!(r.messages.verified, 10);
+}
+
+#[test]
+fn corruption_is_attributed_to_each_connection() {
+    let server = TestServer::start(Behavior::CorruptAt(3 * 32 + 5));
+    let mut c = config(&server.target());
+    c.size_bytes = 32;
+    c.connections = 4;
+    c.messages = Some(40);
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.count(ErrorKind::Corrupt), 4, "{:?}", r.errors);
+    let mut conns: Vec<u64> = r
+        .errors
+        .samples
+        .iter()
+        .filter_map(|s| s.connection)
+        .collect();
+    conns.sort_unstable();
+    assert_eq!(conns, [0, 1, 2, 3]);
+    for s in &r.errors.samples {
+        assert_eq!((s.message, s.offset), (Some(3), Some(5)));
+    }
+}
+
+#[test]
+fn refused_target_is_a_refused_error_and_unreachable() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut c = config(&addr.to_string());
+    c.connections = 3;
+    let r = loadgen::run(&c).unwrap();
+    assert!(r.unreachable());
+    assert_eq!(r.errors.count(ErrorKind::Refused), 3, "{:?}", r.errors);
+    assert_eq!(r.errors.total, 3);
+    assert!(!r.valid);
+}
+
+#[test]
+fn server_closing_early_is_eof_or_short() {
+    let server = TestServer::start(Behavior::CloseAfter(5 * 64 + 10));
+    let mut c = config(&server.target());
+    c.connections = 1;
+    c.threads = 1;
+    c.messages = Some(20);
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.count(ErrorKind::Short), 1, "{:?}", r.errors);
+    assert_eq!(r.errors.samples[0].message, Some(5));
+    assert_eq!(r.errors.samples[0].offset, Some(10));
+    let server = TestServer::start(Behavior::CloseAfter(5 * 64));
+    let r = loadgen::run(&config(&server.target()).clone()).unwrap();
+    assert!(r.errors.count(ErrorKind::Eof) >= 1, "{:?}", r.errors);
+}
