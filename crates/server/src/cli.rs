@@ -32,7 +32,7 @@ pub struct Args {
     /// Worker threads for `pool`, `rayon` and `async` [default: number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Poll loops (threads) for `event-loop` [default: number of cores].
+    /// Poll loops (threads) for `event-loop` and `uring` [default: number of cores].
     #[arg(long)]
     pub loops: Option<usize>,
     /// Bound of the pool's queue of accepted connections.

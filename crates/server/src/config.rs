@@ -23,6 +23,9 @@ pub enum Strategy {
     EventLoop,
     /// Tokio multi-threaded runtime with W threads, a task per connection: the ecosystem's default.
     Async,
+    /// io_uring rings on N loops, kernel-chosen buffers: fewer syscalls per message (Linux).
+    #[cfg(all(target_os = "linux", feature = "uring"))]
+    Uring,
 }
 
 impl Strategy {
@@ -34,6 +37,8 @@ impl Strategy {
         Strategy::Rayon,
         Strategy::EventLoop,
         Strategy::Async,
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        Strategy::Uring,
     ];
 
     /// The name used on the command line and in reports.
@@ -45,6 +50,8 @@ impl Strategy {
             Strategy::Rayon => "rayon",
             Strategy::EventLoop => "event-loop",
             Strategy::Async => "async",
+            #[cfg(all(target_os = "linux", feature = "uring"))]
+            Strategy::Uring => "uring",
         }
     }
 
@@ -55,7 +62,12 @@ impl Strategy {
 
     /// Whether `--loops` sets this strategy's thread count.
     pub fn uses_loops(self) -> bool {
-        matches!(self, Strategy::EventLoop)
+        match self {
+            Strategy::EventLoop => true,
+            #[cfg(all(target_os = "linux", feature = "uring"))]
+            Strategy::Uring => true,
+            _ => false,
+        }
     }
 
     /// Whether at most `--workers` connections are served at once (the rest wait).
@@ -96,7 +108,7 @@ pub struct Config {
     pub strategy: Strategy,
     /// Worker threads for `pool`, `rayon` and `async`.
     pub workers: usize,
-    /// Poll loops (threads) for `event-loop`.
+    /// Poll loops (threads) for `event-loop` and `uring`.
     pub loops: usize,
     /// Bound of the pool's queue of accepted connections.
     pub queue: usize,

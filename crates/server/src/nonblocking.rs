@@ -1,5 +1,7 @@
 //! The echo session for the nonblocking strategies (`event-loop`, `uring`): one per-connection
-//! state machine, driven by whoever learns that the socket can make progress.
+//! state machine (clocks, counters, the pending-output rule), driven by whoever learns that the
+//! socket can make progress: readiness (epoll, [`Session::advance`]) or completions (io_uring,
+//! which reads into a kernel-chosen buffer and writes from it, see `strategy/uring.rs`).
 //!
 //! The memory rule that lets one thread hold thousands of connections: a connection holds **no
 //! buffer while it is idle**. Bytes are read into the loop's scratch buffer (one per loop thread,
@@ -61,6 +63,8 @@ pub struct Session {
     last_written: Instant,
     /// The peer ended its side (EPOLLRDHUP seen): read to EOF, never stop at a short read.
     read_closed: bool,
+    /// A completion-based write (io_uring) is in flight: the write clock runs, not the idle one.
+    writing: bool,
     bytes_in: u64,
     bytes_out: u64,
 }
@@ -72,6 +76,7 @@ impl Session {
             last_received: accepted_at,
             last_written: accepted_at,
             read_closed: false,
+            writing: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -136,12 +141,25 @@ impl Session {
         }
     }
 
+    /// For completion-based I/O (io_uring): a write of received bytes was submitted; until
+    /// [`Session::write_done`], the write clock runs instead of the idle one.
+    pub fn write_started(&mut self, now: Instant) {
+        self.writing = true;
+        self.last_written = now;
+    }
+
+    /// The submitted write finished (all bytes written).
+    pub fn write_done(&mut self) {
+        self.writing = false;
+    }
+
     /// Whether a deadline has passed at `now`: the write timeout while output is pending,
     /// otherwise the idle timeout.
     pub fn expired(&self, now: Instant, config: &Config) -> bool {
-        match self.pending {
-            Some(_) => now.saturating_duration_since(self.last_written) >= config.write_timeout,
-            None => now.saturating_duration_since(self.last_received) >= config.idle_timeout,
+        if self.pending.is_some() || self.writing {
+            now.saturating_duration_since(self.last_written) >= config.write_timeout
+        } else {
+            now.saturating_duration_since(self.last_received) >= config.idle_timeout
         }
     }
 

@@ -90,3 +90,87 @@ fn bad_flags_exit_2_with_a_message() {
         assert!(!stderr.is_empty(), "{args:?} printed no message");
     }
 }
+
+/// Where the kernel refuses io_uring, `--strategy uring` fails at start with exit 1 and a message
+/// that names io_uring and the kernel's answer. The refusal is simulated with a seccomp filter
+/// that makes `io_uring_setup` fail with EPERM in the child (as Docker's default profile does).
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "uring"))]
+#[test]
+fn uring_refused_by_the_kernel_is_a_clear_error_with_exit_1() {
+    use std::os::unix::process::CommandExt;
+
+    let mut command = Command::new(BIN);
+    command.args(["--addr", "127.0.0.1:0", "--strategy", "uring"]);
+    // SAFETY: only prctl(2) (async-signal-safe) between fork and exec, on a filter that lives on
+    // this stack frame until the call returns.
+    unsafe {
+        command.pre_exec(|| {
+            const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+            const SYS_IO_URING_SETUP: u32 = 425;
+            let filter = [
+                // arch check: anything but x86_64 is allowed through untouched
+                bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+                bpf_jump(
+                    libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                    AUDIT_ARCH_X86_64,
+                    0,
+                    3,
+                ),
+                bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+                bpf_jump(
+                    libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                    SYS_IO_URING_SETUP,
+                    0,
+                    1,
+                ),
+                bpf_stmt(
+                    libc::BPF_RET | libc::BPF_K,
+                    libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                ),
+                bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+            ];
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run echo-server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("io_uring") && stderr.contains("os error 1"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "printed a listening line");
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "uring"))]
+fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "uring"))]
+fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}

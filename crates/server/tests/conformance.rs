@@ -851,15 +851,22 @@ conformance! {
     async_tokio => Strategy::Async,
 }
 
+#[cfg(all(target_os = "linux", feature = "uring"))]
+conformance! {
+    uring => Strategy::Uring,
+}
+
 #[test]
 fn every_strategy_is_in_the_suite() {
-    let listed = [
+    let listed: Vec<&str> = vec![
         "iterative",
         "thread",
         "pool",
         "rayon",
         "event-loop",
         "async",
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        "uring",
     ];
     let all: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
     assert_eq!(all, listed, "add the new strategy to conformance! above");

@@ -17,6 +17,8 @@ mod iterative;
 mod pool;
 mod rayon;
 mod thread;
+#[cfg(all(target_os = "linux", feature = "uring"))]
+mod uring;
 
 /// Receives admitted connections from the accept loop.
 pub trait Dispatch: Send {
@@ -37,5 +39,7 @@ pub fn start(shared: &Arc<Shared>) -> Result<Box<dyn Dispatch>, Error> {
         Strategy::Rayon => Box::new(rayon::Rayon::start(shared)?),
         Strategy::EventLoop => Box::new(event_loop::EventLoop::start(shared)?),
         Strategy::Async => Box::new(async_tokio::AsyncTokio::start(shared)?),
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        Strategy::Uring => Box::new(uring::Uring::start(shared)?),
     })
 }
