@@ -947,3 +947,29 @@ fn iterative_serves_one_client_at_a_time() {
     assert!(echoed_within(server.local_addr(), PATIENCE));
     server.shutdown();
 }
+
+/// A pool acceptor blocked on a full queue (`--overflow block`) at shutdown: the drain still
+/// ends on time, cutting the served, the queued and the connection the acceptor held (admitted,
+/// so registered, before it blocked).
+#[test]
+fn pool_drain_ends_with_the_acceptor_blocked_on_a_full_queue() {
+    let mut config = Config::loopback(Strategy::Pool);
+    config.workers = 1;
+    config.queue = 1;
+    config.overflow = Overflow::Block;
+    config.drain_timeout = Duration::from_millis(200);
+    let server = start(config);
+    let _served = served_connection(server.local_addr());
+    let _queued = connect(server.local_addr());
+    let _held = connect(server.local_addr());
+    assert!(eventually(|| server.stats().accepted == 3));
+    let started = Instant::now();
+    let stats = server.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.drain_closed, 3, "{stats:?}");
+    assert_eq!(stats.open_connections, 0, "{stats:?}");
+}
