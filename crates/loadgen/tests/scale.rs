@@ -87,10 +87,8 @@ fn serve(listener: std::net::TcpListener, stop: impl Fn() -> bool) -> std::io::R
                     Err(_) => close = true,
                 }
             }
-            if close {
-                if let Some((mut s, _)) = conns.remove(&key) {
-                    let _ = poll.registry().deregister(&mut s);
-                }
+            if close && let Some((mut s, _)) = conns.remove(&key) {
+                let _ = poll.registry().deregister(&mut s);
             }
         }
     }
