@@ -292,6 +292,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         pin: !args.no_pin,
         seed: 0,
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+        server_args: vec![],
     };
     crate::bench::resolve_strategies(&mut plan, &binaries)?;
     let run_dir = create_run_dir(&root, "capacity", args.out.as_deref())?;

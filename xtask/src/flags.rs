@@ -86,6 +86,9 @@ pub struct BenchArgs {
     /// Trials per cell (default 3; 1 with --smoke).
     #[arg(long)]
     pub trials: Option<u32>,
+    /// Extra arguments for every built-in strategy's server, e.g. '--workers 4 --queue 64'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
     /// Measured time per trial (default 1500ms; 500ms with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,

@@ -307,6 +307,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         pin: !args.no_pin,
         seed: 0,
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+        server_args: vec![],
     };
     Manifest::collect(
         "regress",

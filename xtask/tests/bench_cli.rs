@@ -31,6 +31,7 @@ fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
         pin: true,
         seed: 7,
         ready_timeout_ms: 20_000,
+        server_args: vec![],
     }
 }
 
