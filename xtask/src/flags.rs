@@ -137,6 +137,9 @@ pub struct CapacityArgs {
     /// Or an external server command with `{port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
     pub server: Option<String>,
+    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
     /// The SLO, e.g. 'p99<=1ms' or 'p99<=1ms,p999<=5ms,errors=0'.
     #[arg(long)]
     pub slo: String,
@@ -202,6 +205,9 @@ pub struct RegressArgs {
     /// The compared metric.
     #[arg(long, value_enum, default_value_t = Metric::Throughput)]
     pub metric: Metric,
+    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
     /// Strategy both sides run.
     #[arg(long, default_value = "pool")]
     pub strategy: String,

@@ -307,7 +307,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         pin: !args.no_pin,
         seed: 0,
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: vec![],
+        server_args: crate::capacity::split_args(args.server_args.as_deref()),
     };
     Manifest::collect(
         "regress",
