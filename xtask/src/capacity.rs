@@ -83,6 +83,16 @@ pub fn judge(slo: &Slo, target_per_s: u64, report: &serde_json::Value) -> (bool,
             why.join("; ")
         ));
     }
+    if let Some(starved) = report
+        .pointer("/connections/starved")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        reasons.push(format!(
+            "{starved} connections starved (the server serves fewer connections at once than it \
+             was given; for pool/rayon try --server-args '--workers N')"
+        ));
+    }
     if report
         .pointer("/loadgen/saturated")
         .and_then(serde_json::Value::as_bool)
@@ -571,5 +581,12 @@ mod tests {
         let mut ratio = good.clone();
         ratio["throughput"]["achieved_ratio"] = serde_json::json!(0.5);
         assert!(!judge(&slo, 10_000, &ratio).0);
+        let mut starved = good.clone();
+        starved["connections"] = serde_json::json!({"starved": 14});
+        let (pass, reasons) = judge(&slo, 10_000, &starved);
+        assert!(
+            !pass && reasons[0].starts_with("14 connections starved"),
+            "{reasons:?}"
+        );
     }
 }
