@@ -68,6 +68,9 @@ pub struct BenchPlan {
     pub pin: bool,
     pub seed: u64,
     pub ready_timeout_ms: u64,
+    /// Extra arguments for built-in strategies' servers (`--server-args`).
+    #[serde(default)]
+    pub server_args: Vec<String>,
 }
 
 /// Parses `NAME=CMD`.
@@ -176,6 +179,11 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         pin: !args.no_pin,
         seed: args.seed.unwrap_or_else(rand::random),
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+        server_args: args
+            .server_args
+            .as_deref()
+            .map(|text| text.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -245,6 +253,7 @@ pub fn server_launch(
     server: &ServerEntry,
     binaries: &Binaries,
     stats_json: Option<&Path>,
+    extra_args: &[String],
 ) -> Result<ServerLaunch> {
     match &server.command {
         Some(command) => ServerLaunch::external(&server.name, command),
@@ -257,6 +266,7 @@ pub fn server_launch(
                 args.push("--stats-json".into());
                 args.push(path.display().to_string());
             }
+            args.extend(extra_args.iter().cloned());
             Ok(ServerLaunch {
                 name: server.name.clone(),
                 program: binaries.echo_server.clone(),
@@ -434,7 +444,12 @@ impl TrialRunner<'_> {
             failure: None,
         };
         let stats_path = paths.server_stats_json.as_deref().map(at);
-        let launch = server_launch(server, self.binaries, stats_path.as_deref())?;
+        let launch = server_launch(
+            server,
+            self.binaries,
+            stats_path.as_deref(),
+            &self.plan.server_args,
+        )?;
         let mut running = match shell::start_server(
             &launch,
             self.pinning.server.as_deref(),
@@ -578,7 +593,7 @@ pub fn preflight(
     pinning: &Pinning,
 ) -> Result<()> {
     for server in &plan.servers {
-        let launch = server_launch(server, binaries, None)?;
+        let launch = server_launch(server, binaries, None, &plan.server_args)?;
         let log = run_dir.join(format!("preflight-{}.server.log", server.name));
         let mut running = shell::start_server(
             &launch,

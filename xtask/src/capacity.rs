@@ -83,6 +83,16 @@ pub fn judge(slo: &Slo, target_per_s: u64, report: &serde_json::Value) -> (bool,
             why.join("; ")
         ));
     }
+    if let Some(starved) = report
+        .pointer("/connections/starved")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        reasons.push(format!(
+            "{starved} connections starved (the server serves fewer connections at once than it \
+             was given; for pool/rayon try --server-args '--workers N')"
+        ));
+    }
     if report
         .pointer("/loadgen/saturated")
         .and_then(serde_json::Value::as_bool)
@@ -97,6 +107,9 @@ pub fn judge(slo: &Slo, target_per_s: u64, report: &serde_json::Value) -> (bool,
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchLimits {
     pub start_rate_per_s: u64,
+    /// Lowest rate the downward ramp tries (below it a step has too few samples to judge).
+    #[serde(default)]
+    pub min_rate_per_s: u64,
     pub max_rate_per_s: u64,
     /// Stop bisecting when (fail − pass) / pass is at most this.
     pub precision: f64,
@@ -165,8 +178,13 @@ pub fn search(
             if pass.is_some() {
                 break;
             }
-            if rate <= 1 {
-                return Ok(finish(pass, fail, steps, "even 1 msg/s fails the SLO"));
+            if rate / 2 < limits.min_rate_per_s.max(1) {
+                return Ok(finish(
+                    pass,
+                    fail,
+                    steps,
+                    &format!("even {rate} msg/s fails the SLO"),
+                ));
             }
             rate /= 2;
         }
@@ -292,11 +310,15 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         pin: !args.no_pin,
         seed: 0,
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+        server_args: split_args(args.server_args.as_deref()),
     };
     crate::bench::resolve_strategies(&mut plan, &binaries)?;
     let run_dir = create_run_dir(&root, "capacity", args.out.as_deref())?;
+    // At least 100 latency samples per step, or the loadgen rightly calls the step invalid.
+    let min_rate_per_s = (100.0 / args.duration.as_secs_f64().max(0.001)).ceil() as u64;
     let limits = SearchLimits {
         start_rate_per_s: args.start_rate,
+        min_rate_per_s,
         max_rate_per_s: args.max_rate,
         precision: args.precision_percent / 100.0,
         max_steps: 40,
@@ -384,6 +406,12 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     Ok(())
 }
 
+/// Splits `--server-args` on whitespace.
+pub fn split_args(text: Option<&str>) -> Vec<String> {
+    text.map(|text| text.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// Turns one trial record into a judged step.
 pub fn step_from_record(
     slo: &Slo,
@@ -453,6 +481,7 @@ mod tests {
     fn limits() -> SearchLimits {
         SearchLimits {
             start_rate_per_s: 1000,
+            min_rate_per_s: 1,
             max_rate_per_s: 10_000_000,
             precision: 0.05,
             max_steps: 40,
@@ -494,6 +523,17 @@ mod tests {
         assert!((285..=300).contains(&capacity), "{capacity}");
         assert_eq!(outcome.steps[0].target_per_s, 1000);
         assert_eq!(outcome.steps[1].target_per_s, 500);
+    }
+
+    #[test]
+    fn the_downward_ramp_stops_at_the_minimum_rate() {
+        let mut high_floor = limits();
+        high_floor.min_rate_per_s = 200;
+        let outcome = search(&high_floor, |rate| Ok(Some(fake_step(rate, 0)))).expect("runs");
+        let rates: Vec<u64> = outcome.steps.iter().map(|s| s.target_per_s).collect();
+        assert_eq!(rates, [1000, 500, 250]);
+        assert_eq!(outcome.capacity_per_s, None);
+        assert!(answer_line(&outcome).starts_with("capacity: below 250 msg/s"));
     }
 
     #[test]
@@ -541,5 +581,12 @@ mod tests {
         let mut ratio = good.clone();
         ratio["throughput"]["achieved_ratio"] = serde_json::json!(0.5);
         assert!(!judge(&slo, 10_000, &ratio).0);
+        let mut starved = good.clone();
+        starved["connections"] = serde_json::json!({"starved": 14});
+        let (pass, reasons) = judge(&slo, 10_000, &starved);
+        assert!(
+            !pass && reasons[0].starts_with("14 connections starved"),
+            "{reasons:?}"
+        );
     }
 }

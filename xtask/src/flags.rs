@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `cargo xtask`: echolab's benchmark orchestration.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
 pub struct Xtask {
     #[command(subcommand)]
     pub command: Command,
@@ -86,6 +86,9 @@ pub struct BenchArgs {
     /// Trials per cell (default 3; 1 with --smoke).
     #[arg(long)]
     pub trials: Option<u32>,
+    /// Extra arguments for every built-in strategy's server, e.g. '--workers 4 --queue 64'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
     /// Measured time per trial (default 1500ms; 500ms with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -134,6 +137,9 @@ pub struct CapacityArgs {
     /// Or an external server command with `{port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
     pub server: Option<String>,
+    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
     /// The SLO, e.g. 'p99<=1ms' or 'p99<=1ms,p999<=5ms,errors=0'.
     #[arg(long)]
     pub slo: String,
@@ -199,6 +205,9 @@ pub struct RegressArgs {
     /// The compared metric.
     #[arg(long, value_enum, default_value_t = Metric::Throughput)]
     pub metric: Metric,
+    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
     /// Strategy both sides run.
     #[arg(long, default_value = "pool")]
     pub strategy: String,

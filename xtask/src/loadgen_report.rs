@@ -29,6 +29,9 @@ pub struct ReportFigures {
     /// `throughput.achieved_ratio` (open loop only).
     pub achieved_ratio: Option<f64>,
     pub target_per_s: Option<f64>,
+    /// `connections.starved` (issue 4): connections with no verified echo for too long.
+    #[serde(default)]
+    pub starved: Option<u64>,
 }
 
 fn number(report: &serde_json::Value, pointer: &str) -> Result<f64> {
@@ -76,6 +79,9 @@ impl ReportFigures {
                 .and_then(serde_json::Value::as_bool),
             achieved_ratio: optional_number(report, "/throughput/achieved_ratio"),
             target_per_s: optional_number(report, "/throughput/target_per_s"),
+            starved: report
+                .pointer("/connections/starved")
+                .and_then(serde_json::Value::as_u64),
         })
     }
 }

@@ -134,3 +134,59 @@ pub fn create_run_dir(root: &Path, name: &str, out: Option<&Path>) -> Result<Pat
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_with_every_field() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = serde_json::json!({"trials": 3, "seed": 42});
+        let manifest = Manifest::collect("bench", config.clone(), &crate::shell::project_root());
+        manifest.write(dir.path()).expect("writes");
+        let text = std::fs::read_to_string(dir.path().join("manifest.json")).expect("file");
+        let raw: serde_json::Value = serde_json::from_str(&text).expect("json");
+        for key in [
+            "schema",
+            "command",
+            "command_line",
+            "started_at",
+            "host",
+            "cores",
+            "kernel",
+            "os",
+            "git_commit",
+            "git_dirty",
+            "versions",
+            "config",
+        ] {
+            assert!(raw.get(key).is_some(), "manifest lacks {key}");
+        }
+        let back = Manifest::read(dir.path()).expect("reads back");
+        assert_eq!(back, manifest);
+        assert_eq!(back.config, config);
+        assert_eq!(back.schema, MANIFEST_SCHEMA);
+        assert!(back.cores >= 1);
+        assert!(back.versions.rustc.is_some_and(|v| v.starts_with("rustc")));
+        // The workspace is a git repository: the commit is a full hex id.
+        let commit = back.git_commit.expect("git commit");
+        assert_eq!(commit.len(), 40);
+        assert!(commit.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn stamps_and_run_dirs() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_072_000);
+        assert_eq!(utc_stamp(time), "20251125T120000Z");
+        let root = tempfile::tempdir().expect("temp dir");
+        let first = create_run_dir(root.path(), "bench", None).expect("creates");
+        let second = create_run_dir(root.path(), "bench", None).expect("creates");
+        assert_ne!(
+            first, second,
+            "a second run in the same second gets its own directory"
+        );
+        assert!(first.starts_with(root.path().join("results/runs")));
+        assert!(first.to_string_lossy().ends_with("-bench"));
+    }
+}

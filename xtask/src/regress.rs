@@ -172,18 +172,15 @@ pub fn resolve_ref(root: &Path, git_ref: &str) -> Result<String> {
     })
 }
 
-/// Builds the binaries of `commit` in a temporary worktree with a cached target dir.
-fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binaries> {
+/// Checks `commit` out in a fresh temporary worktree (detached), removed again on drop.
+fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
     let parent = tempfile_dir()?;
     let path = parent.join(format!(
-        "echolab-baseline-{}",
-        &commit[..commit.len().min(12)]
+        "echolab-baseline-{}-{}",
+        &commit[..commit.len().min(12)],
+        std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&path);
-    let _ = Command::new("git")
-        .args(["worktree", "prune"])
-        .current_dir(root)
-        .status();
     eprintln!("$ git worktree add --detach {} {commit}", path.display());
     let status = Command::new("git")
         .args(["worktree", "add", "--detach", "--quiet"])
@@ -195,10 +192,15 @@ fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binar
     if !status.success() {
         bail!("git worktree add failed for {commit}");
     }
-    let worktree = Worktree {
+    Ok(Worktree {
         root: root.to_path_buf(),
-        path: path.clone(),
-    };
+        path,
+    })
+}
+
+/// Builds the binaries of `commit` in a temporary worktree with a cached target dir.
+fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binaries> {
+    let worktree = checkout_worktree(root, commit)?;
     let target = root.join("target").join("xtask-regress");
     let built = shell::build_binaries(&worktree.path, args.build.build_profile, Some(&target))?;
     // Keep copies outside the worktree's lifetime (the target dir is shared and cached).
@@ -307,6 +309,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         pin: !args.no_pin,
         seed: 0,
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+        server_args: crate::capacity::split_args(args.server_args.as_deref()),
     };
     Manifest::collect(
         "regress",
@@ -477,6 +480,27 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(1);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baseline_worktree_is_checked_out_and_removed() {
+        let root = crate::shell::project_root();
+        let commit = resolve_ref(&root, "HEAD").expect("HEAD resolves");
+        assert_eq!(commit.len(), 40);
+        assert_eq!(
+            crate::exit_code(&resolve_ref(&root, "no-such-ref-9c1d").expect_err("unknown")),
+            2
+        );
+        let worktree = checkout_worktree(&root, &commit).expect("worktree");
+        let path = worktree.path.clone();
+        assert!(path.join("Cargo.toml").is_file());
+        assert!(path.join("crates/server/Cargo.toml").is_file());
+        let checked_out = command_output("git", &["rev-parse", "HEAD"], &path);
+        assert_eq!(checked_out.as_deref(), Some(commit.as_str()));
+        drop(worktree);
+        assert!(!path.exists(), "the worktree is removed again");
+        let listed = command_output("git", &["worktree", "list"], &root).unwrap_or_default();
+        assert!(!listed.contains(&path.display().to_string()), "{listed}");
+    }
 
     #[test]
     fn thresholds_parse() {

@@ -216,14 +216,22 @@ impl ChildGuard {
         self.child.id()
     }
 
-    /// The exit status if the child has ended, without blocking.
+    /// The exit status if the child has ended, without blocking. When it has, anything it left
+    /// in its process group is killed *before* the child is reaped (while its zombie still
+    /// holds the PID, so the group id cannot have been reused by an unrelated process).
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .with_context(|| format!("checking on {}", self.name))?;
+        if self.status.is_some() {
+            return Ok(self.status);
         }
+        if !exited_without_reaping(self.child.id()) {
+            return Ok(None);
+        }
+        self.signal_group(libc::SIGKILL);
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("reaping {}", self.name))?;
+        self.status = Some(status);
         Ok(self.status)
     }
 
@@ -255,15 +263,12 @@ impl ChildGuard {
     /// whether SIGKILL was needed.
     pub fn stop(&mut self) -> Result<(ExitStatus, bool)> {
         if let Some(status) = self.try_status()? {
-            // Reap stragglers the leader may have left in its group.
-            self.signal_group(libc::SIGKILL);
             return Ok((status, false));
         }
         self.signal_group(libc::SIGTERM);
         let deadline = Instant::now() + self.grace;
         while Instant::now() < deadline {
             if let Some(status) = self.try_status()? {
-                self.signal_group(libc::SIGKILL);
                 return Ok((status, false));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -283,6 +288,22 @@ impl Drop for ChildGuard {
         if self.status.is_none() {
             let _ = self.stop();
         }
+    }
+}
+
+/// True when the child `pid` has exited; it stays a zombie (not reaped), so its PID and process
+/// group id stay reserved until [`Child::wait`].
+fn exited_without_reaping(pid: u32) -> bool {
+    // SAFETY: siginfo_t is plain data; waitid writes into it and never reaps with WNOWAIT.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let result = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        result == 0 && info.si_pid() != 0
     }
 }
 

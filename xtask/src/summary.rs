@@ -72,6 +72,9 @@ pub struct CellSummary {
     pub failed_trials: usize,
     /// Trials whose loadgen said `valid: false`.
     pub invalid_trials: usize,
+    /// Most connections starved in any trial (loadgen `connections.starved`).
+    #[serde(default)]
+    pub starved_connections: Option<u64>,
     pub messages_per_s_median: f64,
     pub messages_per_s_spread_percent: f64,
     pub messages_per_s_ci95: Interval,
@@ -104,6 +107,7 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord], seed: u64) -> Vec<Cell
                 trials: figures.len(),
                 failed_trials: of_cell.len() - figures.len(),
                 invalid_trials: figures.iter().filter(|f| f.valid == Some(false)).count(),
+                starved_connections: figures.iter().filter_map(|f| f.starved).max(),
                 messages_per_s_median: stats::median(&throughput),
                 messages_per_s_spread_percent: stats::spread_percent(&throughput),
                 messages_per_s_ci95: stats::bootstrap_median_ci(
@@ -235,6 +239,9 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
             }
             if s.invalid_trials > 0 {
                 note.push_str(&format!(" {} invalid", s.invalid_trials));
+            }
+            if let Some(starved) = s.starved_connections.filter(|&n| n > 0) {
+                note.push_str(&format!(" {starved} starved"));
             }
             vec![
                 s.cell.server.clone(),
@@ -422,6 +429,7 @@ mod tests {
                 saturated: None,
                 achieved_ratio: None,
                 target_per_s: None,
+                starved: None,
             }),
             server_cpu_s: Some(0.5),
             server_cpu_per_message_us: Some(rate / 10_000.0),

@@ -31,6 +31,7 @@ fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
         pin: true,
         seed: 7,
         ready_timeout_ms: 20_000,
+        server_args: vec![],
     }
 }
 
@@ -289,4 +290,48 @@ fn bin_dir_must_hold_both_binaries() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}
+
+#[test]
+fn all_strategies_are_the_ones_the_server_offers() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(xtask_binary())
+        .args([
+            "bench",
+            "--strategies",
+            "all",
+            "--connections",
+            "1",
+            "--trials",
+            "1",
+            "--duration",
+            "200ms",
+            "--warmup",
+            "0ms",
+            "--no-pin",
+        ])
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let offered = xtask::bench::offered_strategies(&binaries().echo_server).expect("lists");
+    assert!(offered.len() >= 3, "{offered:?}");
+    for strategy in &offered {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.starts_with(&format!("{strategy} "))),
+            "{strategy} missing from\n{stdout}"
+        );
+    }
+    let manifest = Manifest::read(out.path()).expect("manifest");
+    assert_eq!(manifest.config["pin"], false);
 }

@@ -75,6 +75,19 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
     }
     assert!(out.path().join("capacity.svg").exists());
     assert!(out.path().join("index.html").exists());
+
+    // `report` redraws the plot and the page from capacity.json alone.
+    std::fs::remove_file(out.path().join("capacity.svg")).expect("removable");
+    std::fs::remove_file(out.path().join("index.html")).expect("removable");
+    let status = Command::new(xtask_binary())
+        .arg("report")
+        .arg(out.path())
+        .status()
+        .expect("runs");
+    assert!(status.success());
+    assert!(out.path().join("capacity.svg").exists());
+    let index = std::fs::read_to_string(out.path().join("index.html")).expect("index");
+    assert!(index.contains("capacity: ") && index.contains("<img src=\"capacity.svg\""));
 }
 
 #[test]

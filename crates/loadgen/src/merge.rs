@@ -176,3 +176,115 @@ fn decode_or_empty(text: &str) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
         decode_histogram(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::report::BuildInputs;
+    use crate::stats::{SlotStats, ThreadResult, record_ns_as_us};
+
+    /// A thread result over pseudo-random latencies for `slots` (starting at `first_slot`).
+    fn sample(seed: u64, first_slot: usize, slots: usize, n: u64) -> ThreadResult {
+        let mut t = ThreadResult::new(0);
+        let mut x = seed;
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let ns = 10_000 + x % 5_000_000;
+            record_ns_as_us(&mut t.latency, ns);
+            record_ns_as_us(&mut t.service, ns / 2);
+            if i % 10 == 0 {
+                record_ns_as_us(&mut t.connect, ns / 10);
+            }
+        }
+        t.messages_sent = n;
+        t.messages_verified = n;
+        t.bytes_sent = n * 64;
+        t.bytes_received = n * 64;
+        t.errors[ErrorKind::Timeout.index()] = seed % 3;
+        t.opened = slots as u64;
+        t.ever_connected = true;
+        t.slots = (0..slots)
+            .map(|i| SlotStats {
+                slot: first_slot + i,
+                messages: n / slots as u64 + u64::from((i as u64) < n % slots as u64),
+                max_gap_ns: 0,
+            })
+            .collect();
+        t.cpu_ns = n * 3_000;
+        t.wall_ns = 1_000_000_000;
+        t
+    }
+
+    fn report(config: &Config, t: &ThreadResult) -> Report {
+        let env = crate::env::capture();
+        Report::build(
+            config,
+            env,
+            t,
+            BuildInputs {
+                threads: 1,
+                duration_s: 2.0,
+                cpu_s: t.cpu_ns as f64 / 1e9,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn merge_of_two_reports_equals_one_report_over_the_same_data() {
+        let mut config = Config::new("127.0.0.1:1");
+        config.connections = 4;
+        let a = sample(0x1234_5678, 0, 4, 3_000);
+        let b = sample(0x9876_5431, 4, 4, 5_000);
+        let mut both = a.clone();
+        both.merge(&b);
+        let mut config_both = config.clone();
+        config_both.connections = 8;
+        let one = report(&config_both, &both);
+        let merged = merge_reports(&[report(&config, &a), report(&config, &b)]).unwrap();
+
+        assert_eq!(merged.latency_us, one.latency_us);
+        assert_eq!(merged.service_time_us, one.service_time_us);
+        assert_eq!(merged.connect_us, one.connect_us);
+        assert_eq!(merged.messages, one.messages);
+        assert_eq!(merged.bytes, one.bytes);
+        assert_eq!(merged.throughput, one.throughput);
+        assert_eq!(merged.errors.total, one.errors.total);
+        assert_eq!(merged.errors.by_kind, one.errors.by_kind);
+        assert_eq!(merged.connections.opened, one.connections.opened);
+        assert_eq!(
+            merged.connections.min_messages,
+            one.connections.min_messages
+        );
+        assert_eq!(
+            merged.connections.max_messages,
+            one.connections.max_messages
+        );
+        assert!((merged.connections.jain_fairness - one.connections.jain_fairness).abs() < 1e-9);
+        assert!((merged.loadgen.cpu_s - one.loadgen.cpu_s).abs() < 1e-9);
+        assert!((merged.loadgen.cpu_per_message_us - one.loadgen.cpu_per_message_us).abs() < 1e-9);
+        assert_eq!(
+            decode_histogram(&merged.histograms.latency_us).unwrap(),
+            decode_histogram(&one.histograms.latency_us).unwrap()
+        );
+        assert_eq!(merged.config.connections, 8);
+    }
+
+    #[test]
+    fn merge_refuses_mismatched_reports() {
+        let config = Config::new("127.0.0.1:1");
+        let a = report(&config, &sample(1, 0, 2, 200));
+        let mut b = a.clone();
+        b.config.size_bytes = 128;
+        let err = merge_reports(&[a.clone(), b]).unwrap_err().to_string();
+        assert!(err.contains("different message sizes"), "{err}");
+        let mut c = a.clone();
+        c.schema = "echolab.loadgen/2".into();
+        let err = merge_reports(&[a, c]).unwrap_err().to_string();
+        assert!(err.contains("different schemas"), "{err}");
+        assert!(merge_reports(&[]).is_err());
+    }
+}

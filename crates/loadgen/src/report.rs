@@ -210,7 +210,7 @@ impl Errors {
 pub struct LoadgenCost {
     /// Client threads used.
     pub threads: usize,
-    /// Process CPU time (user + system) during the measured window, seconds.
+    /// CPU time (user + system, getrusage per client thread) during the measured window, s.
     pub cpu_s: f64,
     /// CPU time per verified message, µs.
     pub cpu_per_message_us: f64,

@@ -122,7 +122,6 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let mut pending: BTreeMap<u64, (usize, Histogram<u64>)> = BTreeMap::new();
     let mut next_interval = 0u64;
     let mut last_interval: Option<(f64, u64)> = None;
-    let mut cpu_at_start: Option<f64> = None;
     let emit = |index: u64, h: &Histogram<u64>, observer: &mut dyn Observer| {
         observer.on_interval(
             Duration::from_nanos(index * INTERVAL_NS),
@@ -132,9 +131,6 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
         );
     };
     loop {
-        if cpu_at_start.is_none() && timing.now_ns() >= measure_start_ns {
-            cpu_at_start = Some(process_cpu_s());
-        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ThreadMessage::Interval(r)) => {
                 let _ = r.thread;
@@ -183,7 +179,6 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     for (index, (_, h)) in std::mem::take(&mut pending) {
         emit(index, &h, observer);
     }
-    let cpu_end = process_cpu_s();
 
     let mut merged: Option<ThreadResult> = None;
     for handle in handles {
@@ -202,7 +197,7 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
         Some(end) => (end - measure_start_ns) as f64 / 1e9,
         None => merged.finished_ns.saturating_sub(measure_start_ns) as f64 / 1e9,
     };
-    let cpu_s = (cpu_end - cpu_at_start.unwrap_or(cpu_end)).max(0.0);
+    let cpu_s = merged.cpu_ns as f64 / 1e9;
     Report::build(
         config,
         env,

@@ -75,9 +75,9 @@ pub struct ThreadResult {
     pub slots: Vec<SlotStats>,
     /// When the thread finished (ns since the run's base).
     pub finished_ns: u64,
-    /// CPU time of the thread.
+    /// CPU time of the thread during the measured window.
     pub cpu_ns: u64,
-    /// Wall time of the thread.
+    /// Wall time of the thread during the measured window.
     pub wall_ns: u64,
 }
 

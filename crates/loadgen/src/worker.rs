@@ -165,8 +165,8 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         stop,
         intervals,
     } = setup;
-    let cpu_start_ns = thread_cpu_ns();
-    let wall_start_ns = timing.now_ns();
+    // CPU and wall time are counted over the measured window only.
+    let mut window_started: Option<(u64, u64)> = None;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let size = config.size_bytes as u64;
@@ -248,6 +248,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
     let mut last_housekeeping_ns = 0u64;
     loop {
         let now = ctx.timing.now_ns();
+        if window_started.is_none() && now >= ctx.timing.measure_start_ns {
+            window_started = Some((thread_cpu_ns(), now));
+        }
         if stop.load(Ordering::Relaxed) {
             for conn in &mut conns {
                 if conn.phase != Phase::Done {
@@ -339,6 +342,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
     }
     ctx.result.ever_connected = ctx.ever_connected;
     ctx.result.finished_ns = end_ns;
+    let (cpu_start_ns, wall_start_ns) = window_started.unwrap_or((thread_cpu_ns(), end_ns));
     ctx.result.cpu_ns = thread_cpu_ns().saturating_sub(cpu_start_ns);
     ctx.result.wall_ns = end_ns.saturating_sub(wall_start_ns);
     Ok(ctx.result)
@@ -913,16 +917,15 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<T
     Ok(TcpStream::from_std(socket.into()))
 }
 
-/// CPU time consumed by the calling thread, in nanoseconds.
+/// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
+    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+            return 0;
+        }
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(ru.ru_utime) + ns(ru.ru_stime)
     }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

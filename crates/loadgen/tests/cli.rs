@@ -225,3 +225,63 @@ fn summary_lists_every_required_figure() {
         assert!(text.contains(needle), "summary lacks {needle:?}:\n{text}");
     }
 }
+
+#[test]
+fn merge_subcommand_adds_reports_and_refuses_mismatches() {
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, size: &str, messages: &str| {
+        let path = dir.path().join(name);
+        let out = loadgen()
+            .args([
+                "--target",
+                &server.target(),
+                "--connections",
+                "2",
+                "--warmup",
+                "0s",
+            ])
+            .args(["--size", size, "--messages", messages, "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        path
+    };
+    let a = run("a.json", "64", "300");
+    let b = run("b.json", "64", "500");
+    let c = run("c.json", "32", "100");
+    let all = dir.path().join("all.json");
+    let out = loadgen()
+        .arg("merge")
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&all)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&all).unwrap()).unwrap();
+    assert_valid(&value);
+    let merged: loadgen::Report = serde_json::from_value(value).unwrap();
+    assert_eq!(merged.messages.verified, 800);
+    assert_eq!(merged.latency_histogram().unwrap().len(), 800);
+    assert_eq!(merged.connections.opened, 4);
+
+    let out = loadgen()
+        .arg("merge")
+        .arg(&a)
+        .arg(&c)
+        .arg("-o")
+        .arg(&all)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different message sizes"));
+}

@@ -1,0 +1,147 @@
+//! Coordinated omission: a test server pauses all echoing for S ms every P ms. Messages whose
+//! intended send time falls t ms into a pause complete about S - t ms late, so the fraction of
+//! latencies above x is (S - x) / P: p99 = S - 0.01 P, p95 = S - 0.05 P. Open loop measures that
+//! whether sends go out on time or are held back (one in flight per connection); the service
+//! time hides the stall when sends are held back; a closed loop hides it altogether.
+
+mod common;
+
+use common::{Behavior, TestServer};
+
+const PERIOD_MS: u64 = 1000;
+const PAUSE_MS: u64 = 200;
+
+fn expected_us(q: f64) -> f64 {
+    (PAUSE_MS as f64 - (1.0 - q) * PERIOD_MS as f64) * 1000.0
+}
+
+fn assert_within(actual_us: u64, expected_us: f64, tolerance: f64, what: &str) {
+    let ratio = actual_us as f64 / expected_us;
+    assert!(
+        (1.0 - tolerance..=1.0 + tolerance).contains(&ratio),
+        "{what}: {actual_us} µs, expected {expected_us:.0} µs ±{:.0}%",
+        tolerance * 100.0
+    );
+}
+
+fn config(target: &str) -> loadgen::Config {
+    let mut c = loadgen::Config::new(target);
+    c.connections = 4;
+    c.threads = 2;
+    c.warmup_ms = 0;
+    c.duration_ms = Some(3 * PERIOD_MS);
+    c.quiet = true;
+    c
+}
+
+#[test]
+fn open_loop_corrects_coordinated_omission() {
+    let server = TestServer::start(Behavior::Pause {
+        period_ms: PERIOD_MS,
+        pause_ms: PAUSE_MS,
+    });
+
+    // Sends on schedule (no cap on messages in flight): corrected latency and service time
+    // both see the stall.
+    let mut c = config(&server.target());
+    c.rate_per_s = Some(2000.0);
+    let on_time = loadgen::run(&c).unwrap();
+    assert_eq!(on_time.errors.total, 0, "{:?}", on_time.errors);
+    assert_within(
+        on_time.latency_us.p99,
+        expected_us(0.99),
+        0.2,
+        "on time: latency p99",
+    );
+    assert_within(
+        on_time.latency_us.p95,
+        expected_us(0.95),
+        0.2,
+        "on time: latency p95",
+    );
+    assert_within(
+        on_time.service_time_us.p99,
+        on_time.latency_us.p99 as f64,
+        0.2,
+        "on time: service p99 agrees with latency p99",
+    );
+    let ratio = on_time.throughput.achieved_ratio.unwrap();
+    assert!(ratio > 0.9, "achieved ratio {ratio}");
+    let schedule = on_time.schedule.expect("open loop reports its schedule");
+    assert!(schedule.max_lag_us < 100_000, "{schedule:?}");
+    assert_eq!(on_time.throughput.target_per_s, Some(2000.0));
+
+    // Sends held back (one in flight per connection, like closed-loop tools): the corrected
+    // latency still sees the stall; the service time hides it.
+    c.depth = Some(1);
+    let held = loadgen::run(&c).unwrap();
+    assert_eq!(held.errors.total, 0, "{:?}", held.errors);
+    assert_within(
+        held.latency_us.p99,
+        expected_us(0.99),
+        0.2,
+        "held back: latency p99",
+    );
+    assert!(
+        (held.service_time_us.p99 as f64) < expected_us(0.99) / 2.0,
+        "held back: service p99 {} should hide the stall",
+        held.service_time_us.p99
+    );
+    let lag = held.schedule.expect("schedule").max_lag_us;
+    assert!(
+        lag > 100_000,
+        "held-back sends lag their schedule: {lag} µs"
+    );
+
+    eprintln!(
+        "on time: latency p95 {} p99 {}, service p99 {}; held back: latency p99 {}, service p99 {}",
+        on_time.latency_us.p95,
+        on_time.latency_us.p99,
+        on_time.service_time_us.p99,
+        held.latency_us.p99,
+        held.service_time_us.p99
+    );
+    // Closed loop against the same server: the stall all but disappears from p99.
+    let mut closed = config(&server.target());
+    closed.depth = Some(1);
+    let closed = loadgen::run(&closed).unwrap();
+    assert_eq!(closed.errors.total, 0, "{:?}", closed.errors);
+    assert!(closed.schedule.is_none());
+    assert!(
+        (closed.latency_us.p99 as f64) < expected_us(0.99) / 2.0,
+        "closed loop p99 {} µs hides the stall (corrected: {} µs)",
+        closed.latency_us.p99,
+        on_time.latency_us.p99
+    );
+    assert!(closed.latency_us.max as f64 > PAUSE_MS as f64 * 1000.0 * 0.5);
+}
+
+#[test]
+fn poisson_arrivals_reach_the_target_rate() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut c = config(&server.target());
+    c.duration_ms = Some(1000);
+    c.rate_per_s = Some(1000.0);
+    c.arrival = loadgen::Arrival::Poisson;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    // 1000 expected; a Poisson count has sd ≈ 32, so 800..1200 is over six sigma.
+    assert!(
+        (800..=1200).contains(&r.messages.verified),
+        "{} messages",
+        r.messages.verified
+    );
+    assert_eq!(r.messages.verified, r.messages.sent);
+}
+
+#[test]
+fn uniform_rate_sends_exactly_the_scheduled_messages() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut c = config(&server.target());
+    c.duration_ms = Some(1000);
+    c.rate_per_s = Some(400.0);
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.messages.verified, 400);
+    assert!((r.throughput.achieved_ratio.unwrap() - 1.0).abs() < 1e-9);
+}
