@@ -52,6 +52,25 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// The baseline loadgen is compared with: a thread-per-connection blocking client
+    /// (rust_echo_bench's design), closed loop, every byte verified. Prints one JSON line.
+    BaselineBlocking {
+        /// Echo server address, HOST:PORT.
+        #[arg(long)]
+        target: String,
+        /// Connections (one OS thread each).
+        #[arg(long, default_value_t = 128)]
+        connections: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Measured window.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        duration: Duration,
+        /// Warm-up before measuring.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        warmup: Duration,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -191,6 +210,40 @@ pub fn main_with(
                 Ok(report) => {
                     let _ = write_summary(&report, stdout);
                     EXIT_OK
+                }
+                Err(e) => {
+                    let _ = writeln!(stderr, "error: {e:#}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Some(Command::BaselineBlocking {
+            target,
+            connections,
+            size,
+            duration,
+            warmup,
+        }) => {
+            let config = crate::baseline::BaselineConfig {
+                target,
+                connections,
+                size_bytes: size,
+                warmup_ms: duration_ms(warmup),
+                duration_ms: duration_ms(duration),
+            };
+            if connections == 0 || size == 0 || config.duration_ms == 0 {
+                let _ = writeln!(stderr, "error: connections, size and duration must be > 0");
+                return EXIT_USAGE;
+            }
+            match crate::baseline::run_blocking(&config) {
+                Ok(result) => {
+                    let line = serde_json::json!({ "config": config, "result": result });
+                    let _ = writeln!(stdout, "{line}");
+                    if result.errors > 0 {
+                        EXIT_FAILED
+                    } else {
+                        EXIT_OK
+                    }
                 }
                 Err(e) => {
                     let _ = writeln!(stderr, "error: {e:#}");

@@ -285,3 +285,32 @@ fn merge_subcommand_adds_reports_and_refuses_mismatches() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("different message sizes"));
 }
+
+#[test]
+fn baseline_blocking_subcommand_prints_its_result() {
+    let server = TestServer::start(Behavior::Echo);
+    let out = loadgen()
+        .args([
+            "baseline-blocking",
+            "--target",
+            &server.target(),
+            "--connections",
+            "4",
+        ])
+        .args(["--duration", "300ms", "--warmup", "100ms"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        line["result"]["messages_verified"].as_u64().unwrap() > 0,
+        "{line}"
+    );
+    assert_eq!(line["result"]["errors"], 0);
+    assert_eq!(line["config"]["connections"], 4);
+}
