@@ -1,0 +1,243 @@
+//! Command-line flags of every xtask command, in one place (clap derive).
+//!
+//! Durations are written as in every echolab CLI: `500ms`, `3s`, `2m`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `cargo xtask`: echolab's benchmark orchestration.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+pub struct Xtask {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One subcommand per job.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compare server strategies: interleaved trials, a table, a run directory.
+    Bench(Box<BenchArgs>),
+    /// Highest open-loop rate that meets an SLO (ramp, then bisection).
+    Capacity(Box<CapacityArgs>),
+    /// Performance-regression gate: baseline git ref vs working tree, paired trials, a verdict.
+    Regress(Box<RegressArgs>),
+    /// Redraw summaries, plots and index.html of a run directory from its stored JSON.
+    Report {
+        /// A run directory (results/runs/<stamp>-<command>).
+        run_dir: PathBuf,
+    },
+    /// Combine loadgen reports from many hosts exactly (histograms added, not averaged).
+    Merge {
+        /// loadgen JSON reports.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        /// Where to write the merged report.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Test fixture: a thread-per-connection echo server that can sleep per message.
+    #[command(hide = true)]
+    FixtureEcho(FixtureArgs),
+}
+
+/// How xtask obtains the `echo-server` and `loadgen` binaries.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Use prebuilt `echo-server` and `loadgen` from this directory instead of building them.
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Cargo profile to build the binaries with (dev is for quick tests, not for measuring).
+    #[arg(long, value_enum, default_value_t = BuildProfile::Release)]
+    pub build_profile: BuildProfile,
+}
+
+/// The cargo profile used for the measured binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildProfile {
+    Release,
+    Dev,
+}
+
+/// Flags of `cargo xtask bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Built-in strategies to compare, comma separated, or `all` (default: iterative,thread,pool;
+    /// `none` to compare only `--server`s).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub strategies: Option<Vec<String>>,
+    /// An external echo server, `NAME='CMD … {port}'`; `{port}` becomes a free loopback port.
+    #[arg(long = "server", value_name = "NAME='CMD … {port}'")]
+    pub servers: Vec<String>,
+    /// Connection counts (default: 1,16,128).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub connections: Option<Vec<u32>>,
+    /// Message sizes in bytes (default: 64).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub sizes: Option<Vec<u32>>,
+    /// Messages in flight per connection (loadgen `--depth`).
+    #[arg(long)]
+    pub depth: Option<u32>,
+    /// Open-loop total rate in messages/s (loadgen `--rate`); closed loop when absent.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Trials per cell (default 3; 1 with --smoke).
+    #[arg(long)]
+    pub trials: Option<u32>,
+    /// Extra arguments for every built-in strategy's server, e.g. '--workers 4 --queue 64'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
+    /// Measured time per trial (default 1500ms; 500ms with --smoke).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up per trial, run but not recorded (default 500ms; 200ms with --smoke).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Do not pin server and loadgen to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// A few seconds for CI: one short trial per cell.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Run directory (default: results/runs/<UTC stamp>-bench).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Seed for the shuffled trial order (default: random, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How long a server may take to print `listening on` (or accept, for `--server`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// Flags of the hidden `fixture-echo` test server.
+#[derive(Debug, Clone, Args)]
+pub struct FixtureArgs {
+    /// Port on 127.0.0.1 (0 = any free one; the real one is printed).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Sleep this long before echoing each read (a deliberately slow server).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
+    pub delay: Duration,
+    /// Read at most this many bytes at a time (the message size makes the delay per message).
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub buffer_size: usize,
+}
+
+/// Flags of `cargo xtask capacity`.
+#[derive(Debug, Clone, Args)]
+pub struct CapacityArgs {
+    /// Built-in strategy to measure (default: pool).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Or an external server command with `{port}`.
+    #[arg(long, value_name = "'CMD … {port}'")]
+    pub server: Option<String>,
+    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
+    /// The SLO, e.g. 'p99<=1ms' or 'p99<=1ms,p999<=5ms,errors=0'.
+    #[arg(long)]
+    pub slo: String,
+    /// Connections the open-loop load is spread over.
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    /// First rate of the doubling ramp, messages/s.
+    #[arg(long, default_value_t = 2000)]
+    pub start_rate: u64,
+    /// Highest rate tried, messages/s.
+    #[arg(long, default_value_t = 4_000_000)]
+    pub max_rate: u64,
+    /// Stop bisecting when the bracket is within this many percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub precision_percent: f64,
+    /// Measured time per step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub duration: Duration,
+    /// Warm-up per step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub warmup: Duration,
+    /// Total time for the search; it reports the bracket found when this runs out.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "110s")]
+    pub budget: Duration,
+    /// Do not pin server and loadgen to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run directory (default: results/runs/<UTC stamp>-capacity).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How long the server may take to become ready.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// What `regress` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Messages per second (higher is better).
+    Throughput,
+    /// 99th percentile latency (lower is better).
+    P99,
+}
+
+/// Flags of `cargo xtask regress`.
+#[derive(Debug, Clone, Args)]
+pub struct RegressArgs {
+    /// Git ref of the baseline (built in a temporary worktree).
+    #[arg(long, value_name = "REF")]
+    pub baseline: Option<String>,
+    /// Fail when the candidate is slower than this (5% or 0.05) with 95% confidence.
+    #[arg(long, default_value = "5%")]
+    pub threshold: String,
+    /// Paired trials (each runs baseline and candidate once, in ABBA order).
+    #[arg(long, default_value_t = 6)]
+    pub trials: u32,
+    /// The compared metric.
+    #[arg(long, value_enum, default_value_t = Metric::Throughput)]
+    pub metric: Metric,
+    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
+    /// Strategy both sides run.
+    #[arg(long, default_value = "pool")]
+    pub strategy: String,
+    /// Compare two server commands instead of two builds: baseline `CMD … {port}`.
+    #[arg(long, value_name = "'CMD … {port}'")]
+    pub baseline_server: Option<String>,
+    /// Candidate `CMD … {port}` (with --baseline-server).
+    #[arg(long, value_name = "'CMD … {port}'")]
+    pub candidate_server: Option<String>,
+    /// Connections per trial.
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    /// Measured time per trial.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub duration: Duration,
+    /// Warm-up per trial.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "300ms")]
+    pub warmup: Duration,
+    /// Do not pin server and loadgen to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run directory (default: results/runs/<UTC stamp>-regress).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How long a server may take to become ready.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask merge A.json B.json … -o ALL.json`: combine loadgen reports from many hosts.
+//!
+//! This is the loadgen library's merge ([`loadgen::merge::merge_files`], the same as
+//! `loadgen merge`), so there is one implementation of the report format: histograms added
+//! exactly and percentiles recomputed from them (never averaged), counts, bytes and errors
+//! summed, throughput over the longest window; reports with different schemas or message sizes
+//! are refused. See docs/distributed.md for the multi-host path.
+//! Try it: `cargo xtask merge results/agents/*.json -o merged.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+/// `cargo xtask merge`.
+pub fn run(inputs: &[PathBuf], output: &Path) -> Result<()> {
+    if inputs.len() < 2 {
+        return Err(crate::input_error("merge needs at least two reports"));
+    }
+    let merged = loadgen::merge::merge_files(inputs, output)?;
+    let merged = serde_json::to_value(&merged)?;
+    eprintln!(
+        "merged {} reports: {} messages verified, {} msg/s, p99 {} µs → {}",
+        inputs.len(),
+        merged
+            .pointer("/messages/verified")
+            .unwrap_or(&serde_json::Value::Null),
+        merged
+            .pointer("/throughput/messages_per_s")
+            .and_then(serde_json::Value::as_f64)
+            .map_or("-".into(), crate::summary::format_count),
+        merged
+            .pointer("/latency_us/p99")
+            .unwrap_or(&serde_json::Value::Null),
+        output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! `cargo xtask regress`: a performance-regression gate that holds on a noisy machine.
+//!
+//! How: the baseline is a git ref built in a temporary worktree (with its own cached target
+//! dir, `target/xtask-regress`), the candidate is the working tree; both run the same strategy
+//! and are measured by the *same* loadgen (the candidate's), in paired trials in ABBA order
+//! (A B, B A, A B, …) so drift hits both sides equally. Each pair gives a ratio
+//! candidate/baseline (for `p99`, baseline/candidate, so below 1 always means slower); the
+//! geometric mean with a 95% t-interval on the log ratios is the estimate. Verdict: `slower`
+//! when the whole interval lies below 1 − threshold (exit 1), `faster` when it lies above
+//! 1 + threshold, `no change` otherwise. `--baseline-server/--candidate-server` compare any two
+//! server commands the same way.
+//!
+//! Try it: `cargo xtask regress --baseline HEAD` (the tree against itself: no change).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::bench::{BenchPlan, Pinning, ServerEntry, TrialRunner, parse_server_spec};
+use crate::flags::{Metric, RegressArgs};
+use crate::loadgen_report::ReportFigures;
+use crate::manifest::{Manifest, create_run_dir, write_json};
+use crate::shell::{self, Binaries, command_output};
+use crate::stats::{RatioEstimate, paired_ratio};
+use crate::summary::Cell;
+use crate::{input_error, interrupt};
+
+/// The gate's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Slower,
+    Faster,
+    NoChange,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Slower => "slower",
+            Verdict::Faster => "faster",
+            Verdict::NoChange => "no change",
+        })
+    }
+}
+
+/// Slower/faster only when the whole interval lies beyond the threshold.
+pub fn verdict(estimate: &RatioEstimate, threshold: f64) -> Verdict {
+    if estimate.ci.high < 1.0 - threshold {
+        Verdict::Slower
+    } else if estimate.ci.low > 1.0 + threshold {
+        Verdict::Faster
+    } else {
+        Verdict::NoChange
+    }
+}
+
+/// Parses `5%` or `0.05` into a fraction.
+pub fn parse_threshold(text: &str) -> Result<f64> {
+    let text = text.trim();
+    let value = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.parse::<f64>(),
+    }
+    .map_err(|_| input_error(format!("--threshold {text:?}: expected e.g. 5% or 0.05")))?;
+    if !(0.0..1.0).contains(&value) {
+        return Err(input_error(format!(
+            "--threshold {text:?} must be between 0% and 100%"
+        )));
+    }
+    Ok(value)
+}
+
+/// ABBA order: for pair i, which side runs first (`true` = baseline first).
+pub fn baseline_first(pair: usize) -> bool {
+    pair.is_multiple_of(2)
+}
+
+/// The "speed" ratio of one pair: candidate over baseline for throughput, baseline over
+/// candidate for p99 (lower latency is faster). Below 1 means the candidate is slower.
+pub fn pair_ratio(metric: Metric, baseline: f64, candidate: f64) -> f64 {
+    match metric {
+        Metric::Throughput => candidate / baseline,
+        Metric::P99 => baseline / candidate,
+    }
+}
+
+fn metric_value(metric: Metric, figures: &ReportFigures) -> f64 {
+    match metric {
+        Metric::Throughput => figures.messages_per_s,
+        Metric::P99 => figures.p99_us,
+    }
+}
+
+/// One measured trial.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegressTrial {
+    pub pair: usize,
+    pub side: String,
+    pub value: f64,
+    pub errors: u64,
+    pub report: String,
+}
+
+/// The file `regress.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegressFile {
+    pub schema: String,
+    pub baseline: Side,
+    pub candidate: Side,
+    pub metric: Metric,
+    pub threshold: f64,
+    pub connections: u32,
+    pub size_bytes: u32,
+    pub duration_ms: u64,
+    pub trials: Vec<RegressTrial>,
+    /// Per pair, candidate vs baseline (below 1 = slower).
+    pub ratios: Vec<f64>,
+    pub estimate: RatioEstimate,
+    pub verdict: Verdict,
+}
+
+/// One side of the comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Side {
+    pub label: String,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub server: ServerEntry,
+}
+
+/// Schema id of `regress.json`.
+pub const REGRESS_SCHEMA: &str = "echolab.xtask.regress/1";
+
+/// A git worktree removed again on drop.
+struct Worktree {
+    root: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for Worktree {
+    fn drop(&mut self) {
+        let _ = Command::new("git")
+            .args(["worktree", "remove", "--force"])
+            .arg(&self.path)
+            .current_dir(&self.root)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Resolves REF to a commit id; an unknown ref is an input error.
+pub fn resolve_ref(root: &Path, git_ref: &str) -> Result<String> {
+    command_output(
+        "git",
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{git_ref}^{{commit}}"),
+        ],
+        root,
+    )
+    .filter(|commit| !commit.is_empty())
+    .ok_or_else(|| {
+        input_error(format!(
+            "--baseline {git_ref:?} is not a commit in this repository"
+        ))
+    })
+}
+
+/// Checks `commit` out in a fresh temporary worktree (detached), removed again on drop.
+fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
+    let parent = tempfile_dir()?;
+    let path = parent.join(format!(
+        "echolab-baseline-{}-{}",
+        &commit[..commit.len().min(12)],
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&path);
+    eprintln!("$ git worktree add --detach {} {commit}", path.display());
+    let status = Command::new("git")
+        .args(["worktree", "add", "--detach", "--quiet"])
+        .arg(&path)
+        .arg(commit)
+        .current_dir(root)
+        .status()
+        .context("running git worktree add")?;
+    if !status.success() {
+        bail!("git worktree add failed for {commit}");
+    }
+    Ok(Worktree {
+        root: root.to_path_buf(),
+        path,
+    })
+}
+
+/// Builds the binaries of `commit` in a temporary worktree with a cached target dir.
+fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binaries> {
+    let worktree = checkout_worktree(root, commit)?;
+    let target = root.join("target").join("xtask-regress");
+    let built = shell::build_binaries(&worktree.path, args.build.build_profile, Some(&target))?;
+    // Keep copies outside the worktree's lifetime (the target dir is shared and cached).
+    let keep = target.join(format!("bin-{}", &commit[..commit.len().min(12)]));
+    std::fs::create_dir_all(&keep)?;
+    let echo_server = keep.join("echo-server");
+    let loadgen = keep.join("loadgen");
+    std::fs::copy(&built.echo_server, &echo_server).context("keeping baseline echo-server")?;
+    std::fs::copy(&built.loadgen, &loadgen).context("keeping baseline loadgen")?;
+    drop(worktree);
+    Ok(Binaries {
+        echo_server,
+        loadgen,
+    })
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir();
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `cargo xtask regress`.
+pub fn run(args: &RegressArgs) -> Result<()> {
+    let threshold = parse_threshold(&args.threshold)?;
+    if args.trials < 2 {
+        return Err(input_error("--trials must be at least 2 (pairs)"));
+    }
+    let root = shell::project_root();
+    let external = match (&args.baseline_server, &args.candidate_server) {
+        (Some(baseline), Some(candidate)) => Some((
+            parse_server_spec(&format!("baseline={baseline}"))?,
+            parse_server_spec(&format!("candidate={candidate}"))?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(input_error(
+                "--baseline-server and --candidate-server go together",
+            ));
+        }
+    };
+    if external.is_none() && args.baseline.is_none() {
+        return Err(input_error(
+            "give --baseline REF, or --baseline-server and --candidate-server",
+        ));
+    }
+    if !crate::bench::KNOWN_STRATEGIES.contains(&args.strategy.as_str()) {
+        return Err(input_error(format!("unknown strategy {:?}", args.strategy)));
+    }
+    let baseline_commit = match (&external, &args.baseline) {
+        (None, Some(git_ref)) => Some(resolve_ref(&root, git_ref)?),
+        _ => None,
+    };
+    let candidate_binaries = shell::binaries(&root, &args.build, None)?;
+    let strategy_entry = |name: &str| ServerEntry {
+        name: name.to_string(),
+        command: None,
+    };
+    let (baseline_binaries, baseline, candidate) = match external {
+        Some((baseline, candidate)) => (
+            candidate_binaries.clone(),
+            Side {
+                label: "baseline".into(),
+                git_ref: None,
+                commit: None,
+                server: baseline,
+            },
+            Side {
+                label: "candidate".into(),
+                git_ref: None,
+                commit: None,
+                server: candidate,
+            },
+        ),
+        None => {
+            let commit = baseline_commit.clone().context("baseline commit")?;
+            let built = build_baseline(&root, &commit, args)?;
+            (
+                built,
+                Side {
+                    label: "baseline".into(),
+                    git_ref: args.baseline.clone(),
+                    commit: Some(commit),
+                    server: strategy_entry(&args.strategy),
+                },
+                Side {
+                    label: "candidate".into(),
+                    git_ref: Some("working tree".into()),
+                    commit: command_output("git", &["rev-parse", "HEAD"], &root),
+                    server: strategy_entry(&args.strategy),
+                },
+            )
+        }
+    };
+    let run_dir = create_run_dir(&root, "regress", args.out.as_deref())?;
+    let plan = BenchPlan {
+        servers: vec![],
+        all_strategies: false,
+        connections: vec![args.connections],
+        sizes_bytes: vec![args.size],
+        depth: None,
+        rate_per_s: None,
+        trials: args.trials,
+        duration_ms: args.duration.as_millis() as u64,
+        warmup_ms: args.warmup.as_millis() as u64,
+        pin: !args.no_pin,
+        seed: 0,
+        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
+        server_args: crate::capacity::split_args(args.server_args.as_deref()),
+    };
+    Manifest::collect(
+        "regress",
+        serde_json::json!({"baseline": baseline, "candidate": candidate, "metric": args.metric,
+            "threshold": threshold, "plan": plan}),
+        &root,
+    )
+    .write(&run_dir)?;
+    std::fs::create_dir_all(run_dir.join("trials"))?;
+    let pinning = Pinning::new(plan.pin);
+    // The same loadgen (the candidate's) measures both sides.
+    let baseline_side_binaries = Binaries {
+        echo_server: baseline_binaries.echo_server.clone(),
+        loadgen: candidate_binaries.loadgen.clone(),
+    };
+    for (side, binaries) in [
+        (&baseline, &baseline_side_binaries),
+        (&candidate, &candidate_binaries),
+    ] {
+        let mut side_plan = plan.clone();
+        side_plan.servers = vec![side.server.clone()];
+        crate::bench::preflight(&side_plan, binaries, &run_dir, &pinning)
+            .with_context(|| format!("{} server", side.label))?;
+    }
+    eprintln!(
+        "regress: {} pairs (ABBA) of {} + {} warm-up, metric {}, threshold {:.1}%; run directory {}",
+        args.trials,
+        humantime::format_duration(args.duration),
+        humantime::format_duration(args.warmup),
+        match args.metric {
+            Metric::Throughput => "throughput",
+            Metric::P99 => "p99",
+        },
+        threshold * 100.0,
+        run_dir.display()
+    );
+    let mut trials = Vec::new();
+    let mut ratios = Vec::new();
+    let mut order = 0;
+    for pair in 0..args.trials as usize {
+        let sides = if baseline_first(pair) {
+            [
+                (&baseline, &baseline_side_binaries),
+                (&candidate, &candidate_binaries),
+            ]
+        } else {
+            [
+                (&candidate, &candidate_binaries),
+                (&baseline, &baseline_side_binaries),
+            ]
+        };
+        let mut values = [f64::NAN; 2];
+        for (side, binaries) in sides {
+            interrupt::check()?;
+            let runner = TrialRunner {
+                plan: &plan,
+                binaries,
+                run_dir: &run_dir,
+                pinning: &pinning,
+            };
+            let cell = Cell {
+                server: side.label.clone(),
+                connections: args.connections,
+                size_bytes: args.size,
+            };
+            let record = runner.run_trial(order, &cell, pair as u32, &side.server)?;
+            order += 1;
+            let figures = record.figures.clone().with_context(|| {
+                format!(
+                    "{} trial {pair} failed: {}",
+                    side.label,
+                    record.failure.clone().unwrap_or_default()
+                )
+            })?;
+            let value = metric_value(args.metric, &figures);
+            eprintln!(
+                "  pair {pair} {:<9} {:>12} {}  errors {}",
+                side.label,
+                match args.metric {
+                    Metric::Throughput => crate::summary::format_count(value),
+                    Metric::P99 => crate::summary::format_us(value),
+                },
+                match args.metric {
+                    Metric::Throughput => "msg/s",
+                    Metric::P99 => "µs p99",
+                },
+                figures.errors_total
+            );
+            values[usize::from(side.label == "candidate")] = value;
+            trials.push(RegressTrial {
+                pair,
+                side: side.label.clone(),
+                value,
+                errors: figures.errors_total,
+                report: record.loadgen_json.clone(),
+            });
+        }
+        ratios.push(pair_ratio(args.metric, values[0], values[1]));
+    }
+    let estimate = paired_ratio(&ratios);
+    let verdict = verdict(&estimate, threshold);
+    let file = RegressFile {
+        schema: REGRESS_SCHEMA.into(),
+        baseline,
+        candidate,
+        metric: args.metric,
+        threshold,
+        connections: args.connections,
+        size_bytes: args.size,
+        duration_ms: plan.duration_ms,
+        trials,
+        ratios,
+        estimate,
+        verdict,
+    };
+    write_json(&run_dir.join("regress.json"), &file)?;
+    write_regress_index(&run_dir)?;
+    println!("{}", verdict_line(&file));
+    println!("run directory: {}", run_dir.display());
+    if verdict == Verdict::Slower {
+        bail!(
+            "the candidate is slower than the baseline beyond the {:.1}% threshold with 95% confidence",
+            threshold * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// `verdict: slower (candidate/baseline 0.52, 95% CI 0.50–0.55; threshold 5%)`.
+pub fn verdict_line(file: &RegressFile) -> String {
+    format!(
+        "verdict: {} (candidate/baseline {} {:.3}, 95% CI {:.3}–{:.3} over {} pairs; threshold {:.1}%)",
+        file.verdict,
+        match file.metric {
+            Metric::Throughput => "throughput",
+            Metric::P99 => "speed by p99",
+        },
+        file.estimate.ratio,
+        file.estimate.ci.low,
+        file.estimate.ci.high,
+        file.estimate.pairs,
+        file.threshold * 100.0
+    )
+}
+
+/// Writes `index.html` of a regress run directory from `regress.json`.
+pub fn write_regress_index(run_dir: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(run_dir.join("regress.json")).context("reading regress.json")?;
+    let file: RegressFile = serde_json::from_str(&text).context("parsing regress.json")?;
+    let mut body = format!(
+        "<p><b>{}</b></p>\n<table><tr><th>pair</th><th>side</th><th>value</th><th>errors</th></tr>",
+        crate::report::html_escape(&verdict_line(&file))
+    );
+    for trial in &file.trials {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+            trial.pair, trial.side, trial.value, trial.errors
+        ));
+    }
+    body.push_str("</table>");
+    crate::report::write_index(run_dir, "echolab regress", &body, &[])
+}
+
+/// Default per-trial time of a regress run.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_worktree_is_checked_out_and_removed() {
+        let root = crate::shell::project_root();
+        let commit = resolve_ref(&root, "HEAD").expect("HEAD resolves");
+        assert_eq!(commit.len(), 40);
+        assert_eq!(
+            crate::exit_code(&resolve_ref(&root, "no-such-ref-9c1d").expect_err("unknown")),
+            2
+        );
+        let worktree = checkout_worktree(&root, &commit).expect("worktree");
+        let path = worktree.path.clone();
+        assert!(path.join("Cargo.toml").is_file());
+        assert!(path.join("crates/server/Cargo.toml").is_file());
+        let checked_out = command_output("git", &["rev-parse", "HEAD"], &path);
+        assert_eq!(checked_out.as_deref(), Some(commit.as_str()));
+        drop(worktree);
+        assert!(!path.exists(), "the worktree is removed again");
+        let listed = command_output("git", &["worktree", "list"], &root).unwrap_or_default();
+        assert!(!listed.contains(&path.display().to_string()), "{listed}");
+    }
+
+    #[test]
+    fn thresholds_parse() {
+        assert_eq!(parse_threshold("5%").expect("valid"), 0.05);
+        assert_eq!(parse_threshold("0.1").expect("valid"), 0.1);
+        assert_eq!(
+            crate::exit_code(&parse_threshold("fast").expect_err("bad")),
+            2
+        );
+        assert!(parse_threshold("150%").is_err());
+    }
+
+    #[test]
+    fn abba_alternates() {
+        let order: Vec<bool> = (0..4).map(baseline_first).collect();
+        assert_eq!(order, [true, false, true, false]);
+    }
+
+    #[test]
+    fn ratios_point_the_same_way_for_both_metrics() {
+        // Candidate with half the throughput, or twice the p99: both are ratio 0.5 (slower).
+        assert_eq!(pair_ratio(Metric::Throughput, 1000.0, 500.0), 0.5);
+        assert_eq!(pair_ratio(Metric::P99, 100.0, 200.0), 0.5);
+    }
+
+    #[test]
+    fn verdicts_on_fixed_ratios() {
+        let slower = paired_ratio(&[0.50, 0.52, 0.49, 0.51]);
+        assert_eq!(verdict(&slower, 0.05), Verdict::Slower);
+        let same = paired_ratio(&[0.98, 1.03, 1.01, 0.99, 1.0, 0.97]);
+        assert_eq!(verdict(&same, 0.05), Verdict::NoChange);
+        let faster = paired_ratio(&[1.5, 1.55, 1.48, 1.52]);
+        assert_eq!(verdict(&faster, 0.05), Verdict::Faster);
+        // Slower by 8% but too noisy to be sure it is beyond 5%: no verdict of slower.
+        let noisy = paired_ratio(&[0.80, 1.05, 0.90, 0.93]);
+        assert_eq!(verdict(&noisy, 0.05), Verdict::NoChange);
+    }
+}

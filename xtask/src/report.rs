@@ -1,0 +1,657 @@
+//! Presentation of run directories: SVG plots (plotters) and an `index.html` that opens from
+//! disk, plus `cargo xtask report RUN_DIR`, which redraws everything from the stored JSON.
+//!
+//! Bench runs get `throughput.svg` (median messages/s per server and connection count with 95%
+//! interval bars), `latency_c<N>.svg` (the latency percentile spectrum per connection count,
+//! HdrHistogram style: log latency against "nines") and `cpu_per_message.svg` (server CPU µs per
+//! message). Capacity runs get `capacity.svg` (latency against offered load, with the SLO).
+//! Try it: `cargo xtask report results/runs/<stamp>-bench`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+
+use crate::bench::{TRIALS_SCHEMA, TrialsFile, write_summaries};
+use crate::capacity::CapacityFile;
+use crate::loadgen_report::{histogram, read_report};
+use crate::manifest::Manifest;
+use crate::summary::{CellSummary, Exporter, TerminalTable, format_count, summarize};
+
+/// A line of a latency spectrum: its label and its histogram.
+pub type NamedHistogram = (String, hdrhistogram::Histogram<u64>);
+
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 540;
+
+fn color(index: usize) -> RGBColor {
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    COLORS[index % COLORS.len()]
+}
+
+fn plot_error(error: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow::anyhow!("drawing: {error:?}")
+}
+
+/// Server names in first-seen order.
+fn server_names(summaries: &[CellSummary]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for summary in summaries {
+        if !names.contains(&summary.cell.server) {
+            names.push(summary.cell.server.clone());
+        }
+    }
+    names
+}
+
+/// Grouped bar chart: one group per connection count (for the first size, or every size with
+/// a `size` suffix), one bar per server; `interval` draws a vertical bar from low to high.
+fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    summaries: &[CellSummary],
+    value: &dyn Fn(&CellSummary) -> Option<f64>,
+    interval: &dyn Fn(&CellSummary) -> Option<(f64, f64)>,
+) -> Result<()> {
+    let servers = server_names(summaries);
+    let mut groups: Vec<(u32, u32)> = Vec::new();
+    for summary in summaries {
+        let key = (summary.cell.size_bytes, summary.cell.connections);
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    let several_sizes = groups.iter().any(|g| g.0 != groups[0].0);
+    let top = summaries
+        .iter()
+        .filter_map(|s| {
+            let high = interval(s).map(|(_, high)| high);
+            match (value(s), high) {
+                (Some(v), Some(h)) => Some(v.max(h)),
+                (v, h) => v.or(h),
+            }
+        })
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let group_labels: Vec<String> = groups
+        .iter()
+        .map(|(size, connections)| {
+            if several_sizes {
+                format!("{connections} conns, {size} B")
+            } else {
+                format!(
+                    "{connections} connection{}",
+                    if *connections == 1 { "" } else { "s" }
+                )
+            }
+        })
+        .collect();
+    let label_of = move |x: &f64| -> String {
+        let group = x.floor();
+        if (x - group - 0.5).abs() < 1e-6 && group >= 0.0 {
+            group_labels
+                .get(group as usize)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..groups.len() as f64, 0.0..top)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len() * 2 + 1)
+        .x_label_formatter(&label_of)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format_count(*y))
+        .draw()
+        .map_err(plot_error)?;
+    let slot = 0.8 / servers.len().max(1) as f64;
+    for (server_index, server) in servers.iter().enumerate() {
+        let style = color(server_index).filled();
+        let mut bars = Vec::new();
+        let mut whiskers = Vec::new();
+        for summary in summaries.iter().filter(|s| &s.cell.server == server) {
+            let Some(group) = groups
+                .iter()
+                .position(|g| *g == (summary.cell.size_bytes, summary.cell.connections))
+            else {
+                continue;
+            };
+            let left = group as f64 + 0.1 + slot * server_index as f64;
+            let center = left + slot / 2.0;
+            if let Some(v) = value(summary).filter(|v| v.is_finite()) {
+                bars.push(Rectangle::new(
+                    [(left + slot * 0.1, 0.0), (left + slot * 0.9, v)],
+                    style,
+                ));
+            }
+            if let Some((low, high)) =
+                interval(summary).filter(|(l, h)| l.is_finite() && h.is_finite())
+            {
+                let cap = slot * 0.2;
+                whiskers.push(PathElement::new(
+                    vec![(center, low), (center, high)],
+                    BLACK.stroke_width(2),
+                ));
+                whiskers.push(PathElement::new(
+                    vec![(center - cap, low), (center + cap, low)],
+                    BLACK.stroke_width(2),
+                ));
+                whiskers.push(PathElement::new(
+                    vec![(center - cap, high), (center + cap, high)],
+                    BLACK.stroke_width(2),
+                ));
+            }
+        }
+        chart
+            .draw_series(bars)
+            .map_err(plot_error)?
+            .label(server.clone())
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color(server_index).filled())
+            });
+        chart.draw_series(whiskers).map_err(plot_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// "Nines" of a quantile: 0.9 → 1, 0.99 → 2, 0.999 → 3.
+fn nines(quantile: f64) -> f64 {
+    -(1.0 - quantile.min(0.999_999)).log10()
+}
+
+/// Latency percentile spectrum of the given histograms (one line each).
+pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Result<()> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (name, histogram) in lines {
+        if histogram.is_empty() {
+            continue;
+        }
+        let mut points = Vec::new();
+        for value in histogram.iter_quantiles(4) {
+            let q = value.quantile_iterated_to();
+            if q >= 0.999_99 {
+                break;
+            }
+            points.push((
+                nines(q),
+                (histogram.highest_equivalent(value.value_iterated_to()) as f64).max(1.0),
+            ));
+        }
+        points.push((nines(0.999_99), (histogram.max() as f64).max(1.0)));
+        series.push((name.clone(), points));
+    }
+    if series.is_empty() {
+        bail!("no latency histograms to draw for {title}");
+    }
+    let (low, high) = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.1))
+        .fold((f64::INFINITY, 0.0_f64), |(l, h), v| (l.min(v), h.max(v)));
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..5.25, ((low * 0.8).max(0.5)..high * 1.5).log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_labels(6)
+        .x_label_formatter(&|x: &f64| {
+            let percent = 100.0 * (1.0 - 10f64.powf(-x));
+            match x.round() as i32 {
+                0 => "0%".to_string(),
+                n if (x - x.round()).abs() < 1e-6 => {
+                    format!("{percent:.*}%", (n - 2).max(0) as usize)
+                }
+                _ => String::new(),
+            }
+        })
+        .x_desc("percentile")
+        .y_desc("latency (µs, log scale)")
+        .y_label_formatter(&|y| format_count(*y))
+        .draw()
+        .map_err(plot_error)?;
+    for (index, (name, points)) in series.into_iter().enumerate() {
+        chart
+            .draw_series(LineSeries::new(points, color(index).stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// Latency against offered load for a capacity search, with the SLO limits as lines.
+pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
+    let path = run_dir.join("capacity.svg");
+    let mut steps = file.steps.clone();
+    steps.sort_by_key(|s| s.target_per_s);
+    let value = |step: &crate::capacity::Step, source: Option<&serde_json::Value>, key: &str| {
+        source
+            .and_then(|v| v.get(key))
+            .and_then(serde_json::Value::as_f64)
+            .filter(|v| *v > 0.0)
+            .map(|v| (step.target_per_s as f64, v))
+    };
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for key in ["p50", "p99", "p999"] {
+        let points: Vec<(f64, f64)> = steps
+            .iter()
+            .filter_map(|s| value(s, Some(&s.latency_us), key))
+            .collect();
+        if !points.is_empty() {
+            series.push((format!("{key} (corrected)"), points));
+        }
+    }
+    let service: Vec<(f64, f64)> = steps
+        .iter()
+        .filter_map(|s| value(s, s.service_time_us.as_ref(), "p99"))
+        .collect();
+    if !service.is_empty() {
+        series.push(("p99 service time".into(), service));
+    }
+    let rates: Vec<f64> = steps.iter().map(|s| s.target_per_s as f64).collect();
+    let (min_rate, max_rate) = crate::stats::min_max(&rates);
+    let mut latencies: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.1))
+        .collect();
+    latencies.extend(file.slo.latency.iter().map(|c| c.limit_us));
+    let (low, high) = crate::stats::min_max(&latencies);
+    if !min_rate.is_finite() || !low.is_finite() {
+        bail!("no capacity steps with latency to draw");
+    }
+    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let title = format!(
+        "{}: latency vs offered load (SLO {}){}",
+        file.server.name,
+        file.slo.text,
+        file.capacity_per_s
+            .map(|c| format!(", capacity {} msg/s", format_count(c as f64)))
+            .unwrap_or_default()
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            (min_rate * 0.8..max_rate * 1.25).log_scale(),
+            ((low * 0.7).max(0.5)..high * 2.0).log_scale(),
+        )
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load (msg/s, log scale)")
+        .y_desc("latency (µs, log scale)")
+        .x_label_formatter(&|x| format_count(*x))
+        .y_label_formatter(&|y| format_count(*y))
+        .draw()
+        .map_err(plot_error)?;
+    for (index, (name, points)) in series.into_iter().enumerate() {
+        chart
+            .draw_series(LineSeries::new(
+                points.clone(),
+                color(index).stroke_width(2),
+            ))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color(index).filled())),
+            )
+            .map_err(plot_error)?;
+    }
+    for clause in &file.slo.latency {
+        chart
+            .draw_series(LineSeries::new(
+                vec![
+                    (min_rate * 0.8, clause.limit_us),
+                    (max_rate * 1.25, clause.limit_us),
+                ],
+                RED.stroke_width(1),
+            ))
+            .map_err(plot_error)?
+            .label(format!(
+                "SLO {} ≤ {} µs",
+                clause.key,
+                format_count(clause.limit_us)
+            ))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    }
+    // Failed steps as crosses near the x axis.
+    let fails: Vec<(f64, f64)> = steps
+        .iter()
+        .filter(|s| !s.pass)
+        .map(|s| (s.target_per_s as f64, (low * 0.7).max(0.5) * 1.1))
+        .collect();
+    chart
+        .draw_series(
+            fails
+                .into_iter()
+                .map(|p| Cross::new(p, 5, RED.stroke_width(2))),
+        )
+        .map_err(plot_error)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    write_index(
+        run_dir,
+        &format!("capacity of {}", file.server.name),
+        &format!(
+            "<p><b>{}</b></p>{}",
+            html_escape(&crate::capacity::answer_line(
+                &crate::capacity::SearchOutcome {
+                    capacity_per_s: file.capacity_per_s,
+                    first_fail_per_s: file.first_fail_per_s,
+                    steps: vec![],
+                    stopped_because: file.stopped_because.clone(),
+                }
+            )),
+            capacity_steps_html(file)
+        ),
+        &["capacity.svg"],
+    )
+}
+
+fn capacity_steps_html(file: &CapacityFile) -> String {
+    let mut html = String::from(
+        "<table><tr><th>target msg/s</th><th>achieved msg/s</th><th>p50 µs</th><th>p99 µs</th><th>errors</th><th>result</th></tr>",
+    );
+    for step in &file.steps {
+        let latency = |key: &str| {
+            step.latency_us
+                .get(key)
+                .and_then(serde_json::Value::as_f64)
+                .map_or("-".into(), crate::summary::format_us)
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            format_count(step.target_per_s as f64),
+            format_count(step.achieved_per_s),
+            latency("p50"),
+            latency("p99"),
+            step.errors,
+            if step.pass {
+                "pass".to_string()
+            } else {
+                html_escape(&format!("fail: {}", step.reasons.join("; ")))
+            }
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// Escapes text for HTML.
+pub fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Writes `index.html`: title, manifest facts, the given body, and the images (relative paths,
+/// so the page opens from disk).
+pub fn write_index(run_dir: &Path, title: &str, body: &str, images: &[&str]) -> Result<()> {
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}pre{{background:#f4f4f4;padding:8px;overflow-x:auto}}img{{max-width:100%}}</style></head><body>\n<h1>{0}</h1>\n",
+        html_escape(title)
+    );
+    if let Ok(manifest) = Manifest::read(run_dir) {
+        let _ = write!(
+            html,
+            "<p>{} on <b>{}</b> ({} cores, Linux {}), commit {}{}, started {}.</p>\n<pre>{}</pre>\n",
+            html_escape(&manifest.command),
+            html_escape(&manifest.host),
+            manifest.cores,
+            html_escape(&manifest.kernel),
+            html_escape(manifest.git_commit.as_deref().unwrap_or("unknown")),
+            if manifest.git_dirty == Some(true) {
+                " (dirty)"
+            } else {
+                ""
+            },
+            html_escape(&manifest.started_at),
+            html_escape(&manifest.command_line.join(" "))
+        );
+    }
+    html.push_str(body);
+    for image in images {
+        if run_dir.join(image).exists() {
+            let _ = write!(
+                html,
+                "\n<p><img src=\"{0}\" alt=\"{0}\"></p>",
+                html_escape(image)
+            );
+        }
+    }
+    html.push_str("\n<p>Files: <a href=\"manifest.json\">manifest.json</a>");
+    for file in [
+        "summary.md",
+        "summary.csv",
+        "trials.json",
+        "capacity.json",
+        "regress.json",
+    ] {
+        if run_dir.join(file).exists() {
+            let _ = write!(html, ", <a href=\"{file}\">{file}</a>");
+        }
+    }
+    html.push_str("</p>\n</body></html>\n");
+    std::fs::write(run_dir.join("index.html"), html).context("writing index.html")
+}
+
+/// The summary as an HTML table.
+pub fn summary_html(summaries: &[CellSummary]) -> String {
+    let mut table = Vec::new();
+    let _ = crate::summary::MarkdownTable.export(summaries, &mut table);
+    let markdown = String::from_utf8_lossy(&table);
+    let mut html = String::from("<table>\n");
+    for (index, line) in markdown.lines().filter(|l| l.starts_with('|')).enumerate() {
+        if index == 1 {
+            continue;
+        }
+        let tag = if index == 0 { "th" } else { "td" };
+        html.push_str("<tr>");
+        for cell in line.trim_matches('|').split(" | ") {
+            let _ = write!(html, "<{tag}>{}</{tag}>", html_escape(cell.trim()));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+    if summaries.iter().any(|s| s.winner) {
+        html.push_str("<p>* fastest for its connection count and size, with a 95% interval that overlaps no other's.</p>\n");
+    }
+    html
+}
+
+/// Draws every plot and `index.html` of a bench run directory from its stored files.
+pub fn draw_bench(
+    run_dir: &Path,
+    trials: &TrialsFile,
+    summaries: &[CellSummary],
+) -> Result<Vec<String>> {
+    let mut images = Vec::new();
+    grouped_bars(
+        &run_dir.join("throughput.svg"),
+        "throughput: median of trials, bars = 95% CI",
+        "messages/s",
+        summaries,
+        &|s| (s.trials > 0).then_some(s.messages_per_s_median),
+        &|s| (s.trials > 1).then_some((s.messages_per_s_ci95.low, s.messages_per_s_ci95.high)),
+    )?;
+    images.push("throughput.svg".to_string());
+    if summaries
+        .iter()
+        .any(|s| s.server_cpu_per_message_us.is_some())
+    {
+        grouped_bars(
+            &run_dir.join("cpu_per_message.svg"),
+            "server CPU per message (user+system, median of trials)",
+            "µs CPU / message",
+            summaries,
+            &|s| s.server_cpu_per_message_us,
+            &|_| None,
+        )?;
+        images.push("cpu_per_message.svg".to_string());
+    }
+    // Latency spectrum: one plot per (size, connections), the trials of a cell merged exactly.
+    let mut merged: BTreeMap<(u32, u32), Vec<NamedHistogram>> = BTreeMap::new();
+    for cell in &trials.cells {
+        let mut total: Option<hdrhistogram::Histogram<u64>> = None;
+        for record in trials
+            .trials
+            .iter()
+            .filter(|r| &r.cell == cell && r.figures.is_some())
+        {
+            let Ok(report) = read_report(&run_dir.join(&record.loadgen_json)) else {
+                continue;
+            };
+            let Ok(Some(histogram)) = histogram(&report, "latency_us") else {
+                continue;
+            };
+            match &mut total {
+                Some(total) => total
+                    .add(&histogram)
+                    .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?,
+                None => total = Some(histogram),
+            }
+        }
+        if let Some(total) = total {
+            merged
+                .entry((cell.size_bytes, cell.connections))
+                .or_default()
+                .push((cell.server.clone(), total));
+        }
+    }
+    for ((size, connections), lines) in merged {
+        let name = if trials.cells.iter().any(|c| c.size_bytes != size) {
+            format!("latency_c{connections}_s{size}.svg")
+        } else {
+            format!("latency_c{connections}.svg")
+        };
+        draw_spectrum(
+            &run_dir.join(&name),
+            &format!(
+                "latency percentiles, {connections} connections, {size} B (all trials merged)"
+            ),
+            &lines,
+        )?;
+        images.push(name);
+    }
+    let image_refs: Vec<&str> = images.iter().map(String::as_str).collect();
+    write_index(
+        run_dir,
+        "echolab bench",
+        &summary_html(summaries),
+        &image_refs,
+    )?;
+    Ok(images)
+}
+
+/// `cargo xtask report RUN_DIR`: redraws summaries, plots and index from the stored JSON.
+pub fn run(run_dir: &Path) -> Result<()> {
+    let manifest = Manifest::read(run_dir)?;
+    match manifest.command.as_str() {
+        "bench" => {
+            let text = std::fs::read_to_string(run_dir.join("trials.json"))
+                .with_context(|| format!("reading {}/trials.json", run_dir.display()))?;
+            let trials: TrialsFile = serde_json::from_str(&text).context("parsing trials.json")?;
+            if trials.schema != TRIALS_SCHEMA {
+                bail!(
+                    "trials.json has schema {:?}, expected {TRIALS_SCHEMA}",
+                    trials.schema
+                );
+            }
+            let summaries = summarize(&trials.cells, &trials.trials, trials.seed);
+            write_summaries(run_dir, &summaries)?;
+            let images = draw_bench(run_dir, &trials, &summaries)?;
+            let mut table = Vec::new();
+            TerminalTable.export(&summaries, &mut table)?;
+            print!("{}", String::from_utf8_lossy(&table));
+            eprintln!(
+                "redrew {} and index.html in {}",
+                images.join(", "),
+                run_dir.display()
+            );
+        }
+        "capacity" => {
+            let text = std::fs::read_to_string(run_dir.join("capacity.json"))
+                .context("reading capacity.json")?;
+            let file: CapacityFile =
+                serde_json::from_str(&text).context("parsing capacity.json")?;
+            draw_capacity(run_dir, &file)?;
+            eprintln!(
+                "redrew capacity.svg and index.html in {}",
+                run_dir.display()
+            );
+        }
+        "regress" => {
+            crate::regress::write_regress_index(run_dir)?;
+            eprintln!("redrew index.html in {}", run_dir.display());
+        }
+        other => bail!("{}: unknown run kind {other:?}", run_dir.display()),
+    }
+    Ok(())
+}

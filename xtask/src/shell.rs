@@ -1,0 +1,574 @@
+//! Shared helpers for running things: the project root, building the binaries with a visible
+//! command line, starting a server and waiting until it listens, running loadgen with a
+//! deadline, stopping children by PID, pinning to cores, and reading `/proc` for CPU and memory.
+//!
+//! Every child runs in its own process group and is owned by a guard whose `Drop` stops it
+//! (SIGTERM to the group, then SIGKILL after a grace period), so no error path, panic or Ctrl-C
+//! (see [`crate::interrupt`]) leaves a process behind.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::flags::{BuildArgs, BuildProfile};
+use crate::interrupt;
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn project_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// Shell-quotes one word for display (so printed command lines can be pasted).
+pub fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// A command line as one pasteable string.
+pub fn display_command(program: &Path, args: &[String]) -> String {
+    let mut words = vec![quote(&program.display().to_string())];
+    words.extend(args.iter().map(|arg| quote(arg)));
+    words.join(" ")
+}
+
+/// Paths of the two measured binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub echo_server: PathBuf,
+    pub loadgen: PathBuf,
+}
+
+/// Builds (or locates, with `--bin-dir`) `echo-server` and `loadgen` for the tree at `root`.
+pub fn binaries(root: &Path, build: &BuildArgs, target_dir: Option<&Path>) -> Result<Binaries> {
+    if let Some(dir) = &build.bin_dir {
+        let found = Binaries {
+            echo_server: dir.join("echo-server"),
+            loadgen: dir.join("loadgen"),
+        };
+        for path in [&found.echo_server, &found.loadgen] {
+            if !path.is_file() {
+                return Err(crate::input_error(format!(
+                    "--bin-dir: {} does not exist",
+                    path.display()
+                )));
+            }
+        }
+        return Ok(found);
+    }
+    build_binaries(root, build.build_profile, target_dir)
+}
+
+/// Runs `cargo build [--release] -p echo-server -p loadgen` in `root` (command line printed) and
+/// returns the executables cargo reports, so any target-dir configuration is respected.
+pub fn build_binaries(
+    root: &Path,
+    profile: BuildProfile,
+    target_dir: Option<&Path>,
+) -> Result<Binaries> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args: Vec<String> = vec!["build".into()];
+    if profile == BuildProfile::Release {
+        args.push("--release".into());
+    }
+    args.extend(
+        [
+            "-p",
+            "echo-server",
+            "-p",
+            "loadgen",
+            "--bins",
+            "--message-format=json-render-diagnostics",
+        ]
+        .map(String::from),
+    );
+    let mut command = Command::new(&cargo);
+    command.args(&args).current_dir(root).stdout(Stdio::piped());
+    if let Some(dir) = target_dir {
+        command.env("CARGO_TARGET_DIR", dir);
+    }
+    eprintln!(
+        "$ {}{}",
+        target_dir
+            .map(|dir| format!("CARGO_TARGET_DIR={} ", quote(&dir.display().to_string())))
+            .unwrap_or_default(),
+        display_command(Path::new(&cargo), &args)
+    );
+    let mut child = command.spawn().context("starting cargo build")?;
+    let stdout = child.stdout.take().context("cargo build stdout")?;
+    let (mut echo_server, mut loadgen) = (None, None);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo build output")?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let (Some(name), Some(executable)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) else {
+            continue;
+        };
+        match name {
+            "echo-server" => echo_server = Some(PathBuf::from(executable)),
+            "loadgen" => loadgen = Some(PathBuf::from(executable)),
+            _ => {}
+        }
+    }
+    let status = child.wait().context("waiting for cargo build")?;
+    interrupt::check()?;
+    if !status.success() {
+        bail!("cargo build failed ({status}) in {}", root.display());
+    }
+    Ok(Binaries {
+        echo_server: echo_server.context("cargo build produced no echo-server binary")?,
+        loadgen: loadgen.context("cargo build produced no loadgen binary")?,
+    })
+}
+
+/// CPUs this process may run on (from `sched_getaffinity`), in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most `size_of` bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Splits the allowed CPUs into (server, loadgen) halves; `None` with fewer than two CPUs.
+pub fn split_cpus(cpus: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+    if cpus.len() < 2 {
+        return None;
+    }
+    let server_count = cpus.len() / 2;
+    Some((cpus[..server_count].to_vec(), cpus[server_count..].to_vec()))
+}
+
+/// Makes `command` start pinned to `cpus` (sched_setaffinity in the child before exec, so every
+/// thread it later spawns inherits the mask).
+pub fn pin_command(command: &mut Command, cpus: &[usize]) {
+    // SAFETY: zeroed cpu_set_t is a valid empty set; CPU_SET only writes inside it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        set
+    };
+    // SAFETY: the closure only calls sched_setaffinity, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A child process in its own process group, stopped on drop.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    name: String,
+    grace: Duration,
+    status: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    /// Spawns `command` in a new process group.
+    pub fn spawn(mut command: Command, name: &str, grace: Duration) -> Result<Self> {
+        command.process_group(0);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            child,
+            name: name.to_string(),
+            grace,
+            status: None,
+        })
+    }
+
+    /// The child's PID (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the child has ended, without blocking. When it has, anything it left
+    /// in its process group is killed *before* the child is reaped (while its zombie still
+    /// holds the PID, so the group id cannot have been reused by an unrelated process).
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        if !exited_without_reaping(self.child.id()) {
+            return Ok(None);
+        }
+        self.signal_group(libc::SIGKILL);
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("reaping {}", self.name))?;
+        self.status = Some(status);
+        Ok(self.status)
+    }
+
+    /// Waits up to `timeout` for the child to end by itself; `Ok(None)` on timeout. Returns
+    /// early with [`interrupt::Interrupted`] when a stop signal arrives.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status()? {
+                return Ok(Some(status));
+            }
+            interrupt::check()?;
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal_group(&self, signal: i32) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: plain syscall; the group is our own child's (its pid is the pgid).
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+
+    /// SIGTERM to the child's group, up to `grace` to exit, then SIGKILL. Returns the status and
+    /// whether SIGKILL was needed.
+    pub fn stop(&mut self) -> Result<(ExitStatus, bool)> {
+        if let Some(status) = self.try_status()? {
+            return Ok((status, false));
+        }
+        self.signal_group(libc::SIGTERM);
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_status()? {
+                return Ok((status, false));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.signal_group(libc::SIGKILL);
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.name))?;
+        self.status = Some(status);
+        Ok((status, true))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// True when the child `pid` has exited; it stays a zombie (not reaped), so its PID and process
+/// group id stay reserved until [`Child::wait`].
+fn exited_without_reaping(pid: u32) -> bool {
+    // SAFETY: siginfo_t is plain data; waitid writes into it and never reaps with WNOWAIT.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let result = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        result == 0 && info.si_pid() != 0
+    }
+}
+
+/// How xtask knows that a server is ready.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// The first stdout line is `listening on ADDR` (echolab's contract).
+    ListenLine,
+    /// The server was given this port; ready once a TCP connect succeeds.
+    Connect(SocketAddr),
+}
+
+/// A server to start: its command line and how it signals readiness.
+#[derive(Debug, Clone)]
+pub struct ServerLaunch {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub readiness: Readiness,
+}
+
+impl ServerLaunch {
+    /// An external server from a shell command with `{port}`: picks a free loopback port,
+    /// substitutes it, runs `sh -c 'exec CMD'`.
+    pub fn external(name: &str, command_template: &str) -> Result<Self> {
+        if !command_template.contains("{port}") {
+            return Err(crate::input_error(format!(
+                "server command for {name} has no {{port}} placeholder: {command_template}"
+            )));
+        }
+        let port = free_port()?;
+        let command = command_template.replace("{port}", &port.to_string());
+        Ok(Self {
+            name: name.to_string(),
+            program: PathBuf::from("sh"),
+            args: vec!["-c".into(), format!("exec {command}")],
+            readiness: Readiness::Connect(SocketAddr::from(([127, 0, 0, 1], port))),
+        })
+    }
+
+    /// The command line as printed.
+    pub fn display(&self) -> String {
+        display_command(&self.program, &self.args)
+    }
+}
+
+/// A free port on 127.0.0.1 right now (bind port 0, read it, release it).
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A started server: its address and its process guard.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub guard: ChildGuard,
+    pub name: String,
+}
+
+/// Parses `listening on ADDR`.
+pub fn parse_listen_line(line: &str) -> Option<SocketAddr> {
+    line.trim()
+        .strip_prefix("listening on ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Starts `launch` (pinned to `cpus` if given; stderr to `log`) and waits until it is ready.
+/// On any failure the child is stopped before the error returns.
+pub fn start_server(
+    launch: &ServerLaunch,
+    cpus: Option<&[usize]>,
+    log: Option<&Path>,
+    ready_timeout: Duration,
+) -> Result<RunningServer> {
+    let mut command = Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    match log {
+        Some(path) => {
+            let file =
+                File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            command.stderr(file);
+        }
+        None => {
+            command.stderr(Stdio::null());
+        }
+    }
+    if let Some(cpus) = cpus {
+        pin_command(&mut command, cpus);
+    }
+    let mut guard = ChildGuard::spawn(command, &launch.name, Duration::from_secs(5))
+        .with_context(|| format!("command: {}", launch.display()))?;
+    let stdout = guard.child.stdout.take().context("server stdout")?;
+    let (line_tx, line_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        // Forward lines until the server ends; later lines are drained so it never blocks.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = line_tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let log_hint = log
+        .map(|path| format!(" (its stderr is in {})", path.display()))
+        .unwrap_or_default();
+    loop {
+        interrupt::check()?;
+        if let Some(status) = guard.try_status()? {
+            bail!(
+                "server {} exited ({status}) before it was ready{log_hint}; command: {}",
+                launch.name,
+                launch.display()
+            );
+        }
+        if started.elapsed() > ready_timeout {
+            let expected = match launch.readiness {
+                Readiness::ListenLine => "print `listening on ADDR`".to_string(),
+                Readiness::Connect(addr) => format!("accept connections on {addr}"),
+            };
+            guard.stop()?;
+            bail!(
+                "server {} did not {expected} within {}{log_hint}; stopped it; command: {}",
+                launch.name,
+                humantime::format_duration(ready_timeout),
+                launch.display()
+            );
+        }
+        match &launch.readiness {
+            Readiness::ListenLine => match line_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    let Some(addr) = parse_listen_line(&line) else {
+                        guard.stop()?;
+                        bail!(
+                            "server {} printed {line:?} where `listening on ADDR` was expected; command: {}",
+                            launch.name,
+                            launch.display()
+                        );
+                    };
+                    return Ok(RunningServer {
+                        addr,
+                        guard,
+                        name: launch.name.clone(),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            },
+            Readiness::Connect(addr) => {
+                if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
+                    return Ok(RunningServer {
+                        addr: *addr,
+                        guard,
+                        name: launch.name.clone(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Server CPU time (user + system, all threads) in seconds, from `/proc/PID/stat`.
+pub fn proc_cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_proc_stat_cpu_ticks(&stat)
+        .map(|ticks| ticks as f64 / clock_ticks_per_second())
+        .with_context(|| format!("parsing {path}"))
+}
+
+/// utime + stime (fields 14 and 15) from a `/proc/PID/stat` line, in clock ticks.
+pub fn parse_proc_stat_cpu_ticks(stat: &str) -> Result<u64> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let after_name = stat
+        .rfind(')')
+        .map(|end| &stat[end + 1..])
+        .context("no ')' in stat line")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// Peak resident set size (`VmHWM`) in KiB, from `/proc/PID/status`.
+pub fn proc_peak_rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_hwm_kib(&status).with_context(|| format!("no VmHWM in {path}"))
+}
+
+/// The `VmHWM:` value in KiB from a `/proc/PID/status` text.
+pub fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+}
+
+/// The output of a finished (or stopped) loadgen run.
+#[derive(Debug)]
+pub struct LoadgenOutcome {
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+}
+
+/// Runs loadgen with `args` (pinned to `cpus` if given), stdout+stderr into `log`; kills it if
+/// it outlives `timeout`. Interrupt-aware.
+pub fn run_loadgen(
+    loadgen: &Path,
+    args: &[String],
+    cpus: Option<&[usize]>,
+    log: &Path,
+    timeout: Duration,
+) -> Result<LoadgenOutcome> {
+    let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut command = Command::new(loadgen);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    if let Some(cpus) = cpus {
+        pin_command(&mut command, cpus);
+    }
+    let mut guard = ChildGuard::spawn(command, "loadgen", Duration::from_secs(2))?;
+    match guard.wait_timeout(timeout)? {
+        Some(status) => Ok(LoadgenOutcome {
+            status: Some(status),
+            timed_out: false,
+        }),
+        None => {
+            guard.stop()?;
+            Ok(LoadgenOutcome {
+                status: None,
+                timed_out: true,
+            })
+        }
+    }
+}
+
+/// Output of a short command (git, uname …) or `None` if it fails.
+pub fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}

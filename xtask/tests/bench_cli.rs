@@ -1,0 +1,337 @@
+//! End-to-end tests of `cargo xtask bench` against the real binaries on 127.0.0.1 port 0:
+//! a tiny bench in-process (run directory, manifest parsed back, summaries), and the CLI's
+//! failure paths — unknown strategy (exit 2), a server that never listens (exit 1, nothing left
+//! running), Ctrl-C during a trial (exit 130, nothing left running).
+//!
+//! The binaries come from a nested `cargo build -p echo-server -p loadgen` (dev profile: fast to
+//! build, and these tests check behaviour, never speed).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin_dir, binaries, processes_mentioning, xtask_binary};
+use xtask::bench::{BenchPlan, ServerEntry, run_plan};
+use xtask::manifest::Manifest;
+use xtask::shell::project_root;
+
+fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
+    BenchPlan {
+        servers,
+        all_strategies: false,
+        connections: vec![1, 4],
+        sizes_bytes: vec![64],
+        depth: None,
+        rate_per_s: None,
+        trials: 2,
+        duration_ms: 300,
+        warmup_ms: 100,
+        pin: true,
+        seed: 7,
+        ready_timeout_ms: 20_000,
+        server_args: vec![],
+    }
+}
+
+#[test]
+fn tiny_bench_writes_a_complete_run_directory() {
+    let run_dir = tempfile::tempdir().expect("temp dir");
+    let fixture = format!("{} fixture-echo --port {{port}}", xtask_binary());
+    let plan = tiny_plan(vec![
+        ServerEntry {
+            name: "pool".into(),
+            command: None,
+        },
+        ServerEntry {
+            name: "fixture".into(),
+            command: Some(fixture),
+        },
+    ]);
+    let summaries =
+        run_plan(&plan, binaries(), run_dir.path(), &project_root()).expect("bench runs");
+
+    assert_eq!(summaries.len(), 4);
+    for summary in &summaries {
+        assert_eq!(summary.trials, 2, "{summary:?}");
+        assert_eq!(summary.failed_trials, 0, "{summary:?}");
+        assert_eq!(summary.errors, 0, "{summary:?}");
+        assert!(summary.messages_per_s_median > 0.0, "{summary:?}");
+        assert!(summary.p99_us >= summary.p50_us, "{summary:?}");
+        assert!(summary.server_peak_rss_kib.unwrap_or(0) > 0, "{summary:?}");
+    }
+
+    let manifest = Manifest::read(run_dir.path()).expect("manifest parses back");
+    assert_eq!(manifest.schema, "echolab.xtask.manifest/1");
+    assert_eq!(manifest.command, "bench");
+    assert!(manifest.cores >= 1);
+    assert!(!manifest.host.is_empty() && !manifest.kernel.is_empty());
+    assert!(
+        manifest.started_at.ends_with('Z'),
+        "{}",
+        manifest.started_at
+    );
+    assert!(!manifest.command_line.is_empty());
+    assert_eq!(manifest.config["trials"], 2);
+    assert_eq!(manifest.config["seed"], 7);
+    assert!(manifest.versions.echo_server.is_some());
+
+    let trials_dir = run_dir.path().join("trials");
+    let reports = std::fs::read_dir(&trials_dir)
+        .expect("trials dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".loadgen.json"))
+        .count();
+    assert_eq!(reports, 8, "one loadgen report per trial");
+    let trials: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.path().join("trials.json")).expect("trials.json"),
+    )
+    .expect("parses");
+    assert_eq!(trials["trials"].as_array().map(Vec::len), Some(8));
+    let markdown = std::fs::read_to_string(run_dir.path().join("summary.md")).expect("md");
+    assert!(markdown.contains("| pool | 4 | 64 |"), "{markdown}");
+    let csv = std::fs::read_to_string(run_dir.path().join("summary.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    // The pool server wrote its own counters on SIGTERM.
+    let stats = std::fs::read_dir(&trials_dir)
+        .expect("trials dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".server.json"))
+        .count();
+    assert_eq!(stats, 4, "pool stats JSON per pool trial");
+
+    // `cargo xtask merge` adds two trials' reports exactly.
+    let pool_reports: Vec<std::path::PathBuf> = std::fs::read_dir(&trials_dir)
+        .expect("trials dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.contains("-pool-c4-") && name.ends_with(".loadgen.json")
+        })
+        .collect();
+    assert_eq!(pool_reports.len(), 2);
+    let merged_path = run_dir.path().join("merged.json");
+    let output = Command::new(xtask_binary())
+        .arg("merge")
+        .args(&pool_reports)
+        .arg("-o")
+        .arg(&merged_path)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
+    };
+    let (a, b, merged) = (
+        read(&pool_reports[0]),
+        read(&pool_reports[1]),
+        read(&merged_path),
+    );
+    let verified = |r: &serde_json::Value| r["messages"]["verified"].as_u64().expect("count");
+    assert_eq!(verified(&merged), verified(&a) + verified(&b));
+    let p99 = |r: &serde_json::Value| r["latency_us"]["p99"].as_f64().expect("p99");
+    assert!(p99(&merged) >= p99(&a).min(p99(&b)) && p99(&merged) <= p99(&a).max(p99(&b)));
+
+    // Plots and index.html were drawn; `report` redraws them from the stored JSON alone.
+    for file in [
+        "throughput.svg",
+        "latency_c1.svg",
+        "latency_c4.svg",
+        "cpu_per_message.svg",
+        "index.html",
+    ] {
+        let path = run_dir.path().join(file);
+        assert!(path.exists(), "{file} missing");
+        std::fs::remove_file(&path).expect("removable");
+    }
+    std::fs::remove_file(run_dir.path().join("summary.md")).expect("removable");
+    xtask::report::run(run_dir.path()).expect("report redraws");
+    let index = std::fs::read_to_string(run_dir.path().join("index.html")).expect("index.html");
+    for needle in [
+        "<img src=\"throughput.svg\"",
+        "<img src=\"latency_c4.svg\"",
+        "<td>pool</td>",
+    ] {
+        assert!(index.contains(needle), "index.html lacks {needle}");
+    }
+    let svg = std::fs::read_to_string(run_dir.path().join("throughput.svg")).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("fixture"),
+        "legend names the servers"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run_dir.path().join("summary.md")).expect("redrawn"),
+        markdown,
+        "the same summary from the stored trials"
+    );
+}
+
+#[test]
+fn unknown_strategy_exits_2_before_building() {
+    let output = Command::new(xtask_binary())
+        .args(["bench", "--strategies", "pool,fibers", "--smoke"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown strategy \"fibers\""), "{stderr}");
+}
+
+#[test]
+fn server_that_never_listens_fails_cleanly() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let marker = format!("{}.{}", 7, std::process::id());
+    let started = Instant::now();
+    let output = Command::new(xtask_binary())
+        .args([
+            "bench",
+            "--strategies",
+            "none",
+            "--smoke",
+            "--ready-timeout",
+            "1s",
+        ])
+        .arg("--server")
+        .arg(format!("mute=sleep {marker} # {{port}}"))
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("mute did not accept connections on 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        processes_mentioning(&format!("sleep {marker}")).is_empty(),
+        "the mute server was left running"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_server_and_loadgen() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let marker = out.path().display().to_string();
+    let mut child = Command::new(xtask_binary())
+        .args([
+            "bench",
+            "--strategies",
+            "pool",
+            "--connections",
+            "2",
+            "--trials",
+            "1",
+            "--duration",
+            "60s",
+            "--warmup",
+            "0ms",
+        ])
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    // Wait until both the server (its --stats-json path) and loadgen (its --json path), which
+    // mention the run directory, are running.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = processes_mentioning(&marker);
+        if running.len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "trial never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().expect("xtask exits");
+    let lines = lines.join().expect("reader").join("\n");
+    assert_eq!(status.code(), Some(130), "{lines}");
+    assert!(lines.contains("interrupted"), "{lines}");
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "children left behind: {:?}",
+        processes_mentioning(&marker)
+    );
+}
+
+#[test]
+fn bin_dir_must_hold_both_binaries() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(xtask_binary())
+        .args(["bench", "--smoke", "--bin-dir"])
+        .arg(empty.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}
+
+#[test]
+fn all_strategies_are_the_ones_the_server_offers() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(xtask_binary())
+        .args([
+            "bench",
+            "--strategies",
+            "all",
+            "--connections",
+            "1",
+            "--trials",
+            "1",
+            "--duration",
+            "200ms",
+            "--warmup",
+            "0ms",
+            "--no-pin",
+        ])
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let offered = xtask::bench::offered_strategies(&binaries().echo_server).expect("lists");
+    assert!(offered.len() >= 3, "{offered:?}");
+    for strategy in &offered {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.starts_with(&format!("{strategy} "))),
+            "{strategy} missing from\n{stdout}"
+        );
+    }
+    let manifest = Manifest::read(out.path()).expect("manifest");
+    assert_eq!(manifest.config["pin"], false);
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask capacity` against a real server on port 0 (short steps, small budget), and its
+//! bad input: an SLO that does not parse and an unknown strategy exit 2 before anything runs.
+
+mod common;
+
+use std::process::Command;
+
+use common::{bin_dir, xtask_binary};
+
+#[test]
+fn capacity_finds_a_bracket_and_writes_its_files() {
+    let out = tempfile::tempdir().expect("temp dir");
+    // A server that sleeps 1 ms per echo on 4 connections holds at most ~4,000 msg/s, so a
+    // ramp from 500/s finds its limit within a few steps whatever the machine's speed.
+    let server = format!(
+        "{} fixture-echo --port {{port}} --delay 1ms --buffer-size 64",
+        xtask_binary()
+    );
+    let output = Command::new(xtask_binary())
+        .args([
+            "capacity",
+            "--slo",
+            "p99<=50ms",
+            "--connections",
+            "4",
+            "--start-rate",
+            "500",
+            "--precision-percent",
+            "25",
+            "--duration",
+            "700ms",
+            "--warmup",
+            "200ms",
+            "--budget",
+            "40s",
+        ])
+        .arg("--server")
+        .arg(&server)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("capacity: "), "{stdout}");
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("capacity.json")).expect("capacity.json"),
+    )
+    .expect("parses");
+    assert_eq!(file["schema"], "echolab.xtask.capacity/1");
+    let steps = file["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    assert_eq!(steps[0]["target_per_s"], 500);
+    let capacity = file["capacity_per_s"].as_u64();
+    let first_fail = file["first_fail_per_s"].as_u64();
+    assert!(
+        first_fail.is_some(),
+        "a 1 ms-per-echo server must fail somewhere: {stdout}"
+    );
+    if let (Some(capacity), Some(first_fail)) = (capacity, first_fail) {
+        assert!(capacity < first_fail);
+        assert!(
+            capacity <= 8_000,
+            "impossible capacity {capacity} for 4 × 1 ms"
+        );
+    }
+    for step in steps {
+        assert_eq!(
+            step["pass"].as_bool(),
+            Some(step["reasons"].as_array().is_some_and(Vec::is_empty))
+        );
+    }
+    assert!(out.path().join("capacity.svg").exists());
+    assert!(out.path().join("index.html").exists());
+
+    // `report` redraws the plot and the page from capacity.json alone.
+    std::fs::remove_file(out.path().join("capacity.svg")).expect("removable");
+    std::fs::remove_file(out.path().join("index.html")).expect("removable");
+    let status = Command::new(xtask_binary())
+        .arg("report")
+        .arg(out.path())
+        .status()
+        .expect("runs");
+    assert!(status.success());
+    assert!(out.path().join("capacity.svg").exists());
+    let index = std::fs::read_to_string(out.path().join("index.html")).expect("index");
+    assert!(index.contains("capacity: ") && index.contains("<img src=\"capacity.svg\""));
+}
+
+#[test]
+fn unparsable_slo_and_unknown_strategy_exit_2() {
+    for args in [
+        vec!["capacity", "--slo", "p99 under a millisecond"],
+        vec!["capacity", "--slo", "p99<=soon"],
+        vec!["capacity", "--slo", "p99<=1ms", "--strategy", "fibers"],
+    ] {
+        let output = Command::new(xtask_binary())
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
+    }
+}

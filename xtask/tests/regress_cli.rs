@@ -1,0 +1,134 @@
+//! `cargo xtask regress` both ways, on port 0 with short trials: a server against itself is
+//! not `slower` (exit 0), a server that sleeps 2 ms before every echo is `slower` (exit 1); bad
+//! input (an unknown git ref, a bad threshold) exits 2 before anything runs.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{bin_dir, binaries, xtask_binary};
+
+fn regress(extra: &[String]) -> Output {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(xtask_binary())
+        .args([
+            "regress",
+            "--trials",
+            "4",
+            "--duration",
+            "400ms",
+            "--warmup",
+            "100ms",
+            "--connections",
+            "4",
+        ])
+        .args(extra)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("runs");
+    if output.status.code() != Some(2) {
+        let file: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("regress.json")).expect("regress.json"),
+        )
+        .expect("parses");
+        assert_eq!(file["schema"], "echolab.xtask.regress/1");
+        assert_eq!(file["trials"].as_array().map(Vec::len), Some(8));
+        assert!(out.path().join("index.html").exists());
+    }
+    output
+}
+
+fn fixture(delay: &str) -> String {
+    format!(
+        "{} fixture-echo --port {{port}} --delay {delay} --buffer-size 64",
+        xtask_binary()
+    )
+}
+
+#[test]
+fn a_server_against_itself_is_not_slower() {
+    let server = format!(
+        "{} --addr 127.0.0.1:{{port}} --strategy thread",
+        binaries().echo_server.display()
+    );
+    let output = regress(&[
+        "--threshold".into(),
+        "10%".into(),
+        "--baseline-server".into(),
+        server.clone(),
+        "--candidate-server".into(),
+        server,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("verdict: no change") || stdout.contains("verdict: faster"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_server_that_sleeps_per_message_is_slower() {
+    let output = regress(&[
+        "--baseline-server".into(),
+        fixture("0ms"),
+        "--candidate-server".into(),
+        fixture("2ms"),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("verdict: slower"), "{stdout}");
+    assert!(
+        stderr.contains("slower than the baseline beyond the 5.0% threshold"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_p99_metric_sees_the_sleep_too() {
+    let output = regress(&[
+        "--metric".into(),
+        "p99".into(),
+        "--baseline-server".into(),
+        fixture("0ms"),
+        "--candidate-server".into(),
+        fixture("2ms"),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn unknown_git_ref_and_bad_threshold_exit_2() {
+    let output = Command::new(xtask_binary())
+        .args(["regress", "--baseline", "no-such-ref-7f3a9c"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"no-such-ref-7f3a9c\" is not a commit"),
+        "{stderr}"
+    );
+
+    let output = Command::new(xtask_binary())
+        .args(["regress", "--baseline", "HEAD", "--threshold", "lots"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+
+    let output = Command::new(xtask_binary())
+        .args(["regress", "--baseline-server", "x {port}"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+}
