@@ -1,10 +1,12 @@
-//! 10,000 concurrent connections from one loadgen process (2 threads) against an echo server in
-//! a separate process (the open-files limit is per process). The server is a small mio event
-//! loop (`common/mio_echo.rs`); the test re-executes its own binary to run it as a child process.
+//! 10,000 concurrent connections from one loadgen process (2 threads) against the echo-server's
+//! `event-loop` strategy in a separate process (the open-files limit is per process): the test
+//! re-executes its own binary to run the server as a child process. The small mio echo server in
+//! `common/mio_echo.rs` (used by the `vs_blocking` bench) is checked here too.
 
 #[path = "common/mio_echo.rs"]
 mod mio_echo;
 
+use echo_server::{Config as ServerConfig, Server, Strategy};
 use mio_echo::{bind, serve};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -20,17 +22,28 @@ impl Drop for ChildGuard {
     }
 }
 
-/// In the child: serve until killed. Otherwise: check the test server itself in-process.
+/// In the child: run the event-loop echo server until killed.
 #[test]
-fn mio_echo_test_server() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        loadgen::run::raise_nofile_limit(15_000).unwrap();
-        let listener = bind();
-        println!("listening on {}", listener.local_addr().unwrap());
-        std::io::stdout().flush().unwrap();
-        serve(listener, || false).unwrap();
+fn event_loop_server_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
+    loadgen::run::raise_nofile_limit(15_000).unwrap();
+    let strategy = Strategy::from_name("event-loop").expect("echo-server has event-loop");
+    let mut config = ServerConfig::loopback(strategy);
+    config.max_connections = 12_000;
+    config.backlog = 8192;
+    let server = Server::start(config).expect("server starts");
+    println!("listening on {}", server.local_addr());
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The mio echo server of the bench serves pipelined large messages correctly.
+#[test]
+fn mio_echo_test_server() {
     let listener = bind();
     let addr = listener.local_addr().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -60,7 +73,7 @@ fn ten_thousand_connections_from_two_threads() {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "mio_echo_test_server",
+            "event_loop_server_child",
             "--nocapture",
             "--test-threads=1",
         ])
