@@ -356,6 +356,8 @@ pub fn write_json(report: &crate::Report, path: &std::path::Path) -> anyhow::Res
 
 /// The CLI's observer: the live progress bar and the `.hlog` writer.
 struct CliObserver {
+    /// Set by SIGINT/SIGTERM: end the run early and report what was measured.
+    interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     bar: Option<ProgressBar>,
     hlog: Option<crate::hlog::HlogWriter>,
     hlog_error: Option<anyhow::Error>,
@@ -375,7 +377,13 @@ impl CliObserver {
             Some(path) => Some(crate::hlog::HlogWriter::create(path)?),
             None => None,
         };
+        let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, interrupted.clone())
+                .context("installing a signal handler")?;
+        }
         Ok(CliObserver {
+            interrupted,
             bar,
             hlog,
             hlog_error: None,
@@ -397,6 +405,10 @@ impl CliObserver {
 }
 
 impl Observer for CliObserver {
+    fn should_stop(&mut self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn on_progress(&mut self, p: &Progress) {
         let Some(bar) = &self.bar else {
             return;
