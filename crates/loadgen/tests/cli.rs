@@ -320,7 +320,7 @@ fn sigint_ends_the_run_early_and_still_reports() {
     let server = TestServer::start(Behavior::Echo);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let mut child = loadgen()
+    let child = loadgen()
         .args([
             "--target",
             &server.target(),
