@@ -164,6 +164,10 @@ pub struct CapacityArgs {
     /// Warm-up per step.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
     pub warmup: Duration,
+    /// Measure a failed step again this many times; it passes if any attempt passes
+    /// (interference on a shared machine only adds latency).
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
     /// Total time for the search; it reports the bracket found when this runs out.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "110s")]
     pub budget: Duration,
