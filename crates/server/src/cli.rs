@@ -29,9 +29,12 @@ pub struct Args {
     /// How connections are served.
     #[arg(long, value_enum, default_value_t = Strategy::Pool)]
     pub strategy: Strategy,
-    /// Worker threads for `pool` [default: number of cores].
+    /// Worker threads for `pool`, `rayon` and `async` [default: number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Poll loops (threads) for `event-loop` and `uring` [default: number of cores].
+    #[arg(long)]
+    pub loops: Option<usize>,
     /// Bound of the pool's queue of accepted connections.
     #[arg(long, default_value_t = 1024)]
     pub queue: usize,
@@ -73,6 +76,7 @@ impl Args {
             addr: self.addr,
             strategy: self.strategy,
             workers: self.workers.unwrap_or_else(available_cores),
+            loops: self.loops.unwrap_or_else(available_cores),
             queue: self.queue,
             overflow: self.overflow,
             buffer_size: self.buffer_size,
@@ -91,6 +95,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Register the handlers before announcing the address: a signal sent right after the
     // listening line must reach the drain, not kill the process.
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    raise_descriptor_limit();
     let server = Server::start(args.config())?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -104,8 +109,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.drain_timeout
     );
     let stats = server.shutdown();
+    // Formatted first and written at once, so the counters reach stderr in one piece.
+    let mut report = Vec::new();
     stats
-        .write_human(&mut std::io::stderr().lock())
+        .write_human(&mut report)
+        .context("formatting the final counters")?;
+    std::io::stderr()
+        .write_all(&report)
         .context("writing the final counters")?;
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_string_pretty(&stats).context("serializing the counters")?;
@@ -113,6 +123,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing the counters to {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one (as nginx and most servers do): the default
+/// soft limit (often 1024) would cap connections far below `--max-connections`.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                eprintln!(
+                    "echo-server: could not raise the open-files limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 fn signal_name(signal: i32) -> String {

@@ -17,11 +17,29 @@ pub enum Strategy {
     Thread,
     /// Acceptor pushes streams into a bounded crossbeam channel; W workers pull and serve them.
     Pool,
+    /// Acceptor spawns each session onto a rayon pool of W threads: work stealing vs one channel.
+    Rayon,
+    /// Nonblocking sockets on N mio poll loops: thousands of connections on few threads.
+    EventLoop,
+    /// Tokio multi-threaded runtime with W threads, a task per connection: the ecosystem's default.
+    Async,
+    /// io_uring rings on N loops, kernel-chosen buffers: fewer syscalls per message (Linux).
+    #[cfg(all(target_os = "linux", feature = "uring"))]
+    Uring,
 }
 
 impl Strategy {
     /// Every strategy this build knows, in the order tables list them.
-    pub const ALL: &'static [Strategy] = &[Strategy::Iterative, Strategy::Thread, Strategy::Pool];
+    pub const ALL: &'static [Strategy] = &[
+        Strategy::Iterative,
+        Strategy::Thread,
+        Strategy::Pool,
+        Strategy::Rayon,
+        Strategy::EventLoop,
+        Strategy::Async,
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        Strategy::Uring,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -29,12 +47,37 @@ impl Strategy {
             Strategy::Iterative => "iterative",
             Strategy::Thread => "thread",
             Strategy::Pool => "pool",
+            Strategy::Rayon => "rayon",
+            Strategy::EventLoop => "event-loop",
+            Strategy::Async => "async",
+            #[cfg(all(target_os = "linux", feature = "uring"))]
+            Strategy::Uring => "uring",
         }
     }
 
-    /// Whether `--workers` bounds how many connections are served at once.
+    /// Whether `--workers` sets this strategy's thread count.
     pub fn uses_workers(self) -> bool {
-        matches!(self, Strategy::Pool)
+        matches!(self, Strategy::Pool | Strategy::Rayon | Strategy::Async)
+    }
+
+    /// Whether `--loops` sets this strategy's thread count.
+    pub fn uses_loops(self) -> bool {
+        match self {
+            Strategy::EventLoop => true,
+            #[cfg(all(target_os = "linux", feature = "uring"))]
+            Strategy::Uring => true,
+            _ => false,
+        }
+    }
+
+    /// Whether at most `--workers` connections are served at once (the rest wait).
+    pub fn serves_at_most_workers(self) -> bool {
+        matches!(self, Strategy::Pool | Strategy::Rayon)
+    }
+
+    /// Looks a strategy up by its command-line name.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        Strategy::ALL.iter().copied().find(|s| s.name() == name)
     }
 }
 
@@ -63,8 +106,10 @@ pub struct Config {
     /// Address to bind; port 0 picks a free one (read it back from `Server::local_addr`).
     pub addr: SocketAddr,
     pub strategy: Strategy,
-    /// Worker threads for `pool` (and the strategies that have a fixed set of threads).
+    /// Worker threads for `pool`, `rayon` and `async`.
     pub workers: usize,
+    /// Poll loops (threads) for `event-loop` and `uring`.
+    pub loops: usize,
     /// Bound of the pool's queue of accepted connections.
     pub queue: usize,
     pub overflow: Overflow,
@@ -96,6 +141,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
             strategy: Strategy::Pool,
             workers: available_cores(),
+            loops: available_cores(),
             queue: 1024,
             overflow: Overflow::Block,
             buffer_size: 16 * 1024,
@@ -124,6 +170,9 @@ impl Config {
         let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
         if self.workers == 0 {
             return bad("--workers must be at least 1");
+        }
+        if self.loops == 0 {
+            return bad("--loops must be at least 1");
         }
         if self.queue == 0 {
             return bad("--queue must be at least 1");

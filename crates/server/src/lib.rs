@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod nonblocking;
 pub mod registry;
 pub mod server;
 pub mod session;

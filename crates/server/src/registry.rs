@@ -32,11 +32,13 @@ impl Registry {
         self.lock().insert(id, stream.as_raw_fd());
         counters.admitted();
         Conn {
+            registration: Registration {
+                id,
+                registry: Arc::clone(self),
+                counters: Arc::clone(counters),
+            },
             stream,
             accepted_at,
-            id,
-            registry: Arc::clone(self),
-            counters: Arc::clone(counters),
         }
     }
 
@@ -69,19 +71,25 @@ impl Registry {
     }
 }
 
-/// An admitted connection. Dropping it closes the stream and counts the connection closed.
+/// An admitted connection: the stream (std's blocking `TcpStream` as accepted, or the same socket
+/// converted for a nonblocking strategy with [`Conn::map_stream`]) and its registration.
+/// Dropping it deregisters the connection, counts it closed, then closes the stream.
 #[derive(Debug)]
-pub struct Conn {
-    stream: TcpStream,
+pub struct Conn<S = TcpStream> {
+    // Field order matters: fields drop in declaration order, so the registration is removed
+    // before the stream (and with it the descriptor) is closed.
+    registration: Registration,
+    stream: S,
     accepted_at: Instant,
-    id: u64,
-    registry: Arc<Registry>,
-    counters: Arc<Counters>,
 }
 
-impl Conn {
-    pub fn stream(&self) -> &TcpStream {
+impl<S> Conn<S> {
+    pub fn stream(&self) -> &S {
         &self.stream
+    }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
     }
 
     /// When the connection was accepted: idle time runs from here (queue time included).
@@ -90,14 +98,46 @@ impl Conn {
     }
 
     pub fn id(&self) -> u64 {
-        self.id
+        self.registration.id
+    }
+
+    /// Converts the stream (e.g. into a mio or tokio stream over the same socket), keeping the
+    /// registration. On failure the connection is closed, counted closed, and the error returned.
+    pub fn map_stream<T: AsRawFd>(
+        self,
+        convert: impl FnOnce(S) -> std::io::Result<T>,
+    ) -> std::io::Result<Conn<T>> {
+        let Conn {
+            registration,
+            stream,
+            accepted_at,
+        } = self;
+        // Out of the drain's reach while the conversion may close the descriptor on failure.
+        registration.registry.lock().remove(&registration.id);
+        let stream = convert(stream)?;
+        registration
+            .registry
+            .lock()
+            .insert(registration.id, stream.as_raw_fd());
+        Ok(Conn {
+            registration,
+            stream,
+            accepted_at,
+        })
     }
 }
 
-impl Drop for Conn {
+/// Registration of one open connection; removed (and counted closed) on drop.
+#[derive(Debug)]
+struct Registration {
+    id: u64,
+    registry: Arc<Registry>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
         self.counters.closed();
-        // `self.stream` is closed after this body returns, i.e. after deregistration.
     }
 }

@@ -30,6 +30,8 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// How long the acceptor waits before trying again when descriptors run out.
 const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
+/// After the drain timeout cut the open connections, how long their sessions get to notice.
+const CUT_GRACE: Duration = Duration::from_secs(2);
 
 /// State shared by the acceptor, the strategy's threads and every session.
 #[derive(Debug)]
@@ -131,6 +133,8 @@ impl Server {
         let config = &self.shared.config;
         let workers = if config.strategy.uses_workers() {
             config.workers
+        } else if config.strategy.uses_loops() {
+            config.loops
         } else {
             0
         };
@@ -161,6 +165,12 @@ impl Server {
                 .counters
                 .drain_closed
                 .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Cut sessions end promptly (reads see EOF, writes fail); wait for them so that the
+        // final counters include how they ended.
+        let cut_deadline = Instant::now() + CUT_GRACE;
+        while cut > 0 && !self.shared.registry.is_empty() && Instant::now() < cut_deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
         if acceptor.join().is_err() {
             eprintln!("echo-server: the acceptor thread panicked");

@@ -1,10 +1,9 @@
-//! The `echo-server` binary's contract: the `listening on` line, SIGTERM drains and exits 0 with
-//! the stats file written, and clear failures (address in use: exit 1; bad flags: exit 2).
+//! The `echo-server` binary's contract: `--help` names every strategy, the `listening on` line,
+//! and clear failures (address in use: exit 1; bad flags: exit 2). SIGTERM, the stats file and the
+//! limits are checked per strategy by the conformance suite (`tests/conformance.rs`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_echo-server");
 
@@ -35,68 +34,29 @@ fn sigterm(child: &Child) {
 }
 
 #[test]
-fn prints_the_real_port_and_drains_an_in_flight_session_on_sigterm() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stats_path = dir.path().join("stats.json");
-    let (mut child, addr, _stdout) = spawn(&[
-        "--strategy",
-        "thread",
-        "--stats-json",
-        stats_path.to_str().expect("utf-8 path"),
-    ]);
+fn help_lists_every_strategy_with_what_it_shows() {
+    let output = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for strategy in echo_server::Strategy::ALL {
+        let line = format!("- {}:", strategy.name());
+        assert!(help.contains(&line), "--help lacks {line}\n{help}");
+    }
+}
+
+#[test]
+fn prints_the_real_port_on_the_first_line() {
+    let (child, addr, _stdout) = spawn(&[]);
+    sigterm(&child);
+    let mut child = child;
+    assert!(child.wait().expect("wait").success());
     assert!(
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
         "{addr}"
     );
-
-    // A session in flight when the signal arrives: it must complete.
-    let mut stream = TcpStream::connect(&addr).expect("connect");
-    stream.write_all(b"before").expect("write");
-    let mut buf = [0u8; 6];
-    stream.read_exact(&mut buf).expect("echo before SIGTERM");
-    sigterm(&child);
-    std::thread::sleep(Duration::from_millis(100));
-    stream.write_all(b"after").expect("write after SIGTERM");
-    let mut buf = [0u8; 5];
-    stream.read_exact(&mut buf).expect("echo after SIGTERM");
-    assert_eq!(&buf, b"after");
-    stream
-        .shutdown(std::net::Shutdown::Write)
-        .expect("half-close");
-    let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).expect("EOF");
-
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "exit status {status}");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
-    assert!(stderr.contains("completed  1"), "{stderr}");
-
-    let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats_path).expect("stats file"))
-            .expect("stats JSON");
-    assert_eq!(stats["schema"], "echolab.server-stats/1");
-    assert_eq!(stats["strategy"], "thread");
-    assert_eq!(stats["accepted"], 1);
-    assert_eq!(stats["completed"], 1);
-    assert_eq!(stats["bytes_in"], 11);
-    assert_eq!(stats["bytes_out"], 11);
-    for key in [
-        "rejected",
-        "timed_out",
-        "errors",
-        "errors_by_kind",
-        "peak_open_connections",
-        "uptime_s",
-        "workers",
-    ] {
-        assert!(stats.get(key).is_some(), "stats lacks {key}");
-    }
 }
 
 #[test]
@@ -128,5 +88,89 @@ fn bad_flags_exit_2_with_a_message() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(!stderr.is_empty(), "{args:?} printed no message");
+    }
+}
+
+/// Where the kernel refuses io_uring, `--strategy uring` fails at start with exit 1 and a message
+/// that names io_uring and the kernel's answer. The refusal is simulated with a seccomp filter
+/// that makes `io_uring_setup` fail with EPERM in the child (as Docker's default profile does).
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "uring"))]
+#[test]
+fn uring_refused_by_the_kernel_is_a_clear_error_with_exit_1() {
+    use std::os::unix::process::CommandExt;
+
+    let mut command = Command::new(BIN);
+    command.args(["--addr", "127.0.0.1:0", "--strategy", "uring"]);
+    // SAFETY: only prctl(2) (async-signal-safe) between fork and exec, on a filter that lives on
+    // this stack frame until the call returns.
+    unsafe {
+        command.pre_exec(|| {
+            const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+            const SYS_IO_URING_SETUP: u32 = 425;
+            let filter = [
+                // arch check: anything but x86_64 is allowed through untouched
+                bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+                bpf_jump(
+                    libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                    AUDIT_ARCH_X86_64,
+                    0,
+                    3,
+                ),
+                bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+                bpf_jump(
+                    libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                    SYS_IO_URING_SETUP,
+                    0,
+                    1,
+                ),
+                bpf_stmt(
+                    libc::BPF_RET | libc::BPF_K,
+                    libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                ),
+                bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+            ];
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run echo-server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("io_uring") && stderr.contains("os error 1"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "printed a listening line");
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "uring"))]
+fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "uring"))]
+fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
     }
 }

@@ -11,9 +11,14 @@ use crate::config::Strategy;
 use crate::registry::Conn;
 use crate::server::Shared;
 
+mod async_tokio;
+mod event_loop;
 mod iterative;
 mod pool;
+mod rayon;
 mod thread;
+#[cfg(all(target_os = "linux", feature = "uring"))]
+mod uring;
 
 /// Receives admitted connections from the accept loop.
 pub trait Dispatch: Send {
@@ -31,5 +36,10 @@ pub fn start(shared: &Arc<Shared>) -> Result<Box<dyn Dispatch>, Error> {
         Strategy::Iterative => Box::new(iterative::Iterative::new(shared)),
         Strategy::Thread => Box::new(thread::PerConnection::new(shared)),
         Strategy::Pool => Box::new(pool::Pool::start(shared)?),
+        Strategy::Rayon => Box::new(rayon::Rayon::start(shared)?),
+        Strategy::EventLoop => Box::new(event_loop::EventLoop::start(shared)?),
+        Strategy::Async => Box::new(async_tokio::AsyncTokio::start(shared)?),
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        Strategy::Uring => Box::new(uring::Uring::start(shared)?),
     })
 }

@@ -1,0 +1,249 @@
+//! The echo session for the nonblocking strategies (`event-loop`, `uring`): one per-connection
+//! state machine (clocks, counters, the pending-output rule), driven by whoever learns that the
+//! socket can make progress: readiness (epoll, [`Session::advance`]) or completions (io_uring,
+//! which reads into a kernel-chosen buffer and writes from it, see `strategy/uring.rs`).
+//!
+//! The memory rule that lets one thread hold thousands of connections: a connection holds **no
+//! buffer while it is idle**. Bytes are read into the loop's scratch buffer (one per loop thread,
+//! `--buffer-size` bytes) and written back at once; only when the socket does not take all of them
+//! does the rest move into a per-connection buffer ([`Pending`], at most `--buffer-size` bytes), and
+//! reading pauses until that buffer is flushed (backpressure: a client that sends without reading
+//! cannot grow the server's memory). So the steady state allocates nothing per message.
+//!
+//! Time: idle time runs from accept (or the last byte received); while output is pending the
+//! connection is not idle (the client is the one not reading) and the write timeout runs instead,
+//! from the last write that made progress. [`Session::expired`] answers for a loop's deadline scan.
+//!
+//! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy event-loop`.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::server::Shared;
+use crate::session::Outcome;
+use crate::stats::ErrorKind;
+
+/// What the connection needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for the socket (readable, or writable while output is pending).
+    Wait,
+    /// Still readable but its fair share of this round is used: call again soon.
+    Yield,
+    /// The session is over; count the outcome and close.
+    Close(Outcome),
+}
+
+/// Reads a connection may do per readiness event before it yields to the others on its loop.
+const READS_PER_TURN: usize = 16;
+
+/// Output the socket did not take yet: the only per-connection buffer, and only while it lasts.
+#[derive(Debug)]
+pub struct Pending {
+    bytes: Box<[u8]>,
+    written: usize,
+}
+
+impl Pending {
+    /// The bytes still to write.
+    pub fn rest(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+}
+
+/// The state of one connection: no buffer unless output is pending, counters, and the times the
+/// deadlines run from.
+#[derive(Debug)]
+pub struct Session {
+    pending: Option<Pending>,
+    /// When the last byte arrived (or the connection was accepted): the idle clock.
+    last_received: Instant,
+    /// When the pending output was stashed or last made progress: the write clock.
+    last_written: Instant,
+    /// The peer ended its side (EPOLLRDHUP seen): read to EOF, never stop at a short read.
+    read_closed: bool,
+    /// A completion-based write (io_uring) is in flight: the write clock runs, not the idle one.
+    writing: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Session {
+    pub fn new(accepted_at: Instant) -> Self {
+        Session {
+            pending: None,
+            last_received: accepted_at,
+            last_written: accepted_at,
+            read_closed: false,
+            writing: false,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Whether output is waiting for the socket (reading is paused until it is written).
+    pub fn pending(&self) -> Option<&Pending> {
+        self.pending.as_ref()
+    }
+
+    /// Records that the peer has ended its side (from the poller), so that the next read goes on
+    /// to end of file.
+    pub fn mark_read_closed(&mut self) {
+        self.read_closed = true;
+    }
+
+    /// Accounts for `data` just received: counts it, restarts the idle clock, applies the panic
+    /// test hook.
+    pub fn received(&mut self, data: &[u8], now: Instant, config: &Config) {
+        self.bytes_in += data.len() as u64;
+        self.last_received = now;
+        if let Some(trigger) = &config.panic_trigger
+            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
+        {
+            panic!("panic trigger received (test hook)");
+        }
+    }
+
+    /// Accounts for `n` bytes written back.
+    pub fn sent(&mut self, n: usize, now: Instant) {
+        self.bytes_out += n as u64;
+        if n > 0 {
+            self.last_written = now;
+        }
+    }
+
+    /// Keeps the bytes the socket did not take; reading pauses until they are written.
+    pub fn stash(&mut self, rest: &[u8], now: Instant) {
+        debug_assert!(self.pending.is_none(), "stash while output is pending");
+        self.pending = Some(Pending {
+            bytes: rest.into(),
+            written: 0,
+        });
+        self.last_written = now;
+    }
+
+    /// Accounts for `n` bytes of the pending output written; frees the buffer once all are.
+    /// Returns true when nothing is pending any more.
+    pub fn pending_sent(&mut self, n: usize, now: Instant) -> bool {
+        self.sent(n, now);
+        match &mut self.pending {
+            Some(pending) => {
+                pending.written += n;
+                if pending.written >= pending.bytes.len() {
+                    self.pending = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => true,
+        }
+    }
+
+    /// For completion-based I/O (io_uring): a write of received bytes was submitted; until
+    /// [`Session::write_done`], the write clock runs instead of the idle one.
+    pub fn write_started(&mut self, now: Instant) {
+        self.writing = true;
+        self.last_written = now;
+    }
+
+    /// The submitted write finished (all bytes written).
+    pub fn write_done(&mut self) {
+        self.writing = false;
+    }
+
+    /// Whether a deadline has passed at `now`: the write timeout while output is pending,
+    /// otherwise the idle timeout.
+    pub fn expired(&self, now: Instant, config: &Config) -> bool {
+        if self.pending.is_some() || self.writing {
+            now.saturating_duration_since(self.last_written) >= config.write_timeout
+        } else {
+            now.saturating_duration_since(self.last_received) >= config.idle_timeout
+        }
+    }
+
+    /// Readiness-driven progress (epoll): flushes pending output, then reads into `scratch` and
+    /// echoes at once, until the socket has nothing more, output backs up, or the turn is used.
+    /// The socket must be nonblocking.
+    pub fn advance<S>(
+        &mut self,
+        mut stream: S,
+        scratch: &mut [u8],
+        now: Instant,
+        config: &Config,
+    ) -> Step
+    where
+        S: Read + Write + Copy,
+    {
+        if self.pending.is_some() {
+            match self.flush(stream, now) {
+                Ok(true) => {}
+                Ok(false) => return Step::Wait,
+                Err(err) => return Step::Close(failed(&err)),
+            }
+        }
+        for _ in 0..READS_PER_TURN {
+            let n = match stream.read(scratch) {
+                Ok(0) => return Step::Close(Outcome::Completed),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Step::Close(failed(&err)),
+            };
+            let data = &scratch[..n];
+            self.received(data, now, config);
+            match write_some(stream, data) {
+                Ok(written) => {
+                    self.sent(written, now);
+                    if written < n {
+                        self.stash(&data[written..], now);
+                        return Step::Wait;
+                    }
+                }
+                Err(err) => return Step::Close(failed(&err)),
+            }
+            // A short read drained the socket: new bytes (or the peer's FIN, unless it was
+            // already announced) bring a new edge, so the next read would only say EAGAIN.
+            if n < scratch.len() && !self.read_closed {
+                return Step::Wait;
+            }
+        }
+        Step::Yield
+    }
+
+    /// Writes pending output; true when all of it is written.
+    fn flush<S: Write>(&mut self, stream: S, now: Instant) -> io::Result<bool> {
+        let Some(pending) = &self.pending else {
+            return Ok(true);
+        };
+        let written = write_some(stream, pending.rest())?;
+        Ok(self.pending_sent(written, now))
+    }
+
+    /// Adds this session's byte counts to the shared counters and counts how it ended.
+    pub fn finish(&self, outcome: Outcome, shared: &Shared) {
+        shared.counters.add_bytes(self.bytes_in, self.bytes_out);
+        shared.count_outcome(outcome);
+    }
+}
+
+/// Writes as much of `data` as the socket takes now; `Ok(n < data.len())` means it is full.
+pub fn write_some<S: Write>(mut stream: S, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match stream.write(&data[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(written)
+}
+
+/// The outcome of a failed read or write.
+pub fn failed(err: &io::Error) -> Outcome {
+    Outcome::Failed(ErrorKind::of(err))
+}

@@ -1,0 +1,201 @@
+//! `async`: a tokio multi-threaded runtime with `--workers` threads and a task per connection.
+//!
+//! The session is the same as everywhere (read up to the buffer, write all of it back, until the
+//! peer ends its side) over tokio's I/O, with the same deadlines: the idle timeout runs from
+//! accept or the last byte received (one timer per connection, reset on each read, so the
+//! steady state allocates nothing per message), and a write that makes no progress for
+//! `--write-timeout` ends the connection. A task holds its buffer while it lives; that is the
+//! memory price of the straightforward async session, shown beside `event-loop`'s.
+//!
+//! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy async --workers 2`.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+
+use super::Dispatch;
+use crate::Error;
+use crate::registry::Conn;
+use crate::server::Shared;
+use crate::session::Outcome;
+use crate::stats::ErrorKind;
+
+pub struct AsyncTokio {
+    runtime: Runtime,
+    /// Sessions spawned and not yet ended, so `finish` can wait for them.
+    live: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl AsyncTokio {
+    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(shared.config.workers)
+            .thread_name("async-worker")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::io("starting the tokio runtime", e))?;
+        Ok(AsyncTokio {
+            runtime,
+            live: Arc::new(AtomicUsize::new(0)),
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Dispatch for AsyncTokio {
+    fn dispatch(&mut self, conn: Conn) {
+        let shared = Arc::clone(&self.shared);
+        let live = LiveGuard::new(&self.live);
+        self.runtime.spawn(async move {
+            let _live = live;
+            run(conn, &shared).await;
+        });
+    }
+
+    /// Waits for the sessions to end (the server's drain cuts those that outlive it), then stops
+    /// the runtime.
+    fn finish(self: Box<Self>) {
+        let limit = Instant::now() + self.shared.config.drain_timeout + Duration::from_secs(10);
+        while self.live.load(Ordering::Acquire) > 0 && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+/// Counts a spawned session until its task ends (also when the task is dropped unfinished).
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(Arc::clone(live))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one connection to the end and counts how it ended; a panic ends this connection only.
+async fn run(conn: Conn, shared: &Shared) {
+    let mut conn = match conn.map_stream(|stream| {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        TcpStream::from_std(stream)
+    }) {
+        Ok(conn) => conn,
+        Err(err) => {
+            shared.count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            return;
+        }
+    };
+    let mut totals = (0u64, 0u64);
+    let outcome = match CatchUnwind(pin!(serve(&mut conn, shared, &mut totals))).await {
+        Ok(outcome) => outcome,
+        Err(()) => Outcome::Failed(ErrorKind::Panic),
+    };
+    shared.counters.add_bytes(totals.0, totals.1);
+    shared.count_outcome(outcome);
+    drop(conn);
+}
+
+async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u64)) -> Outcome {
+    let config = &shared.config;
+    let idle_deadline = tokio::time::Instant::from_std(conn.accepted_at() + config.idle_timeout);
+    let stream = conn.stream_mut();
+    let mut buffer = vec![0u8; config.buffer_size];
+    let mut idle = pin!(tokio::time::sleep_until(idle_deadline));
+    loop {
+        let n = tokio::select! {
+            biased;
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) => return Outcome::Completed,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
+            },
+            () = idle.as_mut() => {
+                // Bytes already waiting mean the connection is not idle.
+                match stream.try_read(&mut buffer) {
+                    Ok(0) => return Outcome::Completed,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::TimedOut,
+                    Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
+                }
+            }
+        };
+        totals.0 += n as u64;
+        let data = &buffer[..n];
+        if let Some(trigger) = &config.panic_trigger
+            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
+        {
+            panic!("panic trigger received (test hook)");
+        }
+        if let Some(outcome) = write_all(stream, data, config.write_timeout).await {
+            return outcome;
+        }
+        totals.1 += n as u64;
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + config.idle_timeout);
+    }
+}
+
+/// Writes all of `data`; ends the session when a write makes no progress for `write_timeout`.
+async fn write_all(
+    stream: &mut TcpStream,
+    mut data: &[u8],
+    write_timeout: Duration,
+) -> Option<Outcome> {
+    while !data.is_empty() {
+        // Fast path without a timer: most writes complete at once.
+        match stream.try_write(data) {
+            Ok(n) => {
+                data = &data[n..];
+                continue;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Some(Outcome::Failed(ErrorKind::of(&err))),
+        }
+        match tokio::time::timeout(write_timeout, stream.write(data)).await {
+            Ok(Ok(0)) => return Some(Outcome::Failed(ErrorKind::Io)),
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(err)) => return Some(Outcome::Failed(ErrorKind::of(&err))),
+            Err(_elapsed) => return Some(Outcome::TimedOut),
+        }
+    }
+    None
+}
+
+/// Polls a future inside `catch_unwind`, so a panicking session ends as an outcome.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut *inner).poll(cx)
+        })) {
+            Ok(std::task::Poll::Ready(value)) => std::task::Poll::Ready(Ok(value)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}

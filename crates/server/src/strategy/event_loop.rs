@@ -1,0 +1,315 @@
+//! `event-loop`: nonblocking sockets on `--loops` poll loops (mio over epoll, edge-triggered),
+//! each owning its connections. The acceptor hands admitted connections to the loops in turn
+//! through a channel and a `mio::Waker`.
+//!
+//! Per message a loop makes the same system calls as the C reference (`epoll_wait` shared by a
+//! batch of ready connections, one `read`, one `write`): sockets are registered once for both
+//! directions (edge-triggered, so no `epoll_ctl` to switch interest), and a read shorter than the
+//! scratch buffer means the socket is drained, so no extra read just to see `EAGAIN`.
+//! Connections hold no buffer while idle (see `nonblocking.rs`). Deadlines (idle, write) are
+//! checked by a scan of the loop's connections a few times per timeout, which the poll timeout
+//! wakes for; thousands of idle connections cost one comparison each per scan.
+//!
+//! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy event-loop --loops 2`.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::Dispatch;
+use crate::Error;
+use crate::nonblocking::{Session, Step};
+use crate::registry::Conn;
+use crate::server::Shared;
+use crate::session::Outcome;
+use crate::stats::ErrorKind;
+
+const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken per `epoll_wait`.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// The acceptor's side: one channel and waker per loop, used in turn.
+pub struct EventLoop {
+    loops: Vec<LoopHandle>,
+    next: usize,
+    shared: Arc<Shared>,
+}
+
+struct LoopHandle {
+    incoming: Sender<Conn>,
+    waker: Arc<Waker>,
+    thread: JoinHandle<()>,
+}
+
+impl EventLoop {
+    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
+        let loops = (0..shared.config.loops)
+            .map(|i| {
+                let poll = Poll::new().map_err(|e| Error::io("creating a poll loop", e))?;
+                let waker = Arc::new(
+                    Waker::new(poll.registry(), WAKER)
+                        .map_err(|e| Error::io("creating a loop waker", e))?,
+                );
+                let (incoming, receiver) = crossbeam_channel::unbounded();
+                let shared = Arc::clone(shared);
+                let thread = std::thread::Builder::new()
+                    .name(format!("event-loop-{i}"))
+                    .spawn(move || Loop::new(poll, receiver, shared).run())
+                    .map_err(|e| Error::io("spawning a poll loop", e))?;
+                Ok(LoopHandle {
+                    incoming,
+                    waker,
+                    thread,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(EventLoop {
+            loops,
+            next: 0,
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Dispatch for EventLoop {
+    fn dispatch(&mut self, conn: Conn) {
+        let target = &self.loops[self.next];
+        self.next = (self.next + 1) % self.loops.len();
+        if let Err(err) = target.incoming.send(conn) {
+            // The loop is gone (it cannot panic outside a connection); the connection closes.
+            drop(err.0);
+            self.shared.counters.error(ErrorKind::Io);
+            return;
+        }
+        if let Err(err) = target.waker.wake() {
+            eprintln!("echo-server: could not wake a poll loop: {err}");
+        }
+    }
+
+    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
+    fn finish(self: Box<Self>) {
+        let mut running = Vec::with_capacity(self.loops.len());
+        for handle in self.loops {
+            let LoopHandle {
+                incoming,
+                waker,
+                thread,
+            } = handle;
+            drop(incoming);
+            if let Err(err) = waker.wake() {
+                eprintln!("echo-server: could not wake a poll loop: {err}");
+            }
+            // The waker lives until the loop ended: closing its descriptor would take the
+            // wake-up event out of the loop's epoll set before the loop saw it.
+            running.push((thread, waker));
+        }
+        for (thread, _waker) in running {
+            if thread.join().is_err() {
+                eprintln!("echo-server: a poll loop panicked outside a connection");
+            }
+        }
+    }
+}
+
+/// One connection on a loop: the admitted socket and its session state.
+struct Entry {
+    conn: Conn<TcpStream>,
+    session: Session,
+}
+
+/// One poll loop thread.
+struct Loop {
+    poll: Poll,
+    incoming: Receiver<Conn>,
+    accepting: bool,
+    conns: Slab<Entry>,
+    /// The loop's one read buffer, shared by all its connections.
+    scratch: Vec<u8>,
+    /// Connections that yielded while still readable: served again after the next poll.
+    again: Vec<usize>,
+    again_next: Vec<usize>,
+    shared: Arc<Shared>,
+    scan_every: Duration,
+}
+
+impl Loop {
+    fn new(poll: Poll, incoming: Receiver<Conn>, shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
+        // Deadlines are checked a few times per timeout: at most 1/8 late, at least every 5 ms.
+        let scan_every = (config.idle_timeout.min(config.write_timeout) / 8)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        Loop {
+            poll,
+            incoming,
+            accepting: true,
+            conns: Slab::new(),
+            scratch: vec![0; config.buffer_size],
+            again: Vec::new(),
+            again_next: Vec::new(),
+            scan_every,
+            shared,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        let mut next_scan = Instant::now() + self.scan_every;
+        while self.accepting || !self.conns.is_empty() {
+            let timeout = if self.again.is_empty() {
+                next_scan.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("echo-server: a poll loop failed, closing its connections: {err}");
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    self.take_incoming();
+                    continue;
+                }
+                let key = event.token().0;
+                if let Some(entry) = self.conns.get_mut(key)
+                    && (event.is_read_closed() || event.is_error())
+                {
+                    entry.session.mark_read_closed();
+                }
+                self.advance(key, now);
+            }
+            let mut again = std::mem::take(&mut self.again);
+            for key in again.drain(..) {
+                self.advance(key, now);
+            }
+            // Keep both vectors' capacity: no allocation per round.
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            self.again_next = again;
+            if now >= next_scan {
+                self.close_expired(now);
+                next_scan = now + self.scan_every;
+            }
+        }
+        // Only reached with connections left if the poller failed: close them, counted.
+        for entry in self.conns.drain() {
+            entry
+                .session
+                .finish(Outcome::Failed(ErrorKind::Io), &self.shared);
+        }
+    }
+
+    /// Registers the connections the acceptor sent; notices when it stopped.
+    fn take_incoming(&mut self) {
+        loop {
+            match self.incoming.try_recv() {
+                Ok(conn) => self.register(conn),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.accepting = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, conn: Conn) {
+        let converted = conn.map_stream(|stream| {
+            stream.set_nonblocking(true)?;
+            stream.set_nodelay(true)?;
+            Ok(TcpStream::from_std(stream))
+        });
+        let mut conn = match converted {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.shared
+                    .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+                return;
+            }
+        };
+        let slot = self.conns.vacant_entry();
+        let key = slot.key();
+        let registered = self.poll.registry().register(
+            conn.stream_mut(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(err) = registered {
+            self.shared
+                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            return;
+        }
+        let session = Session::new(conn.accepted_at());
+        slot.insert(Entry { conn, session });
+        // Registration reports readiness that already exists, so bytes that arrived before it
+        // are not missed.
+    }
+
+    /// Lets one connection make progress; closes it when its session is over. A panic in the
+    /// session ends this connection only.
+    fn advance(&mut self, key: usize, now: Instant) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return; // closed earlier in this round
+        };
+        let config = &self.shared.config;
+        let scratch = &mut self.scratch;
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            entry
+                .session
+                .advance(entry.conn.stream(), scratch, now, config)
+        }))
+        .unwrap_or(Step::Close(Outcome::Failed(ErrorKind::Panic)));
+        match step {
+            Step::Wait => {}
+            Step::Yield => self.again_next.push(key),
+            Step::Close(outcome) => self.close(key, outcome),
+        }
+    }
+
+    fn close(&mut self, key: usize, outcome: Outcome) {
+        if let Some(entry) = self.conns.try_remove(key) {
+            entry.session.finish(outcome, &self.shared);
+            // Dropping the entry deregisters the connection and closes the socket, which also
+            // removes it from the epoll set.
+        }
+    }
+
+    /// Closes connections whose idle or write deadline has passed (counted `timed_out`).
+    fn close_expired(&mut self, now: Instant) {
+        let shared = Arc::clone(&self.shared);
+        let config = &shared.config;
+        let mut expired = Vec::new();
+        for (key, entry) in self.conns.iter() {
+            if entry.session.expired(now, config) {
+                expired.push(key);
+            }
+        }
+        for key in expired {
+            let idle = self
+                .conns
+                .get(key)
+                .is_some_and(|entry| entry.session.pending().is_none());
+            if idle {
+                // Bytes already waiting mean the connection is not idle: serve them instead.
+                self.advance(key, now);
+                let still_expired = self
+                    .conns
+                    .get(key)
+                    .is_some_and(|entry| entry.session.expired(now, config));
+                if !still_expired {
+                    continue;
+                }
+            }
+            self.close(key, Outcome::TimedOut);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `rayon`: the acceptor spawns each session onto a rayon thread pool of `--workers` threads.
+//!
+//! Like `pool`, at most W connections are served at once and the rest wait; unlike `pool`, the
+//! waiting sessions sit in rayon's queues (a global injector plus per-worker deques with work
+//! stealing) instead of one bounded crossbeam channel. Rayon is built for short CPU-bound jobs; a
+//! session blocks its worker on socket I/O for its whole life, which is what the comparison shows.
+//! The queue is unbounded (`--queue`/`--overflow` are the pool's); `--max-connections` bounds it.
+
+use std::sync::Arc;
+
+use super::Dispatch;
+use crate::Error;
+use crate::registry::Conn;
+use crate::server::Shared;
+use crate::session;
+
+pub struct Rayon {
+    pool: rayon::ThreadPool,
+    shared: Arc<Shared>,
+}
+
+impl Rayon {
+    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(shared.config.workers)
+            .thread_name(|i| format!("rayon-worker-{i}"))
+            .build()
+            .map_err(|e| Error::io("starting the rayon pool", std::io::Error::other(e)))?;
+        Ok(Rayon {
+            pool,
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Dispatch for Rayon {
+    fn dispatch(&mut self, conn: Conn) {
+        let shared = Arc::clone(&self.shared);
+        // `session::run` catches a panic in the session, so a worker never unwinds.
+        self.pool.spawn(move || session::run(conn, &shared));
+    }
+
+    /// Dropping the pool lets its threads exit once the queued sessions are done; the server's
+    /// drain waits for (or cuts) the open connections.
+    fn finish(self: Box<Self>) {}
+}

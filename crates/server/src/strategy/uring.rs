@@ -1,0 +1,544 @@
+//! `uring`: io_uring submission and completion rings (Linux, cargo feature `uring`, on by
+//! default), on `--loops` ring threads that each own their connections, fed by the acceptor
+//! through a channel and an eventfd.
+//!
+//! Completion-based echo: each connection has exactly one operation in flight, a `recv` or a
+//! `send`. The `recv` names no buffer: the kernel picks one from the loop's provided-buffer ring
+//! when bytes arrive, so an idle connection holds no buffer (the same memory rule as
+//! `event-loop`). The echo is sent from that same buffer (no copy), and the buffer goes back to
+//! the ring when the send is done; reading pauses meanwhile (backpressure). A loop has
+//! `BUFFERS_PER_LOOP` buffers of `--buffer-size`; a `recv` that finds none waiting fails with
+//! `ENOBUFS`, and the connection is re-armed when a buffer comes back. One `io_uring_enter`
+//! submits every new operation and reaps every completion of a round, so a busy loop makes far
+//! fewer system calls per message than epoll's `epoll_wait` + `read` + `write`.
+//!
+//! Deadlines use the shared [`Session`] clocks, checked by a scan as in `event-loop`; an expired
+//! connection is `shutdown(2)`, which completes its in-flight operation, and is then closed as
+//! timed out. Where the kernel refuses io_uring (old kernel, `io_uring_disabled`, seccomp), the
+//! server does not start and says so.
+//!
+//! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy uring`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use slab::Slab;
+
+use super::Dispatch;
+use crate::Error;
+use crate::nonblocking::Session;
+use crate::registry::Conn;
+use crate::server::Shared;
+use crate::session::Outcome;
+use crate::stats::ErrorKind;
+
+/// Submission queue entries per ring (the completion queue is twice that; the kernel keeps
+/// overflowing completions instead of dropping them).
+const RING_ENTRIES: u32 = 4096;
+/// Provided buffers per loop: a power of two. Only connections with bytes in flight hold one.
+const BUFFERS_PER_LOOP: u16 = 64;
+const BUFFER_GROUP: u16 = 0;
+/// User data of the eventfd read that wakes a loop for new connections.
+const WAKE: u64 = u64::MAX;
+
+/// The acceptor's side: one channel and eventfd per loop, used in turn.
+pub struct Uring {
+    loops: Vec<LoopHandle>,
+    next: usize,
+    shared: Arc<Shared>,
+}
+
+struct LoopHandle {
+    incoming: Sender<Conn>,
+    wake: Arc<OwnedFd>,
+    thread: JoinHandle<()>,
+}
+
+impl Uring {
+    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
+        let loops = (0..shared.config.loops)
+            .map(|i| {
+                let ring = IoUring::new(RING_ENTRIES).map_err(|e| {
+                    Error::io(
+                        "setting up io_uring (io_uring_setup refused by the kernel)",
+                        e,
+                    )
+                })?;
+                let buffers = BufferRing::new(&ring, shared.config.buffer_size).map_err(|e| {
+                    Error::io(
+                        "registering io_uring provided buffers (needs Linux 5.19 or newer)",
+                        e,
+                    )
+                })?;
+                let wake = Arc::new(eventfd().map_err(|e| Error::io("creating an eventfd", e))?);
+                let (incoming, receiver) = crossbeam_channel::unbounded();
+                let mut ring_loop = RingLoop {
+                    ring,
+                    buffers,
+                    incoming: receiver,
+                    accepting: true,
+                    wake: Arc::clone(&wake),
+                    wake_counter: Box::new(0),
+                    conns: Slab::new(),
+                    starved: VecDeque::new(),
+                    completions: Vec::new(),
+                    scan_every: scan_period(&shared.config),
+                    shared: Arc::clone(shared),
+                };
+                ring_loop.arm_wake();
+                let thread = std::thread::Builder::new()
+                    .name(format!("uring-{i}"))
+                    .spawn(move || ring_loop.run())
+                    .map_err(|e| Error::io("spawning a ring loop", e))?;
+                Ok(LoopHandle {
+                    incoming,
+                    wake,
+                    thread,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Uring {
+            loops,
+            next: 0,
+            shared: Arc::clone(shared),
+        })
+    }
+}
+
+impl Dispatch for Uring {
+    fn dispatch(&mut self, conn: Conn) {
+        let target = &self.loops[self.next];
+        self.next = (self.next + 1) % self.loops.len();
+        if let Err(err) = target.incoming.send(conn) {
+            drop(err.0); // the loop is gone; the connection closes
+            self.shared.counters.error(ErrorKind::Io);
+            return;
+        }
+        if let Err(err) = signal(&target.wake) {
+            eprintln!("echo-server: could not wake a ring loop: {err}");
+        }
+    }
+
+    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
+    fn finish(self: Box<Self>) {
+        let mut threads = Vec::with_capacity(self.loops.len());
+        for handle in self.loops {
+            drop(handle.incoming);
+            if let Err(err) = signal(&handle.wake) {
+                eprintln!("echo-server: could not wake a ring loop: {err}");
+            }
+            threads.push(handle.thread);
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                eprintln!("echo-server: a ring loop panicked outside a connection");
+            }
+        }
+    }
+}
+
+fn scan_period(config: &crate::Config) -> Duration {
+    (config.idle_timeout.min(config.write_timeout) / 8)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd(2) returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn signal(fd: &OwnedFd) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
+    let n = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The loop's provided buffers: `BUFFERS_PER_LOOP` buffers of `size` bytes in one allocation,
+/// offered to the kernel through a registered buffer ring (page-aligned array of entries whose
+/// tail we advance when a buffer comes back).
+struct BufferRing {
+    entries: *mut types::BufRingEntry,
+    entries_layout: std::alloc::Layout,
+    memory: Box<[u8]>,
+    size: usize,
+    tail: u16,
+}
+
+// SAFETY: the raw pointer is owned by this struct (allocated in `new`, freed in `drop`) and only
+// used by the thread that owns the struct.
+unsafe impl Send for BufferRing {}
+
+impl BufferRing {
+    fn new(ring: &IoUring, size: usize) -> io::Result<BufferRing> {
+        let bytes = size_of::<types::BufRingEntry>() * BUFFERS_PER_LOOP as usize;
+        let entries_layout =
+            std::alloc::Layout::from_size_align(bytes.max(4096), 4096).map_err(io::Error::other)?;
+        // SAFETY: non-zero size layout.
+        let entries: *mut types::BufRingEntry =
+            unsafe { std::alloc::alloc_zeroed(entries_layout) }.cast();
+        if entries.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        let mut buffers = BufferRing {
+            entries,
+            entries_layout,
+            memory: vec![0u8; size * BUFFERS_PER_LOOP as usize].into_boxed_slice(),
+            size,
+            tail: 0,
+        };
+        // SAFETY: the entries stay valid (and are not moved: heap) until the ring is dropped,
+        // which happens before `buffers` is dropped (field order in `RingLoop`).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries as u64,
+                BUFFERS_PER_LOOP,
+                BUFFER_GROUP,
+                0,
+            )?;
+        }
+        for bid in 0..BUFFERS_PER_LOOP {
+            buffers.recycle(bid);
+        }
+        Ok(buffers)
+    }
+
+    /// Buffer `bid`, `len` bytes of it.
+    fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let start = bid as usize * self.size;
+        &self.memory[start..start + len.min(self.size)]
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        let mask = BUFFERS_PER_LOOP - 1;
+        // SAFETY: index within the allocated entries; the kernel reads only entries up to the
+        // published tail, and this one is past it until the store below.
+        unsafe {
+            let entry = &mut *self.entries.add((self.tail & mask) as usize);
+            entry.set_addr(self.memory.as_ptr().add(bid as usize * self.size) as u64);
+            entry.set_len(self.size as u32);
+            entry.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            let tail = types::BufRingEntry::tail(self.entries).cast_mut();
+            std::sync::atomic::AtomicU16::from_ptr(tail)
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the ring that used it is already closed.
+        unsafe { std::alloc::dealloc(self.entries.cast(), self.entries_layout) }
+    }
+}
+
+/// What a connection's one in-flight operation is.
+#[derive(Debug, Clone, Copy)]
+enum InFlight {
+    /// A `recv` into a buffer the kernel picks.
+    Recv,
+    /// Echoing `len` bytes of buffer `bid`; `sent` of them are written.
+    Send { bid: u16, sent: u32, len: u32 },
+    /// Nothing in flight: the `recv` found no free buffer; re-armed when one comes back.
+    Starved,
+}
+
+struct Connection {
+    conn: Conn,
+    session: Session,
+    in_flight: InFlight,
+    /// Set when the loop shut the socket down (deadline passed): how the session ends once
+    /// the in-flight operation completes.
+    cut: Option<Outcome>,
+}
+
+struct RingLoop {
+    // Field order: the ring closes before the buffers it reads are freed.
+    ring: IoUring,
+    buffers: BufferRing,
+    incoming: Receiver<Conn>,
+    accepting: bool,
+    wake: Arc<OwnedFd>,
+    /// Target of the in-flight eventfd read (heap: its address must not move).
+    wake_counter: Box<u64>,
+    conns: Slab<Connection>,
+    /// Connections waiting for a free buffer, in arrival order.
+    starved: VecDeque<usize>,
+    /// Completions of one round (user data, result, flags); capacity kept between rounds.
+    completions: Vec<(u64, i32, u32)>,
+    scan_every: Duration,
+    shared: Arc<Shared>,
+}
+
+impl RingLoop {
+    fn run(mut self) {
+        let mut next_scan = Instant::now() + self.scan_every;
+        while self.accepting || !self.conns.is_empty() {
+            let wait = next_scan.saturating_duration_since(Instant::now());
+            let timespec = types::Timespec::from(wait);
+            let args = types::SubmitArgs::new().timespec(&timespec);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(err)
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) => {}
+                Err(err) => {
+                    eprintln!("echo-server: a ring loop failed, closing its connections: {err}");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            let mut completions = std::mem::take(&mut self.completions);
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(user_data, result, flags) in &completions {
+                if user_data == WAKE {
+                    self.take_incoming();
+                    self.arm_wake();
+                } else {
+                    self.complete(user_data as usize, result, flags, now);
+                }
+            }
+            completions.clear();
+            self.completions = completions;
+            if now >= next_scan {
+                self.cut_expired(now);
+                next_scan = now + self.scan_every;
+            }
+        }
+        // Only reached with connections left if the ring failed: count them and close.
+        for connection in self.conns.drain() {
+            connection
+                .session
+                .finish(Outcome::Failed(ErrorKind::Io), &self.shared);
+        }
+    }
+
+    /// Queues an operation, submitting first if the submission queue is full.
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an entry points to (provided buffers, the wake counter) lives
+            // as long as the ring.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(err) = self.ring.submit() {
+                eprintln!("echo-server: io_uring submit failed: {err}");
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let target: *mut u64 = &mut *self.wake_counter;
+        let entry = opcode::Read::new(types::Fd(self.wake.as_raw_fd()), target.cast(), 8)
+            .build()
+            .user_data(WAKE);
+        self.push(&entry);
+    }
+
+    fn take_incoming(&mut self) {
+        loop {
+            match self.incoming.try_recv() {
+                Ok(conn) => self.register(conn),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.accepting = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, conn: Conn) {
+        if let Err(err) = conn.stream().set_nodelay(true) {
+            self.shared
+                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            return;
+        }
+        let session = Session::new(conn.accepted_at());
+        let key = self.conns.insert(Connection {
+            conn,
+            session,
+            in_flight: InFlight::Recv,
+            cut: None,
+        });
+        self.submit_recv(key);
+    }
+
+    fn fd(&self, key: usize) -> RawFd {
+        self.conns[key].conn.stream().as_raw_fd()
+    }
+
+    fn submit_recv(&mut self, key: usize) {
+        let entry = opcode::Recv::new(
+            types::Fd(self.fd(key)),
+            std::ptr::null_mut(),
+            self.buffers.size as u32,
+        )
+        .buf_group(BUFFER_GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(key as u64);
+        self.conns[key].in_flight = InFlight::Recv;
+        self.push(&entry);
+    }
+
+    fn submit_send(&mut self, key: usize, bid: u16, sent: u32, len: u32) {
+        let data = &self.buffers.get(bid, len as usize)[sent as usize..];
+        let entry = opcode::Send::new(types::Fd(self.fd(key)), data.as_ptr(), data.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(key as u64);
+        self.conns[key].in_flight = InFlight::Send { bid, sent, len };
+        self.push(&entry);
+    }
+
+    /// Gives a buffer back and lets a starved connection receive again.
+    fn recycle(&mut self, bid: u16) {
+        self.buffers.recycle(bid);
+        while let Some(key) = self.starved.pop_front() {
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| matches!(c.in_flight, InFlight::Starved))
+            {
+                self.submit_recv(key);
+                return;
+            }
+        }
+    }
+
+    fn complete(&mut self, key: usize, result: i32, flags: u32, now: Instant) {
+        let Some(connection) = self.conns.get(key) else {
+            return;
+        };
+        let in_flight = connection.in_flight;
+        let cut = connection.cut;
+        match in_flight {
+            InFlight::Recv => {
+                let bid = cqueue::buffer_select(flags);
+                if let Some(outcome) = cut {
+                    if let Some(bid) = bid {
+                        self.recycle(bid);
+                    }
+                    return self.close(key, outcome);
+                }
+                match (result, bid) {
+                    (n, Some(bid)) if n > 0 => self.received(key, bid, n as u32, now),
+                    (0, bid) => {
+                        if let Some(bid) = bid {
+                            self.recycle(bid);
+                        }
+                        self.close(key, Outcome::Completed);
+                    }
+                    (n, _) if n == -libc::ENOBUFS => {
+                        self.conns[key].in_flight = InFlight::Starved;
+                        self.starved.push_back(key);
+                    }
+                    (n, _) if n == -libc::EINTR || n == -libc::EAGAIN => self.submit_recv(key),
+                    (n, bid) => {
+                        if let Some(bid) = bid {
+                            self.recycle(bid);
+                        }
+                        let outcome = if n < 0 {
+                            errno_outcome(-n)
+                        } else {
+                            Outcome::Failed(ErrorKind::Io) // bytes without a buffer: cannot be
+                        };
+                        self.close(key, outcome);
+                    }
+                }
+            }
+            InFlight::Send { bid, sent, len } => {
+                if let Some(outcome) = cut {
+                    self.recycle(bid);
+                    return self.close(key, outcome);
+                }
+                if result < 0 && result != -libc::EINTR && result != -libc::EAGAIN {
+                    self.recycle(bid);
+                    return self.close(key, errno_outcome(-result));
+                }
+                let written = result.max(0) as u32;
+                let sent = sent + written;
+                self.conns[key].session.sent(written as usize, now);
+                if sent < len {
+                    self.submit_send(key, bid, sent, len);
+                } else {
+                    self.conns[key].session.write_done();
+                    self.recycle(bid);
+                    self.submit_recv(key);
+                }
+            }
+            InFlight::Starved => {}
+        }
+    }
+
+    /// Bytes arrived in buffer `bid`: account for them and echo them from the same buffer.
+    fn received(&mut self, key: usize, bid: u16, len: u32, now: Instant) {
+        let data = self.buffers.get(bid, len as usize);
+        let config = &self.shared.config;
+        let session = &mut self.conns[key].session;
+        let accounted = catch_unwind(AssertUnwindSafe(|| {
+            session.received(data, now, config);
+            session.write_started(now);
+        }));
+        if accounted.is_err() {
+            self.recycle(bid);
+            return self.close(key, Outcome::Failed(ErrorKind::Panic));
+        }
+        self.submit_send(key, bid, 0, len);
+    }
+
+    fn close(&mut self, key: usize, outcome: Outcome) {
+        if let Some(connection) = self.conns.try_remove(key) {
+            connection.session.finish(outcome, &self.shared);
+            // Dropping the connection deregisters it and closes the socket; nothing is in flight.
+        }
+    }
+
+    /// Shuts down connections whose idle or write deadline passed; their in-flight operation
+    /// completes and they close as timed out.
+    fn cut_expired(&mut self, now: Instant) {
+        let config = &self.shared.config;
+        for (_, connection) in self.conns.iter_mut() {
+            // A starved connection has bytes waiting: never idle.
+            if connection.cut.is_some() || matches!(connection.in_flight, InFlight::Starved) {
+                continue;
+            }
+            if connection.session.expired(now, config) {
+                connection.cut = Some(Outcome::TimedOut);
+                // SAFETY: shutdown(2) on the connection's own open socket.
+                unsafe {
+                    libc::shutdown(connection.conn.stream().as_raw_fd(), libc::SHUT_RDWR);
+                }
+            }
+        }
+    }
+}
+
+fn errno_outcome(errno: i32) -> Outcome {
+    Outcome::Failed(ErrorKind::of(&io::Error::from_raw_os_error(errno)))
+}
