@@ -415,9 +415,8 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
 /// One line per measured step.
 pub fn step_line(step: &Step) -> String {
     format!(
-        "  {:>10}/s{} → achieved {:>10.0}/s, p99 {} µs, errors {}: {}",
+        "  {:>10}/s → achieved {:>10.0}/s, p99 {} µs, errors {}: {}{}",
         step.target_per_s,
-        if step.attempt > 1 { " (retry)" } else { "" },
         step.achieved_per_s,
         step.latency_us
             .get("p99")
@@ -428,7 +427,8 @@ pub fn step_line(step: &Step) -> String {
             "pass".to_string()
         } else {
             format!("FAIL ({})", step.reasons.join("; "))
-        }
+        },
+        if step.attempt > 1 { " [retry]" } else { "" }
     )
 }
 
