@@ -221,8 +221,9 @@ pub struct RegressArgs {
     /// Candidate `CMD … {port}` (with --baseline-server).
     #[arg(long, value_name = "'CMD … {port}'")]
     pub candidate_server: Option<String>,
-    /// Connections per trial.
-    #[arg(long, default_value_t = 16)]
+    /// Connections per trial (default 1: ping-pong, where the server's per-message cost shows
+    /// and no strategy leaves connections waiting for a worker).
+    #[arg(long, default_value_t = 1)]
     pub connections: u32,
     /// Message size in bytes.
     #[arg(long, default_value_t = 64)]

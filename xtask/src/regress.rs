@@ -102,6 +102,9 @@ pub struct RegressTrial {
     pub side: String,
     pub value: f64,
     pub errors: u64,
+    /// The loadgen's `valid` (false: its numbers cannot be trusted; the pair is excluded).
+    #[serde(default)]
+    pub valid: Option<bool>,
     pub report: String,
 }
 
@@ -117,8 +120,11 @@ pub struct RegressFile {
     pub size_bytes: u32,
     pub duration_ms: u64,
     pub trials: Vec<RegressTrial>,
-    /// Per pair, candidate vs baseline (below 1 = slower).
+    /// Per usable pair, candidate vs baseline (below 1 = slower).
     pub ratios: Vec<f64>,
+    /// Pairs left out of the estimate, and why (an invalid or empty measurement on either side).
+    #[serde(default)]
+    pub excluded_pairs: Vec<String>,
     pub estimate: RatioEstimate,
     pub verdict: Verdict,
 }
@@ -348,6 +354,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     );
     let mut trials = Vec::new();
     let mut ratios = Vec::new();
+    let mut excluded_pairs = Vec::new();
     let mut order = 0;
     for pair in 0..args.trials as usize {
         let sides = if baseline_first(pair) {
@@ -362,6 +369,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             ]
         };
         let mut values = [f64::NAN; 2];
+        let mut problems = Vec::new();
         for (side, binaries) in sides {
             interrupt::check()?;
             let runner = TrialRunner {
@@ -399,15 +407,40 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 figures.errors_total
             );
             values[usize::from(side.label == "candidate")] = value;
+            if figures.valid == Some(false) {
+                problems.push(format!(
+                    "{} invalid: {}",
+                    side.label,
+                    figures.invalid_reasons.join("; ")
+                ));
+            } else if !(value.is_finite() && value > 0.0) {
+                problems.push(format!("{} measured {value}", side.label));
+            }
             trials.push(RegressTrial {
                 pair,
                 side: side.label.clone(),
                 value,
                 errors: figures.errors_total,
+                valid: figures.valid,
                 report: record.loadgen_json.clone(),
             });
         }
-        ratios.push(pair_ratio(args.metric, values[0], values[1]));
+        if problems.is_empty() {
+            ratios.push(pair_ratio(args.metric, values[0], values[1]));
+        } else {
+            let why = format!("pair {pair}: {}", problems.join("; "));
+            eprintln!("  excluded {why}");
+            excluded_pairs.push(why);
+        }
+    }
+    if ratios.len() < 2 {
+        bail!(
+            "only {} of {} pairs measured usable numbers ({}); no verdict. For pool or rayon with \
+             more connections than workers, raise --server-args '--workers N' or lower --connections",
+            ratios.len(),
+            args.trials,
+            excluded_pairs.join(" | ")
+        );
     }
     let estimate = paired_ratio(&ratios);
     let verdict = verdict(&estimate, threshold);
@@ -422,6 +455,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         duration_ms: plan.duration_ms,
         trials,
         ratios,
+        excluded_pairs,
         estimate,
         verdict,
     };
@@ -439,9 +473,10 @@ pub fn run(args: &RegressArgs) -> Result<()> {
 }
 
 /// `verdict: slower (candidate/baseline 0.52, 95% CI 0.50–0.55; threshold 5%)`.
+/// Excluded pairs (invalid measurements) are counted in the line.
 pub fn verdict_line(file: &RegressFile) -> String {
     format!(
-        "verdict: {} (candidate/baseline {} {:.3}, 95% CI {:.3}–{:.3} over {} pairs; threshold {:.1}%)",
+        "verdict: {} (candidate/baseline {} {:.3}, 95% CI {:.3}–{:.3} over {} pairs{}; threshold {:.1}%)",
         file.verdict,
         match file.metric {
             Metric::Throughput => "throughput",
@@ -451,6 +486,11 @@ pub fn verdict_line(file: &RegressFile) -> String {
         file.estimate.ci.low,
         file.estimate.ci.high,
         file.estimate.pairs,
+        if file.excluded_pairs.is_empty() {
+            String::new()
+        } else {
+            format!(", {} excluded", file.excluded_pairs.len())
+        },
         file.threshold * 100.0
     )
 }
