@@ -203,8 +203,8 @@ pub struct RegressArgs {
     /// Fail when the candidate is slower than this (5% or 0.05) with 95% confidence.
     #[arg(long, default_value = "5%")]
     pub threshold: String,
-    /// Paired trials (each runs baseline and candidate once, in ABBA order).
-    #[arg(long, default_value_t = 6)]
+    /// Paired trials (each runs baseline and candidate once, in ABBA order); at least 6.
+    #[arg(long, default_value_t = 10)]
     pub trials: u32,
     /// The compared metric.
     #[arg(long, value_enum, default_value_t = Metric::Throughput)]

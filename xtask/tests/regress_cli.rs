@@ -66,7 +66,7 @@ fn a_server_against_itself_is_not_slower() {
     );
     let output = regress(&[
         "--trials".into(),
-        "4".into(),
+        "6".into(),
         "--threshold".into(),
         "10%".into(),
         "--baseline-server".into(),
@@ -87,7 +87,7 @@ fn a_server_against_itself_is_not_slower() {
 fn a_server_that_sleeps_per_message_is_slower() {
     let output = regress(&[
         "--trials".into(),
-        "4".into(),
+        "6".into(),
         "--baseline-server".into(),
         fixture("0ms"),
         "--candidate-server".into(),
@@ -150,4 +150,11 @@ fn unknown_git_ref_and_bad_threshold_exit_2() {
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
+
+    let output = Command::new(xtask_binary())
+        .args(["regress", "--baseline", "HEAD", "--trials", "3"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 6 pairs"));
 }
