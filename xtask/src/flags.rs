@@ -164,6 +164,10 @@ pub struct CapacityArgs {
     /// Warm-up per step.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
     pub warmup: Duration,
+    /// Measure a failed step again this many times; it passes if any attempt passes
+    /// (interference on a shared machine only adds latency).
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
     /// Total time for the search; it reports the bracket found when this runs out.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "110s")]
     pub budget: Duration,
@@ -199,8 +203,8 @@ pub struct RegressArgs {
     /// Fail when the candidate is slower than this (5% or 0.05) with 95% confidence.
     #[arg(long, default_value = "5%")]
     pub threshold: String,
-    /// Paired trials (each runs baseline and candidate once, in ABBA order).
-    #[arg(long, default_value_t = 6)]
+    /// Paired trials (each runs baseline and candidate once, in ABBA order); at least 6.
+    #[arg(long, default_value_t = 10)]
     pub trials: u32,
     /// The compared metric.
     #[arg(long, value_enum, default_value_t = Metric::Throughput)]
@@ -217,8 +221,9 @@ pub struct RegressArgs {
     /// Candidate `CMD … {port}` (with --baseline-server).
     #[arg(long, value_name = "'CMD … {port}'")]
     pub candidate_server: Option<String>,
-    /// Connections per trial.
-    #[arg(long, default_value_t = 16)]
+    /// Connections per trial (default 1: ping-pong, where the server's per-message cost shows
+    /// and no strategy leaves connections waiting for a worker).
+    #[arg(long, default_value_t = 1)]
     pub connections: u32,
     /// Message size in bytes.
     #[arg(long, default_value_t = 64)]

@@ -5,7 +5,8 @@
 //! and are measured by the *same* loadgen (the candidate's), in paired trials in ABBA order
 //! (A B, B A, A B, …) so drift hits both sides equally. Each pair gives a ratio
 //! candidate/baseline (for `p99`, baseline/candidate, so below 1 always means slower); the
-//! geometric mean with a 95% t-interval on the log ratios is the estimate. Verdict: `slower`
+//! estimate is their median with a distribution-free 95% interval (sign test: order statistics
+//! of the ratios), so a trial that stalled on a shared machine moves neither. Verdict: `slower`
 //! when the whole interval lies below 1 − threshold (exit 1), `faster` when it lies above
 //! 1 + threshold, `no change` otherwise. `--baseline-server/--candidate-server` compare any two
 //! server commands the same way.
@@ -24,7 +25,7 @@ use crate::flags::{Metric, RegressArgs};
 use crate::loadgen_report::ReportFigures;
 use crate::manifest::{Manifest, create_run_dir, write_json};
 use crate::shell::{self, Binaries, command_output};
-use crate::stats::{RatioEstimate, paired_ratio};
+use crate::stats::{RatioEstimate, paired_ratio_median};
 use crate::summary::Cell;
 use crate::{input_error, interrupt};
 
@@ -88,9 +89,15 @@ pub fn pair_ratio(metric: Metric, baseline: f64, candidate: f64) -> f64 {
     }
 }
 
-fn metric_value(metric: Metric, figures: &ReportFigures) -> f64 {
+/// The compared value of one trial. A side that verified nothing is not dropped (a server that
+/// stops answering is the worst regression): its throughput counts as one message in the window,
+/// its p99 as the whole window.
+pub fn metric_value(metric: Metric, figures: &ReportFigures) -> f64 {
+    let window_s = figures.duration_s.max(1e-3);
     match metric {
+        Metric::Throughput if figures.messages_verified == 0 => 1.0 / window_s,
         Metric::Throughput => figures.messages_per_s,
+        Metric::P99 if figures.messages_verified == 0 => window_s * 1e6,
         Metric::P99 => figures.p99_us,
     }
 }
@@ -102,6 +109,9 @@ pub struct RegressTrial {
     pub side: String,
     pub value: f64,
     pub errors: u64,
+    /// The loadgen's `valid` (false: its numbers cannot be trusted; the pair is excluded).
+    #[serde(default)]
+    pub valid: Option<bool>,
     pub report: String,
 }
 
@@ -117,8 +127,11 @@ pub struct RegressFile {
     pub size_bytes: u32,
     pub duration_ms: u64,
     pub trials: Vec<RegressTrial>,
-    /// Per pair, candidate vs baseline (below 1 = slower).
+    /// Per usable pair, candidate vs baseline (below 1 = slower).
     pub ratios: Vec<f64>,
+    /// Pairs left out of the estimate, and why (neither side verified any message).
+    #[serde(default)]
+    pub excluded_pairs: Vec<String>,
     pub estimate: RatioEstimate,
     pub verdict: Verdict,
 }
@@ -226,8 +239,11 @@ fn tempfile_dir() -> Result<PathBuf> {
 /// `cargo xtask regress`.
 pub fn run(args: &RegressArgs) -> Result<()> {
     let threshold = parse_threshold(&args.threshold)?;
-    if args.trials < 2 {
-        return Err(input_error("--trials must be at least 2 (pairs)"));
+    if args.trials < 6 {
+        return Err(input_error(
+            "--trials must be at least 6 pairs: fewer cannot give a 95% interval without assuming \
+             a distribution (10 or more tolerate a stalled trial)",
+        ));
     }
     let root = shell::project_root();
     let external = match (&args.baseline_server, &args.candidate_server) {
@@ -348,6 +364,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     );
     let mut trials = Vec::new();
     let mut ratios = Vec::new();
+    let mut excluded_pairs = Vec::new();
     let mut order = 0;
     for pair in 0..args.trials as usize {
         let sides = if baseline_first(pair) {
@@ -362,6 +379,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             ]
         };
         let mut values = [f64::NAN; 2];
+        let mut problems = Vec::new();
         for (side, binaries) in sides {
             interrupt::check()?;
             let runner = TrialRunner {
@@ -399,17 +417,44 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 figures.errors_total
             );
             values[usize::from(side.label == "candidate")] = value;
+            if figures.messages_verified == 0 {
+                problems.push(format!("{} verified no messages", side.label));
+            }
+            if figures.valid == Some(false) {
+                eprintln!(
+                    "  note: {} pair {pair}: loadgen says: {}",
+                    side.label,
+                    figures.invalid_reasons.join("; ")
+                );
+            }
             trials.push(RegressTrial {
                 pair,
                 side: side.label.clone(),
                 value,
                 errors: figures.errors_total,
+                valid: figures.valid,
                 report: record.loadgen_json.clone(),
             });
         }
-        ratios.push(pair_ratio(args.metric, values[0], values[1]));
+        // Only a pair where neither side answered says nothing about the change.
+        if problems.len() < 2 {
+            ratios.push(pair_ratio(args.metric, values[0], values[1]));
+        } else {
+            let why = format!("pair {pair}: {}", problems.join("; "));
+            eprintln!("  excluded {why}");
+            excluded_pairs.push(why);
+        }
     }
-    let estimate = paired_ratio(&ratios);
+    if ratios.len() < 6 {
+        bail!(
+            "only {} of {} pairs measured anything ({}); no verdict. For pool or rayon with \
+             more connections than workers, raise --server-args '--workers N' or lower --connections",
+            ratios.len(),
+            args.trials,
+            excluded_pairs.join(" | ")
+        );
+    }
+    let estimate = paired_ratio_median(&ratios);
     let verdict = verdict(&estimate, threshold);
     let file = RegressFile {
         schema: REGRESS_SCHEMA.into(),
@@ -422,6 +467,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         duration_ms: plan.duration_ms,
         trials,
         ratios,
+        excluded_pairs,
         estimate,
         verdict,
     };
@@ -439,9 +485,10 @@ pub fn run(args: &RegressArgs) -> Result<()> {
 }
 
 /// `verdict: slower (candidate/baseline 0.52, 95% CI 0.50–0.55; threshold 5%)`.
+/// Excluded pairs (invalid measurements) are counted in the line.
 pub fn verdict_line(file: &RegressFile) -> String {
     format!(
-        "verdict: {} (candidate/baseline {} {:.3}, 95% CI {:.3}–{:.3} over {} pairs; threshold {:.1}%)",
+        "verdict: {} (candidate/baseline {} median {:.3}, 95% CI {:.3}–{:.3} over {} pairs{}; threshold {:.1}%)",
         file.verdict,
         match file.metric {
             Metric::Throughput => "throughput",
@@ -451,6 +498,11 @@ pub fn verdict_line(file: &RegressFile) -> String {
         file.estimate.ci.low,
         file.estimate.ci.high,
         file.estimate.pairs,
+        if file.excluded_pairs.is_empty() {
+            String::new()
+        } else {
+            format!(", {} excluded", file.excluded_pairs.len())
+        },
         file.threshold * 100.0
     )
 }
@@ -528,14 +580,49 @@ mod tests {
 
     #[test]
     fn verdicts_on_fixed_ratios() {
-        let slower = paired_ratio(&[0.50, 0.52, 0.49, 0.51]);
+        let slower = paired_ratio_median(&[0.50, 0.52, 0.49, 0.51, 0.5, 0.53]);
         assert_eq!(verdict(&slower, 0.05), Verdict::Slower);
-        let same = paired_ratio(&[0.98, 1.03, 1.01, 0.99, 1.0, 0.97]);
+        let same = paired_ratio_median(&[0.98, 1.03, 1.01, 0.99, 1.0, 0.97]);
         assert_eq!(verdict(&same, 0.05), Verdict::NoChange);
-        let faster = paired_ratio(&[1.5, 1.55, 1.48, 1.52]);
+        let faster = paired_ratio_median(&[1.5, 1.55, 1.48, 1.52, 1.6, 1.49]);
         assert_eq!(verdict(&faster, 0.05), Verdict::Faster);
         // Slower by 8% but too noisy to be sure it is beyond 5%: no verdict of slower.
-        let noisy = paired_ratio(&[0.80, 1.05, 0.90, 0.93]);
+        let noisy = paired_ratio_median(&[0.80, 1.05, 0.90, 0.93, 0.91, 0.94]);
         assert_eq!(verdict(&noisy, 0.05), Verdict::NoChange);
+        // One stalled pair among ten does not hide a clear slowdown.
+        let stalled =
+            paired_ratio_median(&[0.5, 0.52, 0.49, 40.0, 0.51, 0.5, 0.48, 0.53, 0.5, 0.47]);
+        assert_eq!(verdict(&stalled, 0.05), Verdict::Slower);
+    }
+
+    #[test]
+    fn a_side_that_answered_nothing_still_counts() {
+        let figures = |verified: u64, rate: f64, p99: f64| ReportFigures {
+            messages_per_s: rate,
+            messages_verified: verified,
+            duration_s: 2.0,
+            p50_us: p99,
+            p90_us: p99,
+            p99_us: p99,
+            p999_us: p99,
+            max_us: p99,
+            errors_total: 0,
+            valid: Some(verified > 100),
+            invalid_reasons: vec![],
+            saturated: None,
+            achieved_ratio: None,
+            target_per_s: None,
+            starved: None,
+        };
+        assert_eq!(metric_value(Metric::Throughput, &figures(0, 0.0, 0.0)), 0.5);
+        assert_eq!(metric_value(Metric::P99, &figures(0, 0.0, 0.0)), 2e6);
+        assert_eq!(
+            metric_value(Metric::Throughput, &figures(5000, 2500.0, 90.0)),
+            2500.0
+        );
+        assert_eq!(
+            metric_value(Metric::P99, &figures(5000, 2500.0, 90.0)),
+            90.0
+        );
     }
 }

@@ -572,3 +572,81 @@ pub fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_after_a_tricky_name() {
+        // Field 2 may contain spaces and parentheses; utime=1234 stime=56 (fields 14, 15).
+        let stat = "4242 (echo (server) x) S 1 4242 4242 0 -1 4194560 120 0 0 0 1234 56 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_proc_stat_cpu_ticks(stat).expect("parses"), 1290);
+        assert!(parse_proc_stat_cpu_ticks("garbage").is_err());
+        // Our own process has a readable stat.
+        assert!(proc_cpu_seconds(std::process::id()).expect("own stat") >= 0.0);
+    }
+
+    #[test]
+    fn vm_hwm_from_status() {
+        let status =
+            "Name:\techo-server\nVmPeak:\t  10000 kB\nVmHWM:\t    2876 kB\nVmRSS:\t 2800 kB\n";
+        assert_eq!(parse_vm_hwm_kib(status), Some(2876));
+        assert_eq!(parse_vm_hwm_kib("Name: x\n"), None);
+        assert!(proc_peak_rss_kib(std::process::id()).expect("own status") > 0);
+    }
+
+    #[test]
+    fn listen_lines() {
+        assert_eq!(
+            parse_listen_line("listening on 127.0.0.1:41234\n"),
+            Some("127.0.0.1:41234".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_listen_line("listening on [::1]:80"),
+            Some("[::1]:80".parse().expect("addr"))
+        );
+        assert_eq!(parse_listen_line("Listening on 127.0.0.1:1"), None);
+        assert_eq!(parse_listen_line("listening on somewhere"), None);
+    }
+
+    #[test]
+    fn cpus_split_into_halves() {
+        assert_eq!(split_cpus(&[0]), None);
+        assert_eq!(split_cpus(&[0, 1]), Some((vec![0], vec![1])));
+        assert_eq!(
+            split_cpus(&[2, 3, 5, 7, 8]),
+            Some((vec![2, 3], vec![5, 7, 8]))
+        );
+        assert!(!allowed_cpus().is_empty());
+    }
+
+    #[test]
+    fn command_lines_are_pasteable() {
+        assert_eq!(quote("--addr"), "--addr");
+        assert_eq!(quote("p99<=1ms"), "'p99<=1ms'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            display_command(
+                Path::new("/bin/loadgen"),
+                &["--target".into(), "a b".into()]
+            ),
+            "/bin/loadgen --target 'a b'"
+        );
+    }
+
+    #[test]
+    fn external_servers_need_a_port_placeholder() {
+        let launch = ServerLaunch::external("s", "socat TCP-LISTEN:{port} PIPE").expect("valid");
+        let Readiness::Connect(addr) = launch.readiness else {
+            panic!("external servers are ready when they accept");
+        };
+        assert!(addr.ip().is_loopback() && addr.port() != 0);
+        assert_eq!(
+            launch.args[1],
+            format!("exec socat TCP-LISTEN:{} PIPE", addr.port())
+        );
+        let error = ServerLaunch::external("s", "socat PIPE").expect_err("no {port}");
+        assert_eq!(crate::exit_code(&error), 2);
+    }
+}

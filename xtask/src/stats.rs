@@ -1,5 +1,6 @@
 //! Statistics for small samples from a noisy machine: median, spread, bootstrap confidence
-//! intervals for a median, and paired ratios with a t-interval on log ratios.
+//! intervals for a median, paired ratios (median with a sign-test interval, the one `regress`
+//! uses; and a t-interval on log ratios for comparison).
 //!
 //! All pure functions over `&[f64]`; randomness comes from a caller-seeded RNG so a run can be
 //! reproduced exactly. Tested on fixed samples below.
@@ -149,6 +150,50 @@ pub fn paired_ratio(ratios: &[f64]) -> RatioEstimate {
     }
 }
 
+/// Order-statistic rank `k` (1-based) such that `[x(k), x(n−k+1)]` covers the median with at
+/// least 95% confidence (sign test); `None` when `n` is too small for that (n < 6).
+pub fn sign_test_rank(n: usize) -> Option<usize> {
+    // P(Binomial(n, 1/2) <= k - 1) <= 0.025, for the largest such k.
+    let mut cumulative = 0.0;
+    let mut coefficient = 1.0; // C(n, j)
+    let total = 2f64.powi(n as i32);
+    let mut best = None;
+    for j in 0..n {
+        cumulative += coefficient / total;
+        if cumulative > 0.025 {
+            break;
+        }
+        best = Some(j + 1);
+        coefficient = coefficient * (n - j) as f64 / (j + 1) as f64;
+    }
+    best
+}
+
+/// A robust paired estimate: the median of the ratios with a distribution-free (sign test)
+/// interval of at least 95%, `[x(k), x(n−k+1)]`. One stalled trial moves neither the estimate
+/// nor the interval much, which is what a shared noisy machine needs. With fewer than 6 pairs
+/// the interval is unbounded (0, ∞): too few pairs for any verdict.
+pub fn paired_ratio_median(ratios: &[f64]) -> RatioEstimate {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let ci = match sign_test_rank(n) {
+        Some(k) => Interval {
+            low: sorted[k - 1],
+            high: sorted[n - k],
+        },
+        None => Interval {
+            low: 0.0,
+            high: f64::INFINITY,
+        },
+    };
+    RatioEstimate {
+        ratio: median(&sorted),
+        ci,
+        pairs: n,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +258,40 @@ mod tests {
         let estimate = paired_ratio(&[0.5, 0.5, 0.5, 0.5]);
         assert!((estimate.ratio - 0.5).abs() < 1e-12);
         assert!((estimate.ci.low - 0.5).abs() < 1e-12 && (estimate.ci.high - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sign_test_ranks() {
+        assert_eq!(sign_test_rank(5), None);
+        assert_eq!(sign_test_rank(6), Some(1)); // 1 - 2/64 = 96.9%
+        assert_eq!(sign_test_rank(9), Some(2)); // 1 - 2·10/512 = 96.1%
+        assert_eq!(sign_test_rank(10), Some(2));
+        assert_eq!(sign_test_rank(20), Some(6)); // 1 - 2·0.0207 = 95.9%
+    }
+
+    #[test]
+    fn median_ratio_shrugs_off_one_stalled_pair() {
+        // Five pairs at 0.5 and one where the baseline stalled (ratio 40): still clearly slower.
+        let estimate = paired_ratio_median(&[0.5, 0.52, 0.49, 40.0, 0.51, 0.5]);
+        assert_eq!(estimate.ratio, 0.505);
+        assert_eq!(
+            estimate.ci,
+            Interval {
+                low: 0.49,
+                high: 40.0
+            }
+        );
+        let estimate =
+            paired_ratio_median(&[0.5, 0.52, 0.49, 40.0, 0.51, 0.5, 0.48, 0.53, 0.5, 0.47]);
+        assert_eq!(
+            estimate.ci,
+            Interval {
+                low: 0.48,
+                high: 0.53
+            }
+        );
+        // Too few pairs: no bounded interval.
+        assert_eq!(paired_ratio_median(&[0.5, 0.5, 0.5]).ci.high, f64::INFINITY);
     }
 
     #[test]
