@@ -212,7 +212,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 messages_verified: 0,
                 last_progress_ns: timing.measure_start_ns,
                 max_gap_ns: 0,
-                finished_ns: None,
+                // A slot with no messages to send (`--messages` < `--connections`) is done at
+                // once and never counts as starved.
+                finished_ns: (quota == Some(0)).then_some(timing.measure_start_ns),
             }
         })
         .collect();

@@ -1,0 +1,70 @@
+//! The hot path allocates nothing per message: a run of 20,000 messages makes about as many heap
+//! allocations as a run of 2,000 (a counting global allocator tells).
+
+mod common;
+
+use common::{Behavior, TestServer, config};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator and only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_for(target: &str, messages: u64, depth: u32, rate: Option<f64>) -> u64 {
+    let mut c = config(target);
+    c.rate_per_s = rate;
+    c.connections = 4;
+    c.threads = 2;
+    c.messages = Some(messages);
+    c.depth = Some(depth);
+    c.size_bytes = 200;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let r = loadgen::run(&c).unwrap();
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.messages.verified, messages);
+    after - before
+}
+
+#[test]
+fn allocations_do_not_grow_with_messages() {
+    let server = TestServer::start(Behavior::Echo);
+    for (depth, rate) in [(1, None), (4, None), (8, Some(40_000.0))] {
+        // Warm up whatever is allocated once per process.
+        allocations_for(&server.target(), 100, depth, rate);
+        let small = allocations_for(&server.target(), 2_000, depth, rate);
+        let large = allocations_for(&server.target(), 20_000, depth, rate);
+        eprintln!(
+            "depth {depth} rate {rate:?}: {small} allocations for 2,000 messages, {large} for 20,000"
+        );
+        // The test server allocates too (a thread and a buffer per connection), and a longer
+        // run may cross a one-second interval boundary (one histogram per thread); 18,000 more
+        // messages must not add anything near one allocation each.
+        assert!(
+            large < small + 200,
+            "depth {depth} rate {rate:?}: {small} allocations for 2,000 messages, {large} for 20,000"
+        );
+    }
+}
