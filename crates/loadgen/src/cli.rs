@@ -52,6 +52,25 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// The baseline loadgen is compared with: a thread-per-connection blocking client
+    /// (rust_echo_bench's design), closed loop, every byte verified. Prints one JSON line.
+    BaselineBlocking {
+        /// Echo server address, HOST:PORT.
+        #[arg(long)]
+        target: String,
+        /// Connections (one OS thread each).
+        #[arg(long, default_value_t = 128)]
+        connections: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Measured window.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        duration: Duration,
+        /// Warm-up before measuring.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        warmup: Duration,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -198,6 +217,40 @@ pub fn main_with(
                 }
             }
         }
+        Some(Command::BaselineBlocking {
+            target,
+            connections,
+            size,
+            duration,
+            warmup,
+        }) => {
+            let config = crate::baseline::BaselineConfig {
+                target,
+                connections,
+                size_bytes: size,
+                warmup_ms: duration_ms(warmup),
+                duration_ms: duration_ms(duration),
+            };
+            if connections == 0 || size == 0 || config.duration_ms == 0 {
+                let _ = writeln!(stderr, "error: connections, size and duration must be > 0");
+                return EXIT_USAGE;
+            }
+            match crate::baseline::run_blocking(&config) {
+                Ok(result) => {
+                    let line = serde_json::json!({ "config": config, "result": result });
+                    let _ = writeln!(stdout, "{line}");
+                    if result.errors > 0 {
+                        EXIT_FAILED
+                    } else {
+                        EXIT_OK
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(stderr, "error: {e:#}");
+                    EXIT_FAILED
+                }
+            }
+        }
         None => run_command(&cli.run, stdout, stderr),
     }
 }
@@ -303,6 +356,8 @@ pub fn write_json(report: &crate::Report, path: &std::path::Path) -> anyhow::Res
 
 /// The CLI's observer: the live progress bar and the `.hlog` writer.
 struct CliObserver {
+    /// Set by SIGINT/SIGTERM: end the run early and report what was measured.
+    interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     bar: Option<ProgressBar>,
     hlog: Option<crate::hlog::HlogWriter>,
     hlog_error: Option<anyhow::Error>,
@@ -322,7 +377,13 @@ impl CliObserver {
             Some(path) => Some(crate::hlog::HlogWriter::create(path)?),
             None => None,
         };
+        let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, interrupted.clone())
+                .context("installing a signal handler")?;
+        }
         Ok(CliObserver {
+            interrupted,
             bar,
             hlog,
             hlog_error: None,
@@ -344,6 +405,10 @@ impl CliObserver {
 }
 
 impl Observer for CliObserver {
+    fn should_stop(&mut self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn on_progress(&mut self, p: &Progress) {
         let Some(bar) = &self.bar else {
             return;

@@ -11,6 +11,7 @@
 //! Try it: `cargo run --release -p echo-server &` then
 //! `cargo run --release -p loadgen -- --target 127.0.0.1:7878 --connections 64 --duration 5s`.
 
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod env;

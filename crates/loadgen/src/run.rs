@@ -52,6 +52,11 @@ pub trait Observer {
         _latency: &Histogram<u64>,
     ) {
     }
+    /// Polled about ten times a second: true ends the run early (e.g. on Ctrl-C). Messages in
+    /// flight are abandoned (not counted as errors) and the report covers the time run so far.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -131,6 +136,9 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
         );
     };
     loop {
+        if !stop.load(Ordering::Relaxed) && observer.should_stop() {
+            stop.store(true, Ordering::Relaxed);
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ThreadMessage::Interval(r)) => {
                 let _ = r.thread;
@@ -193,9 +201,11 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     }
     let mut merged = merged.context("no client threads ran")?;
     merged.slots.sort_by_key(|s| s.slot);
+    let ran_ns = merged.finished_ns.saturating_sub(measure_start_ns);
     let duration_s = match measure_end_ns {
-        Some(end) => (end - measure_start_ns) as f64 / 1e9,
-        None => merged.finished_ns.saturating_sub(measure_start_ns) as f64 / 1e9,
+        Some(end) if !stop.load(Ordering::Relaxed) => (end - measure_start_ns) as f64 / 1e9,
+        Some(end) => ran_ns.min(end - measure_start_ns) as f64 / 1e9,
+        None => ran_ns as f64 / 1e9,
     };
     let cpu_s = merged.cpu_ns as f64 / 1e9;
     Report::build(

@@ -137,3 +137,82 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::errors::{ErrorKind, ErrorSample};
+    use crate::report::BuildInputs;
+    use crate::stats::{SlotStats, ThreadResult, record_ns_as_us};
+
+    /// A report over fixed data: 8 connections, two of them starved, one corrupt echo.
+    fn fixed_report(open_loop: bool) -> Report {
+        let mut config = Config::new("127.0.0.1:7878");
+        config.connections = 8;
+        config.threads = 2;
+        config.duration_ms = Some(2_000);
+        if open_loop {
+            config.rate_per_s = Some(5_000.0);
+        }
+        let mut t = ThreadResult::new(0);
+        for i in 0..1_000u64 {
+            record_ns_as_us(&mut t.latency, 20_000 + i * 1_000);
+            record_ns_as_us(&mut t.service, 20_000 + i * 100);
+            record_ns_as_us(&mut t.schedule_lag, 50_000 + i * 30);
+        }
+        t.messages_sent = 1_001;
+        t.messages_verified = 1_000;
+        t.bytes_sent = 1_001 * 64;
+        t.bytes_received = 1_000 * 64 + 30;
+        t.errors[ErrorKind::Corrupt.index()] = 1;
+        t.samples.push(ErrorSample {
+            kind: ErrorKind::Corrupt,
+            connection: Some(3),
+            message: Some(17),
+            offset: Some(30),
+            expected: Some(0x41),
+            got: Some(0x40),
+            at_s: 1.5,
+            detail: "connection 3 message 17 byte 30: sent 0x41, got 0x40".into(),
+        });
+        t.opened = 8;
+        t.ever_connected = true;
+        t.slots = (0..8)
+            .map(|slot| SlotStats {
+                slot,
+                messages: if slot < 2 { 0 } else { 1_000 / 6 },
+                max_gap_ns: if slot < 2 { 2_000_000_000 } else { 1_000_000 },
+            })
+            .collect();
+        t.cpu_ns = 500_000_000;
+        t.wall_ns = 4_000_000_000;
+        Report::build(
+            &config,
+            crate::env::capture(),
+            &t,
+            BuildInputs {
+                threads: 2,
+                duration_s: 2.0,
+                cpu_s: 0.5,
+            },
+        )
+        .unwrap()
+    }
+
+    fn summary(report: &Report) -> String {
+        let mut out = Vec::new();
+        write_summary(report, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn closed_loop_summary() {
+        insta::assert_snapshot!(summary(&fixed_report(false)));
+    }
+
+    #[test]
+    fn open_loop_summary_says_it_fell_behind() {
+        insta::assert_snapshot!(summary(&fixed_report(true)));
+    }
+}

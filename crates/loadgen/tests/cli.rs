@@ -285,3 +285,74 @@ fn merge_subcommand_adds_reports_and_refuses_mismatches() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("different message sizes"));
 }
+
+#[test]
+fn baseline_blocking_subcommand_prints_its_result() {
+    let server = TestServer::start(Behavior::Echo);
+    let out = loadgen()
+        .args([
+            "baseline-blocking",
+            "--target",
+            &server.target(),
+            "--connections",
+            "4",
+        ])
+        .args(["--duration", "300ms", "--warmup", "100ms"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        line["result"]["messages_verified"].as_u64().unwrap() > 0,
+        "{line}"
+    );
+    assert_eq!(line["result"]["errors"], 0);
+    assert_eq!(line["config"]["connections"], 4);
+}
+
+#[test]
+fn sigint_ends_the_run_early_and_still_reports() {
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let child = loadgen()
+        .args([
+            "--target",
+            &server.target(),
+            "--connections",
+            "2",
+            "--duration",
+            "60s",
+        ])
+        .args(["--warmup", "0s", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready signal: both connections accepted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loadgen never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let started = std::time::Instant::now();
+    // SAFETY: kill(2) on the PID of the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("verified of"), "{stdout}");
+    let report: loadgen::Report =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report.duration_s < 30.0, "{}", report.duration_s);
+    assert_eq!(report.errors.total, 0);
+}

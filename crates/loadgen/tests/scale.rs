@@ -1,111 +1,17 @@
-//! 10,000 concurrent connections from one loadgen process (2 threads) against an echo server in
-//! a separate process (the open-files limit is per process). The server is a small mio event
-//! loop in this file; the test re-executes its own binary to run it as a child process.
+//! 10,000 concurrent connections from one loadgen process (2 threads) against the echo-server's
+//! `event-loop` strategy in a separate process (the open-files limit is per process): the test
+//! re-executes its own binary to run the server as a child process. The small mio echo server in
+//! `common/mio_echo.rs` (used by the `vs_blocking` bench) is checked here too.
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::SocketAddr;
+#[path = "common/mio_echo.rs"]
+mod mio_echo;
+
+use echo_server::{Config as ServerConfig, Server, Strategy};
+use mio_echo::{bind, serve};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 const CHILD_ENV: &str = "LOADGEN_TEST_ECHO_CHILD";
-const LISTENER: Token = Token(usize::MAX);
-
-/// A single-threaded nonblocking echo server; runs until `stop` returns true.
-fn serve(listener: std::net::TcpListener, stop: impl Fn() -> bool) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(listener);
-    let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut events = Events::with_capacity(1024);
-    let mut conns: HashMap<usize, (TcpStream, Vec<u8>)> = HashMap::new();
-    let mut next = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    while !stop() {
-        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
-        for event in events.iter() {
-            if event.token() == LISTENER {
-                loop {
-                    match listener.accept() {
-                        Ok((mut s, _)) => {
-                            let t = Token(next);
-                            next += 1;
-                            poll.registry().register(
-                                &mut s,
-                                t,
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            conns.insert(t.0, (s, Vec::new()));
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => break,
-                    }
-                }
-                continue;
-            }
-            let key = event.token().0;
-            let Some((stream, pending)) = conns.get_mut(&key) else {
-                continue;
-            };
-            let mut close = false;
-            // Flush what could not be written before.
-            while !pending.is_empty() {
-                match stream.write(pending) {
-                    Ok(n) => {
-                        pending.drain(..n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        close = true;
-                        break;
-                    }
-                }
-            }
-            while !close && pending.is_empty() {
-                match stream.read(&mut buf) {
-                    Ok(0) => close = true,
-                    Ok(n) => {
-                        let mut off = 0;
-                        while off < n {
-                            match stream.write(&buf[off..n]) {
-                                Ok(w) => off += w,
-                                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                    pending.extend_from_slice(&buf[off..n]);
-                                    break;
-                                }
-                                Err(_) => {
-                                    close = true;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => close = true,
-                }
-            }
-            if close && let Some((mut s, _)) = conns.remove(&key) {
-                let _ = poll.registry().deregister(&mut s);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn bind() -> std::net::TcpListener {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.set_reuse_address(true).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    socket.listen(8192).unwrap();
-    socket.into()
-}
-
 /// Kills the child server (by its PID, through its handle) when the test ends, however it ends.
 struct ChildGuard(Child);
 
@@ -116,17 +22,28 @@ impl Drop for ChildGuard {
     }
 }
 
-/// In the child: serve until killed. Otherwise: check the test server itself in-process.
+/// In the child: run the event-loop echo server until killed.
 #[test]
-fn mio_echo_test_server() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        loadgen::run::raise_nofile_limit(15_000).unwrap();
-        let listener = bind();
-        println!("listening on {}", listener.local_addr().unwrap());
-        std::io::stdout().flush().unwrap();
-        serve(listener, || false).unwrap();
+fn event_loop_server_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
+    loadgen::run::raise_nofile_limit(15_000).unwrap();
+    let strategy = Strategy::from_name("event-loop").expect("echo-server has event-loop");
+    let mut config = ServerConfig::loopback(strategy);
+    config.max_connections = 12_000;
+    config.backlog = 8192;
+    let server = Server::start(config).expect("server starts");
+    println!("listening on {}", server.local_addr());
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The mio echo server of the bench serves pipelined large messages correctly.
+#[test]
+fn mio_echo_test_server() {
     let listener = bind();
     let addr = listener.local_addr().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -146,7 +63,7 @@ fn mio_echo_test_server() {
     c.depth = Some(2);
     let r = loadgen::run(&c).unwrap();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    server.join().unwrap().unwrap();
+    server.join().unwrap().expect("the test server's loop");
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
     assert_eq!(r.messages.verified, 5_000);
 }
@@ -156,7 +73,7 @@ fn ten_thousand_connections_from_two_threads() {
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "mio_echo_test_server",
+            "event_loop_server_child",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -41,7 +41,9 @@ pub struct Args {
     /// What the pool's acceptor does when the queue is full.
     #[arg(long, value_enum, default_value_t = Overflow::Block)]
     pub overflow: Overflow,
-    /// Per-connection buffer in bytes (the most a session reads and holds at once).
+    /// Read buffer in bytes: the most a session reads at once and holds per connection (the
+    /// blocking strategies hold one per connection; event-loop, async and uring only while a
+    /// write is pending).
     #[arg(long, default_value_t = 16 * 1024)]
     pub buffer_size: usize,
     /// Close a connection that sends nothing for this long (e.g. 500ms, 30s, 2m).
@@ -53,7 +55,8 @@ pub struct Args {
     /// On SIGINT/SIGTERM, how long open sessions may go on before they are closed.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub drain_timeout: Duration,
-    /// Beyond this many open connections, new ones are closed at once and counted `rejected`.
+    /// Beyond this many open connections, new ones are closed at once and counted `rejected`
+    /// (accepting never pauses, so the backlog never fills with clients nobody will serve).
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
     /// listen(2) backlog.

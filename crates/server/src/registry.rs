@@ -17,7 +17,8 @@ use crate::stats::Counters;
 #[derive(Debug, Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, RawFd>>,
+    /// Descriptor of each open connection, and whether the drain has shut it down already.
+    open: Mutex<HashMap<u64, (RawFd, bool)>>,
 }
 
 impl Registry {
@@ -29,7 +30,7 @@ impl Registry {
         counters: &Arc<Counters>,
     ) -> Conn {
         let id = self.next_id.fetch_add(1, Relaxed);
-        self.lock().insert(id, stream.as_raw_fd());
+        self.lock().insert(id, (stream.as_raw_fd(), false));
         counters.admitted();
         Conn {
             registration: Registration {
@@ -43,17 +44,24 @@ impl Registry {
     }
 
     /// Shuts down every open connection (both directions): blocked reads return 0 and blocked
-    /// writes fail, so every session ends promptly. Used when the drain timeout expires.
+    /// writes fail, so every session ends promptly. Used when the drain timeout expires (and
+    /// again for connections admitted after that). Returns how many it shut down that were not
+    /// shut down before.
     pub fn shutdown_all(&self) -> usize {
-        let open = self.lock();
-        for fd in open.values() {
+        let mut open = self.lock();
+        let mut newly_cut = 0;
+        for (fd, cut) in open.values_mut() {
             // SAFETY: the fd belongs to a live `Conn`: entries are removed (under this lock)
             // before their stream is closed, so it cannot have been reused.
             unsafe {
                 libc::shutdown(*fd, libc::SHUT_RDWR);
             }
+            if !*cut {
+                *cut = true;
+                newly_cut += 1;
+            }
         }
-        open.len()
+        newly_cut
     }
 
     pub fn len(&self) -> usize {
@@ -64,7 +72,7 @@ impl Registry {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RawFd>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (RawFd, bool)>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts and
         // removes), so a poisoned lock is still usable.
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
@@ -118,7 +126,7 @@ impl<S> Conn<S> {
         registration
             .registry
             .lock()
-            .insert(registration.id, stream.as_raw_fd());
+            .insert(registration.id, (stream.as_raw_fd(), false));
         Ok(Conn {
             registration,
             stream,

@@ -166,10 +166,21 @@ impl Server {
                 .drain_closed
                 .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        // Cut sessions end promptly (reads see EOF, writes fail); wait for them so that the
-        // final counters include how they ended.
+        // Cut sessions end promptly (reads see EOF, writes fail); wait for them and for the
+        // strategy's threads (joined by the acceptor), so that the final counters include how
+        // they ended. Cutting again is harmless (each connection is counted once) and covers
+        // any connection registered after the first cut.
         let cut_deadline = Instant::now() + CUT_GRACE;
-        while cut > 0 && !self.shared.registry.is_empty() && Instant::now() < cut_deadline {
+        while (!self.shared.registry.is_empty() || !acceptor.is_finished())
+            && Instant::now() < cut_deadline
+        {
+            let late = self.shared.registry.shutdown_all();
+            if late > 0 {
+                self.shared
+                    .counters
+                    .drain_closed
+                    .fetch_add(late as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         if acceptor.join().is_err() {

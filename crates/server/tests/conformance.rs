@@ -752,17 +752,37 @@ fn drain_cuts_sessions_that_outlive_the_drain_timeout(strategy: Strategy) {
 }
 
 /// Idle timeout: a connection that sends nothing is closed and counted `timed_out`, and one that
-/// keeps sending is not.
+/// keeps sending (a byte every 50 ms for three idle timeouts) is not: idle time runs from the
+/// last byte received.
 fn idle_connection_is_closed_and_counted(strategy: Strategy) {
     let mut config = Config::loopback(strategy);
-    config.idle_timeout = Duration::from_millis(300);
+    config.idle_timeout = Duration::from_millis(500);
     let server = start(config);
+    let mut active = connect(server.local_addr());
+    let started = Instant::now();
+    let mut sent = 0u8;
+    while started.elapsed() < Duration::from_millis(1500) {
+        active.write_all(&[sent]).expect("write");
+        let mut echo = [0u8; 1];
+        active
+            .read_exact(&mut echo)
+            .expect("active connection echoed");
+        assert_eq!(echo[0], sent);
+        sent = sent.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    active.shutdown(Shutdown::Write).expect("half-close");
+    let mut rest = Vec::new();
+    active.read_to_end(&mut rest).expect("EOF");
+    drop(active);
+
     let mut idle = connect(server.local_addr());
     let started = Instant::now();
     assert!(closed_without_echo(&mut idle), "idle connection not closed");
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(started.elapsed() >= Duration::from_millis(400));
     let stats = server.shutdown();
     assert_eq!(stats.timed_out, 1, "{stats:?}");
+    assert_eq!(stats.completed, 1, "{stats:?}");
 }
 
 impl ChildServer {
@@ -946,4 +966,30 @@ fn iterative_serves_one_client_at_a_time() {
     drop(first);
     assert!(echoed_within(server.local_addr(), PATIENCE));
     server.shutdown();
+}
+
+/// A pool acceptor blocked on a full queue (`--overflow block`) at shutdown: the drain still
+/// ends on time, cutting the served, the queued and the connection the acceptor held (admitted,
+/// so registered, before it blocked).
+#[test]
+fn pool_drain_ends_with_the_acceptor_blocked_on_a_full_queue() {
+    let mut config = Config::loopback(Strategy::Pool);
+    config.workers = 1;
+    config.queue = 1;
+    config.overflow = Overflow::Block;
+    config.drain_timeout = Duration::from_millis(200);
+    let server = start(config);
+    let _served = served_connection(server.local_addr());
+    let _queued = connect(server.local_addr());
+    let _held = connect(server.local_addr());
+    assert!(eventually(|| server.stats().accepted == 3));
+    let started = Instant::now();
+    let stats = server.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.drain_closed, 3, "{stats:?}");
+    assert_eq!(stats.open_connections, 0, "{stats:?}");
 }

@@ -4,11 +4,14 @@
 //! peer ends its side) over tokio's I/O, with the same deadlines: the idle timeout runs from
 //! accept or the last byte received (one timer per connection, reset on each read, so the
 //! steady state allocates nothing per message), and a write that makes no progress for
-//! `--write-timeout` ends the connection. A task holds its buffer while it lives; that is the
-//! memory price of the straightforward async session, shown beside `event-loop`'s.
+//! `--write-timeout` ends the connection. The memory rule is `event-loop`'s: a task waits for
+//! readiness holding no buffer, reads into its runtime thread's scratch buffer and echoes at
+//! once; only bytes the socket did not take are kept (in a buffer of the task, freed once
+//! written), and reading pauses meanwhile.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy async --workers 2`.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
@@ -111,45 +114,93 @@ async fn run(conn: Conn, shared: &Shared) {
     drop(conn);
 }
 
+thread_local! {
+    /// Each runtime thread's read buffer, shared by the tasks it runs: a task holds no buffer
+    /// while its connection is idle.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What one read-and-echo attempt did.
+enum Attempt {
+    /// Bytes echoed (any the socket did not take are in `pending`).
+    Echoed,
+    /// Nothing to read after all (stale readiness).
+    NothingWaiting,
+    Over(Outcome),
+}
+
 async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u64)) -> Outcome {
     let config = &shared.config;
     let idle_deadline = tokio::time::Instant::from_std(conn.accepted_at() + config.idle_timeout);
     let stream = conn.stream_mut();
-    let mut buffer = vec![0u8; config.buffer_size];
+    // Output the socket did not take at once; empty (no allocation) in the steady state.
+    let mut pending: Vec<u8> = Vec::new();
     let mut idle = pin!(tokio::time::sleep_until(idle_deadline));
     loop {
-        let n = tokio::select! {
+        let idle_expired = tokio::select! {
             biased;
-            read = stream.read(&mut buffer) => match read {
-                Ok(0) => return Outcome::Completed,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            ready = stream.readable() => match ready {
+                Ok(()) => false,
                 Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
             },
-            () = idle.as_mut() => {
-                // Bytes already waiting mean the connection is not idle.
-                match stream.try_read(&mut buffer) {
-                    Ok(0) => return Outcome::Completed,
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Outcome::TimedOut,
-                    Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
+            () = idle.as_mut() => true,
+        };
+        // Read into the thread's scratch buffer and echo at once; bytes already waiting when
+        // the idle timer fires mean the connection is not idle.
+        let attempt = SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < config.buffer_size {
+                scratch.resize(config.buffer_size, 0);
+            }
+            let scratch = &mut scratch[..config.buffer_size];
+            let n = match stream.try_read(scratch) {
+                Ok(0) => return Attempt::Over(Outcome::Completed),
+                Ok(n) => n,
+                Err(err) if is_retry(&err) => return Attempt::NothingWaiting,
+                Err(err) => return Attempt::Over(Outcome::Failed(ErrorKind::of(&err))),
+            };
+            totals.0 += n as u64;
+            let data = &scratch[..n];
+            if let Some(trigger) = &config.panic_trigger
+                && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
+            {
+                panic!("panic trigger received (test hook)");
+            }
+            let mut written = 0;
+            while written < n {
+                match stream.try_write(&data[written..]) {
+                    Ok(w) => written += w,
+                    Err(err) if is_retry(&err) => break,
+                    Err(err) => return Attempt::Over(Outcome::Failed(ErrorKind::of(&err))),
                 }
             }
-        };
-        totals.0 += n as u64;
-        let data = &buffer[..n];
-        if let Some(trigger) = &config.panic_trigger
-            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
-        {
-            panic!("panic trigger received (test hook)");
+            totals.1 += written as u64;
+            pending.extend_from_slice(&data[written..]);
+            Attempt::Echoed
+        });
+        match attempt {
+            Attempt::Over(outcome) => return outcome,
+            Attempt::NothingWaiting if idle_expired => return Outcome::TimedOut,
+            Attempt::NothingWaiting => continue,
+            Attempt::Echoed => {}
         }
-        if let Some(outcome) = write_all(stream, data, config.write_timeout).await {
-            return outcome;
+        if !pending.is_empty() {
+            // Reading pauses until the rest is written (backpressure), then the buffer goes.
+            if let Some(outcome) = write_all(stream, &pending, config.write_timeout).await {
+                return outcome;
+            }
+            totals.1 += pending.len() as u64;
+            pending = Vec::new();
         }
-        totals.1 += n as u64;
         idle.as_mut()
             .reset(tokio::time::Instant::now() + config.idle_timeout);
     }
+}
+
+fn is_retry(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Writes all of `data`; ends the session when a write makes no progress for `write_timeout`.

@@ -65,38 +65,42 @@ impl Uring {
     pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
         let loops = (0..shared.config.loops)
             .map(|i| {
-                let ring = IoUring::new(RING_ENTRIES).map_err(|e| {
-                    Error::io(
-                        "setting up io_uring (io_uring_setup refused by the kernel)",
-                        e,
-                    )
-                })?;
-                let buffers = BufferRing::new(&ring, shared.config.buffer_size).map_err(|e| {
-                    Error::io(
-                        "registering io_uring provided buffers (needs Linux 5.19 or newer)",
-                        e,
-                    )
-                })?;
                 let wake = Arc::new(eventfd().map_err(|e| Error::io("creating an eventfd", e))?);
                 let (incoming, receiver) = crossbeam_channel::unbounded();
-                let mut ring_loop = RingLoop {
-                    ring,
-                    buffers,
-                    incoming: receiver,
-                    accepting: true,
-                    wake: Arc::clone(&wake),
-                    wake_counter: Box::new(0),
-                    conns: Slab::new(),
-                    starved: VecDeque::new(),
-                    completions: Vec::new(),
-                    scan_every: scan_period(&shared.config),
-                    shared: Arc::clone(shared),
-                };
-                ring_loop.arm_wake();
+                let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+                let loop_wake = Arc::clone(&wake);
+                let loop_shared = Arc::clone(shared);
+                // The ring is created on the thread that uses it (a single-issuer ring must be
+                // submitted to by the thread that created it); setup errors come back here.
                 let thread = std::thread::Builder::new()
                     .name(format!("uring-{i}"))
-                    .spawn(move || ring_loop.run())
+                    .spawn(
+                        move || match RingLoop::new(receiver, loop_wake, loop_shared) {
+                            Ok(mut ring_loop) => {
+                                let _ = ready_tx.send(Ok(()));
+                                ring_loop.arm_wake();
+                                ring_loop.run();
+                            }
+                            Err(err) => {
+                                let _ = ready_tx.send(Err(err));
+                            }
+                        },
+                    )
                     .map_err(|e| Error::io("spawning a ring loop", e))?;
+                match ready_rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        let _ = thread.join();
+                        return Err(err);
+                    }
+                    Err(_) => {
+                        let _ = thread.join();
+                        return Err(Error::io(
+                            "setting up io_uring",
+                            io::Error::other("the ring thread ended before it was ready"),
+                        ));
+                    }
+                }
                 Ok(LoopHandle {
                     incoming,
                     wake,
@@ -147,6 +151,19 @@ impl Dispatch for Uring {
 fn scan_period(config: &crate::Config) -> Duration {
     (config.idle_timeout.min(config.write_timeout) / 8)
         .clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// A ring for one thread: single issuer with deferred task work (completions are run when the
+/// loop asks for them, not by interrupting it; Linux 6.1+), or a plain ring on older kernels.
+fn new_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|err| match err.raw_os_error() {
+            Some(libc::EINVAL) => IoUring::new(RING_ENTRIES),
+            _ => Err(err),
+        })
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -289,6 +306,38 @@ struct RingLoop {
 }
 
 impl RingLoop {
+    fn new(
+        incoming: Receiver<Conn>,
+        wake: Arc<OwnedFd>,
+        shared: Arc<Shared>,
+    ) -> Result<RingLoop, Error> {
+        let ring = new_ring().map_err(|e| {
+            Error::io(
+                "setting up io_uring (io_uring_setup refused by the kernel)",
+                e,
+            )
+        })?;
+        let buffers = BufferRing::new(&ring, shared.config.buffer_size).map_err(|e| {
+            Error::io(
+                "registering io_uring provided buffers (needs Linux 5.19 or newer)",
+                e,
+            )
+        })?;
+        Ok(RingLoop {
+            ring,
+            buffers,
+            incoming,
+            accepting: true,
+            wake,
+            wake_counter: Box::new(0),
+            conns: Slab::new(),
+            starved: VecDeque::new(),
+            completions: Vec::new(),
+            scan_every: scan_period(&shared.config),
+            shared,
+        })
+    }
+
     fn run(mut self) {
         let mut next_scan = Instant::now() + self.scan_every;
         while self.accepting || !self.conns.is_empty() {
