@@ -738,8 +738,11 @@ pub fn run_plan(
         plan.seed,
         plan.seed,
         match (&pinning.server, &pinning.loadgen) {
-            (Some(server), Some(loadgen)) =>
-                format!("server on CPUs {server:?}, loadgen on {loadgen:?}"),
+            (Some(server), Some(loadgen)) => format!(
+                "server on CPUs {server:?}, loadgen on {loadgen:?} (strategies sized by cores see {} there; \
+                 --server-args '--workers N' or --no-pin to change)",
+                server.len()
+            ),
             _ => "off".into(),
         }
     );
