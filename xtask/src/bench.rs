@@ -457,7 +457,7 @@ impl TrialRunner<'_> {
             Duration::from_millis(self.plan.ready_timeout_ms),
         ) {
             Ok(running) => running,
-            Err(error) if error.is::<interrupt::Interrupted>() => return Err(error),
+            Err(error) if interrupt::caused(&error) => return Err(error),
             Err(error) => {
                 record.failure = Some(format!("{error:#}"));
                 return Ok(record);
@@ -607,6 +607,45 @@ pub fn preflight(
     Ok(())
 }
 
+/// With `--strategies all`: a built-in strategy that cannot start here (e.g. `uring` where the
+/// kernel or a sandbox forbids io_uring) is left out with a warning instead of failing the run.
+pub fn drop_unstartable_strategies(
+    plan: &mut BenchPlan,
+    binaries: &Binaries,
+    run_dir: &Path,
+) -> Result<()> {
+    let mut kept = Vec::new();
+    for server in plan.servers.drain(..) {
+        if server.command.is_some() {
+            kept.push(server);
+            continue;
+        }
+        let launch = server_launch(&server, binaries, None, &plan.server_args)?;
+        let log = run_dir.join(format!("preflight-{}.server.log", server.name));
+        match shell::start_server(
+            &launch,
+            None,
+            Some(&log),
+            Duration::from_millis(plan.ready_timeout_ms),
+        ) {
+            Ok(mut running) => {
+                running.guard.stop()?;
+                kept.push(server);
+            }
+            Err(error) if interrupt::caused(&error) => return Err(error),
+            Err(error) => eprintln!(
+                "warning: leaving out strategy {}: it does not start here: {error:#}",
+                server.name
+            ),
+        }
+    }
+    plan.servers = kept;
+    if plan.servers.is_empty() {
+        bail!("no strategy starts on this machine");
+    }
+    Ok(())
+}
+
 /// Resolves `--strategies all` against what the built server offers, and checks that every
 /// requested strategy is offered.
 pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<()> {
@@ -650,6 +689,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let binaries = shell::binaries(&root, &args.build, None)?;
     resolve_strategies(&mut plan, &binaries)?;
     let run_dir = create_run_dir(&root, "bench", args.out.as_deref())?;
+    if plan.all_strategies {
+        drop_unstartable_strategies(&mut plan, &binaries, &run_dir)?;
+    }
     let summaries = run_plan(&plan, &binaries, &run_dir, &root)?;
     let mut table = Vec::new();
     TerminalTable.export(&summaries, &mut table)?;
@@ -696,8 +738,11 @@ pub fn run_plan(
         plan.seed,
         plan.seed,
         match (&pinning.server, &pinning.loadgen) {
-            (Some(server), Some(loadgen)) =>
-                format!("server on CPUs {server:?}, loadgen on {loadgen:?}"),
+            (Some(server), Some(loadgen)) => format!(
+                "server on CPUs {server:?}, loadgen on {loadgen:?} (strategies sized by cores see {} there; \
+                 --server-args '--workers N' or --no-pin to change)",
+                server.len()
+            ),
             _ => "off".into(),
         }
     );

@@ -48,3 +48,8 @@ pub fn is_set() -> bool {
 pub fn check() -> Result<(), Interrupted> {
     if is_set() { Err(Interrupted) } else { Ok(()) }
 }
+
+/// True when `error` (or any error it wraps) is [`Interrupted`].
+pub fn caused(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<Interrupted>())
+}

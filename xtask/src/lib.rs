@@ -55,10 +55,7 @@ pub fn run(args: flags::Xtask) -> Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     if error.chain().any(|cause| cause.is::<InputError>()) {
         2
-    } else if error
-        .chain()
-        .any(|cause| cause.is::<interrupt::Interrupted>())
-    {
+    } else if interrupt::caused(error) {
         130
     } else {
         1

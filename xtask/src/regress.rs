@@ -15,7 +15,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -525,9 +524,6 @@ pub fn write_regress_index(run_dir: &Path) -> Result<()> {
     body.push_str("</table>");
     crate::report::write_index(run_dir, "echolab regress", &body, &[])
 }
-
-/// Default per-trial time of a regress run.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -150,6 +150,8 @@ struct Ctx {
     per_conn_interval_ns: f64,
     ever_connected: bool,
     next_source: usize,
+    /// Connections in `Phase::Done`.
+    done: usize,
 }
 
 /// Runs one client thread to the end and returns what it measured.
@@ -212,7 +214,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 messages_verified: 0,
                 last_progress_ns: timing.measure_start_ns,
                 max_gap_ns: 0,
-                finished_ns: None,
+                // A slot with no messages to send (`--messages` < `--connections`) is done at
+                // once and never counts as starved.
+                finished_ns: (quota == Some(0)).then_some(timing.measure_start_ns),
             }
         })
         .collect();
@@ -232,6 +236,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         per_conn_interval_ns,
         ever_connected: false,
         next_source: thread,
+        done: 0,
         send_buf: vec![0u8; SCRATCH_BYTES],
         recv_buf: vec![0u8; SCRATCH_BYTES],
         timing,
@@ -244,8 +249,17 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         }
     }
 
+    ctx.done = conns.iter().filter(|c| c.phase == Phase::Done).count();
     let registry = poll.registry().try_clone()?;
-    let mut last_housekeeping_ns = 0u64;
+    // Open loop: a timerfd wakes the loop at the next intended send time with microsecond
+    // precision (epoll_wait's own timeout has millisecond granularity, and every millisecond a
+    // send is late would be charged to the server as latency).
+    let mut timer = if ctx.open_loop {
+        Some(SendTimer::new(&registry, ctx.timing.now_ns())?)
+    } else {
+        None
+    };
+    let mut last_housekeeping_ns: Option<u64> = None;
     loop {
         let now = ctx.timing.now_ns();
         if window_started.is_none() && now >= ctx.timing.measure_start_ns {
@@ -258,22 +272,29 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 }
             }
         }
-        // Connect idle slots whose time has come.
-        for conn in &mut conns {
-            if conn.phase == Phase::Idle && conn.retry_at_ns <= now {
-                ctx.connect(&registry, conn, now);
+        // Every 10 ms (and at once at the start): connect idle slots whose time has come, check
+        // timeouts, flush intervals. Nothing in the loop scans all connections more often.
+        if last_housekeeping_ns.is_none_or(|last| now.saturating_sub(last) >= HOUSEKEEPING_NS) {
+            last_housekeeping_ns = Some(now);
+            for conn in &mut conns {
+                if conn.phase == Phase::Idle && conn.retry_at_ns <= now {
+                    ctx.connect(&registry, conn, now);
+                }
             }
-        }
-        if now.saturating_sub(last_housekeeping_ns) >= HOUSEKEEPING_NS {
-            last_housekeeping_ns = now;
             ctx.housekeeping(&registry, &mut conns, now);
         }
-        if conns.iter().all(|c| c.phase == Phase::Done) {
+        if ctx.done == conns.len() {
             break;
         }
         let mut timeout_ns = HOUSEKEEPING_NS;
         if let Some(Reverse((due, _))) = ctx.heap.peek() {
-            timeout_ns = timeout_ns.min(due.saturating_sub(now));
+            if *due <= now {
+                timeout_ns = 0;
+            } else if let Some(timer) = timer.as_mut() {
+                timer.arm(*due);
+            } else {
+                timeout_ns = timeout_ns.min(due - now);
+            }
         }
         if let Some(end) = ctx.timing.measure_end_ns
             && end > now
@@ -291,6 +312,12 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         let now = ctx.timing.now_ns();
         for event in events.iter() {
             let index = event.token().0;
+            if index == TIMER_TOKEN.0 {
+                if let Some(timer) = timer.as_mut() {
+                    timer.fired();
+                }
+                continue;
+            }
             let Some(conn) = conns.get_mut(index) else {
                 continue;
             };
@@ -399,6 +426,9 @@ impl Ctx {
     }
 
     fn finish(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+        if conn.phase != Phase::Done {
+            self.done += 1;
+        }
         self.close(registry, conn);
         conn.phase = Phase::Done;
         conn.heap_due = None;
@@ -893,6 +923,98 @@ impl Ctx {
         }
         self.live.starved_now.store(starved_now, Ordering::Relaxed);
     }
+}
+
+/// The token of the open-loop send timer (connections use their index).
+const TIMER_TOKEN: Token = Token(usize::MAX - 1);
+
+/// A timerfd armed at the next intended send time (absolute, CLOCK_MONOTONIC).
+struct SendTimer {
+    fd: std::os::fd::OwnedFd,
+    /// CLOCK_MONOTONIC nanoseconds at the run's base instant.
+    base_mono_ns: u64,
+    armed_at_ns: Option<u64>,
+}
+
+impl SendTimer {
+    fn new(registry: &Registry, now_ns: u64) -> io::Result<SendTimer> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: timerfd_create returns a new descriptor we own (or -1).
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a valid descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        registry.register(
+            &mut mio::unix::SourceFd(&fd.as_raw_fd()),
+            TIMER_TOKEN,
+            Interest::READABLE,
+        )?;
+        // Instant is CLOCK_MONOTONIC on Linux, so the base instant is now minus elapsed.
+        let base_mono_ns = monotonic_ns().saturating_sub(now_ns);
+        Ok(SendTimer {
+            fd,
+            base_mono_ns,
+            armed_at_ns: None,
+        })
+    }
+
+    /// Arms the timer for `due_ns` (relative to the run's base) unless it already is.
+    fn arm(&mut self, due_ns: u64) {
+        use std::os::fd::AsRawFd;
+        if self.armed_at_ns == Some(due_ns) {
+            return;
+        }
+        let at = self.base_mono_ns + due_ns;
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: the descriptor is ours; spec is a valid itimerspec; old value not wanted.
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == 0 {
+            self.armed_at_ns = Some(due_ns);
+        }
+    }
+
+    /// Consumes the expiration so that the next one is a new readiness edge.
+    fn fired(&mut self) {
+        use std::os::fd::AsRawFd;
+        let mut ticks = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into our buffer from our nonblocking descriptor.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), ticks.as_mut_ptr().cast(), 8) };
+        self.armed_at_ns = None;
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Starts a nonblocking connect (optionally from a source address).

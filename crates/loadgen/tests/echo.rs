@@ -116,3 +116,19 @@ fn server_closing_early_is_eof_or_short() {
     let r = loadgen::run(&config(&server.target()).clone()).unwrap();
     assert!(r.errors.count(ErrorKind::Eof) >= 1, "{:?}", r.errors);
 }
+
+#[test]
+fn fewer_messages_than_connections_opens_only_the_slots_with_work() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut c = config(&server.target());
+    c.connections = 6;
+    c.messages = Some(3);
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.messages.verified, 3);
+    assert_eq!(r.connections.opened, 3);
+    assert_eq!(
+        (r.connections.min_messages, r.connections.max_messages),
+        (0, 1)
+    );
+}

@@ -247,3 +247,162 @@ pub fn write_some<S: Write>(mut stream: S, data: &[u8]) -> io::Result<usize> {
 pub fn failed(err: &io::Error) -> Outcome {
     Outcome::Failed(ErrorKind::of(err))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The state machine without sockets: a scripted stream stands in for the kernel.
+
+    use std::cell::{Cell, RefCell};
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Reads come from a script (`None` = EAGAIN); writes take at most `room` bytes, then EAGAIN.
+    #[derive(Default)]
+    struct Scripted {
+        reads: RefCell<VecDeque<Option<Vec<u8>>>>,
+        read_calls: Cell<usize>,
+        room: Cell<usize>,
+        written: RefCell<Vec<u8>>,
+    }
+
+    impl Scripted {
+        fn new(reads: Vec<Option<&[u8]>>, room: usize) -> Self {
+            Scripted {
+                reads: RefCell::new(reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect()),
+                room: Cell::new(room),
+                ..Scripted::default()
+            }
+        }
+    }
+
+    impl Read for &Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.read_calls.set(self.read_calls.get() + 1);
+            match self.reads.borrow_mut().pop_front() {
+                Some(Some(data)) => {
+                    buf[..data.len()].copy_from_slice(&data);
+                    Ok(data.len())
+                }
+                Some(None) | None => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    impl Write for &Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room.get());
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room.set(self.room.get() - n);
+            self.written.borrow_mut().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            buffer_size: 8,
+            idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(3),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_short_read_is_echoed_and_ends_the_turn_without_another_read() {
+        let stream = Scripted::new(vec![Some(b"abc"), Some(b"never read")], 100);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Wait);
+        assert_eq!(stream.read_calls.get(), 1);
+        assert_eq!(*stream.written.borrow(), b"abc");
+        assert!(session.pending().is_none());
+    }
+
+    #[test]
+    fn after_the_peer_closed_it_reads_on_to_end_of_file() {
+        let stream = Scripted::new(vec![Some(b"abc"), Some(b"")], 100);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        session.mark_read_closed();
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Close(Outcome::Completed));
+        assert_eq!(*stream.written.borrow(), b"abc");
+    }
+
+    #[test]
+    fn a_partial_write_keeps_the_rest_pauses_reading_and_resumes_once_flushed() {
+        let stream = Scripted::new(vec![Some(b"12345678"), Some(b"9")], 5);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let mut scratch = [0u8; 8];
+        assert_eq!(
+            session.advance(&stream, &mut scratch, now, &config()),
+            Step::Wait
+        );
+        assert_eq!(session.pending().map(Pending::rest), Some(&b"678"[..]));
+        assert_eq!(
+            stream.read_calls.get(),
+            1,
+            "reading paused while output is pending"
+        );
+
+        // Still no room: nothing read, nothing lost.
+        stream.room.set(0);
+        assert_eq!(
+            session.advance(&stream, &mut scratch, now, &config()),
+            Step::Wait
+        );
+        assert_eq!(stream.read_calls.get(), 1);
+
+        stream.room.set(100);
+        assert_eq!(
+            session.advance(&stream, &mut scratch, now, &config()),
+            Step::Wait
+        );
+        assert!(session.pending().is_none(), "buffer freed once flushed");
+        assert_eq!(*stream.written.borrow(), b"123456789");
+        assert_eq!((session.bytes_in, session.bytes_out), (9, 9));
+    }
+
+    #[test]
+    fn the_idle_clock_runs_from_the_last_byte_and_the_write_clock_while_output_is_pending() {
+        let config = config();
+        let start = Instant::now();
+        let mut session = Session::new(start);
+        assert!(!session.expired(start + Duration::from_secs(9), &config));
+        assert!(session.expired(start + Duration::from_secs(10), &config));
+
+        let later = start + Duration::from_secs(8);
+        session.received(b"x", later, &config);
+        assert!(!session.expired(start + Duration::from_secs(17), &config));
+
+        session.stash(b"rest", later);
+        assert!(!session.expired(later + Duration::from_secs(2), &config));
+        assert!(
+            session.expired(later + Duration::from_secs(3), &config),
+            "write timeout while output is pending"
+        );
+        assert!(session.pending_sent(4, later + Duration::from_secs(2)));
+        assert!(!session.expired(later + Duration::from_secs(9), &config));
+    }
+
+    #[test]
+    fn a_busy_connection_yields_after_its_turn() {
+        let full: &[u8] = b"12345678";
+        let stream = Scripted::new(vec![Some(full); READS_PER_TURN + 1], usize::MAX);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Yield);
+        assert_eq!(stream.read_calls.get(), READS_PER_TURN);
+    }
+}

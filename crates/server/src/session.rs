@@ -1,6 +1,7 @@
-//! The echo session for the blocking strategies (`iterative`, `thread`, `pool`): read up to the
-//! buffer, write all of it back, until the peer ends its side; then close. One function, shared by
-//! every blocking strategy, so they differ only in how connections reach it.
+//! The echo session for the blocking strategies (`iterative`, `thread`, `pool`, `rayon`): read
+//! up to the buffer, write all of it back, until the peer ends its side; then close. One
+//! function, shared by every blocking strategy, so they differ only in how connections reach it.
+//! (`event-loop` and `uring` share `nonblocking.rs`; `async` has the same session over tokio.)
 //!
 //! Per connection the memory is one buffer of `--buffer-size` bytes, whatever the message size.
 //! Timeouts use the socket options (`SO_RCVTIMEO`, `SO_SNDTIMEO`): no extra thread or timer.

@@ -91,9 +91,12 @@ fn echoed(addr: SocketAddr, i: usize) -> TcpStream {
 
 #[test]
 fn ten_thousand_idle_connections_cost_at_most_8_kib_each() {
-    let mut strategies = vec![Strategy::EventLoop, Strategy::Async];
-    #[cfg(all(target_os = "linux", feature = "uring"))]
-    strategies.push(Strategy::Uring);
+    let strategies = [
+        Strategy::EventLoop,
+        Strategy::Async,
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        Strategy::Uring,
+    ];
     let mut report = Vec::new();
     for strategy in strategies {
         let per_connection = rss_per_connection_kib(strategy);
