@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::server::Shared;
+use crate::registry::Conn;
 use crate::session::Outcome;
 use crate::stats::ErrorKind;
 
@@ -221,10 +221,10 @@ impl Session {
         Ok(self.pending_sent(written, now))
     }
 
-    /// Adds this session's byte counts to the shared counters and counts how it ended.
-    pub fn finish(&self, outcome: Outcome, shared: &Shared) {
-        shared.counters.add_bytes(self.bytes_in, self.bytes_out);
-        shared.count_outcome(outcome);
+    /// Ends the connection: its byte counts and how it ended go to the counters
+    /// ([`Conn::finish`]), then the socket closes.
+    pub fn finish<S>(&self, conn: Conn<S>, outcome: Outcome) {
+        conn.finish(outcome, self.bytes_in, self.bytes_out);
     }
 }
 

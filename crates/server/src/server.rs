@@ -22,7 +22,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::Error;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::session::Outcome;
 use crate::stats::{Counters, ErrorKind, Stats};
 use crate::strategy::{self, Dispatch};
 
@@ -46,19 +45,6 @@ impl Shared {
     /// True once shutdown began: acceptors stop, long-running loops wind down.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    /// Counts how a session ended.
-    pub fn count_outcome(&self, outcome: Outcome) {
-        use std::sync::atomic::Ordering::Relaxed;
-        match outcome {
-            Outcome::Completed => self.counters.completed.fetch_add(1, Relaxed),
-            Outcome::TimedOut => self.counters.timed_out.fetch_add(1, Relaxed),
-            Outcome::Failed(kind) => {
-                self.counters.error(kind);
-                0
-            }
-        };
     }
 }
 
@@ -161,26 +147,16 @@ impl Server {
                 "echo-server: drain timeout ({:?}) reached, closing {cut} open connection(s)",
                 self.shared.config.drain_timeout
             );
-            self.shared
-                .counters
-                .drain_closed
-                .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        // Cut sessions end promptly (reads see EOF, writes fail); wait for them and for the
-        // strategy's threads (joined by the acceptor), so that the final counters include how
-        // they ended. Cutting again is harmless (each connection is counted once) and covers
-        // any connection registered after the first cut.
+        // Cut sessions end promptly (reads see EOF, writes fail) and count themselves
+        // `drain_closed` (`Conn::finish`); wait for them and for the strategy's threads (joined
+        // by the acceptor), so that the final counters include them. Cutting again is harmless
+        // and covers any connection registered after the first cut.
         let cut_deadline = Instant::now() + CUT_GRACE;
         while (!self.shared.registry.is_empty() || !acceptor.is_finished())
             && Instant::now() < cut_deadline
         {
-            let late = self.shared.registry.shutdown_all();
-            if late > 0 {
-                self.shared
-                    .counters
-                    .drain_closed
-                    .fetch_add(late as u64, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.shared.registry.shutdown_all();
             std::thread::sleep(Duration::from_millis(5));
         }
         if acceptor.join().is_err() {

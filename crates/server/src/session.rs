@@ -20,7 +20,7 @@ use crate::stats::ErrorKind;
 pub enum Outcome {
     /// The peer ended its side and every byte was echoed.
     Completed,
-    /// Idle or write timeout (or cut at the end of a drain).
+    /// Idle or write timeout.
     TimedOut,
     /// The connection failed; the kind is counted.
     Failed(ErrorKind),
@@ -36,9 +36,7 @@ pub fn run(conn: Conn, shared: &Shared) {
         Ok(outcome) => outcome,
         Err(_) => Outcome::Failed(ErrorKind::Panic),
     };
-    shared.counters.add_bytes(totals.bytes_in, totals.bytes_out);
-    shared.count_outcome(outcome);
-    drop(conn);
+    conn.finish(outcome, totals.bytes_in, totals.bytes_out);
 }
 
 /// Bytes moved by one session; added to the shared counters once, when it ends.

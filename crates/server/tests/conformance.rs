@@ -742,18 +742,50 @@ fn a_panicking_session_ends_only_that_connection(strategy: Strategy) {
     assert_eq!(stats.completed, 1, "{stats:?}");
 }
 
-/// The drain: a session that outlives `--drain-timeout` is cut and counted, and shutdown returns.
+/// The drain: sessions that outlive `--drain-timeout` (an idle one, and one blocked writing to a
+/// client that does not read) are cut and counted `drain_closed` only (not also `completed` for
+/// the EOF the cut causes, nor `reset` for the failed write), and shutdown returns.
 fn drain_cuts_sessions_that_outlive_the_drain_timeout(strategy: Strategy) {
     let mut config = Config::loopback(strategy);
     config.drain_timeout = Duration::from_millis(200);
     let server = start(config);
-    let mut stuck = served_connection(server.local_addr());
+    let mut idle = served_connection(server.local_addr());
+    // Iterative serves one connection at a time: only the idle one is being served.
+    let stuck_writer = (strategy != Strategy::Iterative).then(|| {
+        let mut stuck = connect(server.local_addr());
+        let sent = Arc::new(AtomicU64::new(0));
+        let sent_by_writer = Arc::clone(&sent);
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![0x5au8; MIB];
+            for _ in 0..64 {
+                if stuck.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent_by_writer.fetch_add(MIB as u64, Ordering::Relaxed);
+            }
+        });
+        assert!(
+            eventually(|| sent.load(Ordering::Relaxed) >= MIB as u64),
+            "the non-reading client could not send"
+        );
+        writer
+    });
     let started = Instant::now();
     let stats = server.shutdown();
     assert!(started.elapsed() < PATIENCE);
-    assert_eq!(stats.drain_closed, 1, "{stats:?}");
+    let cut = if stuck_writer.is_some() { 2 } else { 1 };
+    assert_eq!(stats.drain_closed, cut, "{stats:?}");
+    assert_eq!(
+        stats.completed, 0,
+        "cut sessions counted completed: {stats:?}"
+    );
+    assert_eq!(stats.errors, 0, "cut sessions counted as errors: {stats:?}");
+    assert_eq!(stats.timed_out, 0, "{stats:?}");
     assert_eq!(stats.open_connections, 0, "{stats:?}");
-    assert!(closed_without_echo(&mut stuck));
+    assert!(closed_without_echo(&mut idle));
+    if let Some(writer) = stuck_writer {
+        writer.join().expect("writer thread");
+    }
 }
 
 /// Idle timeout: a connection that sends nothing is closed and counted `timed_out`, and one that
@@ -995,6 +1027,11 @@ fn drain_cuts_waiting_sessions(strategy: Strategy) {
         started.elapsed()
     );
     assert_eq!(stats.drain_closed, 3, "{stats:?}");
+    assert_eq!(
+        (stats.completed, stats.errors, stats.timed_out),
+        (0, 0, 0),
+        "cut or queued sessions counted twice: {stats:?}"
+    );
     assert_eq!(stats.open_connections, 0, "{stats:?}");
 }
 

@@ -100,7 +100,10 @@ async fn run(conn: Conn, shared: &Shared) {
     }) {
         Ok(conn) => conn,
         Err(err) => {
-            shared.count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            // The connection is already closed (and deregistered).
+            shared
+                .counters
+                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
             return;
         }
     };
@@ -109,9 +112,7 @@ async fn run(conn: Conn, shared: &Shared) {
         Ok(outcome) => outcome,
         Err(()) => Outcome::Failed(ErrorKind::Panic),
     };
-    shared.counters.add_bytes(totals.0, totals.1);
-    shared.count_outcome(outcome);
-    drop(conn);
+    conn.finish(outcome, totals.0, totals.1);
 }
 
 thread_local! {

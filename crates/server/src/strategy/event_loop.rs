@@ -204,7 +204,7 @@ impl Loop {
         for entry in self.conns.drain() {
             entry
                 .session
-                .finish(Outcome::Failed(ErrorKind::Io), &self.shared);
+                .finish(entry.conn, Outcome::Failed(ErrorKind::Io));
         }
     }
 
@@ -231,7 +231,9 @@ impl Loop {
         let mut conn = match converted {
             Ok(conn) => conn,
             Err(err) => {
+                // The connection is already closed (and deregistered).
                 self.shared
+                    .counters
                     .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
                 return;
             }
@@ -244,8 +246,7 @@ impl Loop {
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(err) = registered {
-            self.shared
-                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
             return;
         }
         let session = Session::new(conn.accepted_at());
@@ -277,7 +278,7 @@ impl Loop {
 
     fn close(&mut self, key: usize, outcome: Outcome) {
         if let Some(entry) = self.conns.try_remove(key) {
-            entry.session.finish(outcome, &self.shared);
+            entry.session.finish(entry.conn, outcome);
             // Dropping the entry deregisters the connection and closes the socket, which also
             // removes it from the epoll set.
         }

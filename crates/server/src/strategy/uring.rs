@@ -382,7 +382,7 @@ impl RingLoop {
         for connection in self.conns.drain() {
             connection
                 .session
-                .finish(Outcome::Failed(ErrorKind::Io), &self.shared);
+                .finish(connection.conn, Outcome::Failed(ErrorKind::Io));
         }
     }
 
@@ -423,8 +423,7 @@ impl RingLoop {
 
     fn register(&mut self, conn: Conn) {
         if let Err(err) = conn.stream().set_nodelay(true) {
-            self.shared
-                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
             return;
         }
         let session = Session::new(conn.accepted_at());
@@ -563,7 +562,7 @@ impl RingLoop {
 
     fn close(&mut self, key: usize, outcome: Outcome) {
         if let Some(connection) = self.conns.try_remove(key) {
-            connection.session.finish(outcome, &self.shared);
+            connection.session.finish(connection.conn, outcome);
             // Dropping the connection deregisters it and closes the socket; nothing is in flight.
         }
     }
