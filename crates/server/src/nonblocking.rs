@@ -10,9 +10,10 @@
 //! reading pauses until that buffer is flushed (backpressure: a client that sends without reading
 //! cannot grow the server's memory). So the steady state allocates nothing per message.
 //!
-//! Time: idle time runs from accept (or the last byte received); while output is pending the
-//! connection is not idle (the client is the one not reading) and the write timeout runs instead,
-//! from the last write that made progress. [`Session::expired`] answers for a loop's deadline scan.
+//! Time: idle time runs from accept, the last byte received or the last echo completed (the
+//! same rule as the blocking strategies and `async`, whose idle clock restarts after each echo);
+//! while output is pending the connection is not idle (the client is the one not reading) and the
+//! write timeout runs instead, from the last write that made progress. [`Session::expired`] answers for a loop's deadline scan.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy event-loop`.
 
@@ -57,8 +58,9 @@ impl Pending {
 #[derive(Debug)]
 pub struct Session {
     pending: Option<Pending>,
-    /// When the last byte arrived (or the connection was accepted): the idle clock.
-    last_received: Instant,
+    /// When the connection was accepted, the last byte arrived or the last echo completed:
+    /// the idle clock.
+    idle_since: Instant,
     /// When the pending output was stashed or last made progress: the write clock.
     last_written: Instant,
     /// The peer ended its side (EPOLLRDHUP seen): read to EOF, never stop at a short read.
@@ -73,7 +75,7 @@ impl Session {
     pub fn new(accepted_at: Instant) -> Self {
         Session {
             pending: None,
-            last_received: accepted_at,
+            idle_since: accepted_at,
             last_written: accepted_at,
             read_closed: false,
             writing: false,
@@ -97,7 +99,7 @@ impl Session {
     /// test hook.
     pub fn received(&mut self, data: &[u8], now: Instant, config: &Config) {
         self.bytes_in += data.len() as u64;
-        self.last_received = now;
+        self.idle_since = now;
         if let Some(trigger) = &config.panic_trigger
             && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
         {
@@ -132,6 +134,9 @@ impl Session {
                 pending.written += n;
                 if pending.written >= pending.bytes.len() {
                     self.pending = None;
+                    // The echo completed: the idle clock restarts (a stall longer than the idle
+                    // timeout must not close the connection the moment it recovers).
+                    self.idle_since = now;
                     true
                 } else {
                     false
@@ -148,9 +153,11 @@ impl Session {
         self.last_written = now;
     }
 
-    /// The submitted write finished (all bytes written).
-    pub fn write_done(&mut self) {
+    /// The submitted write finished (all bytes written): the echo completed, so the idle clock
+    /// restarts.
+    pub fn write_done(&mut self, now: Instant) {
         self.writing = false;
+        self.idle_since = now;
     }
 
     /// Whether a deadline has passed at `now`: the write timeout while output is pending,
@@ -159,7 +166,7 @@ impl Session {
         if self.pending.is_some() || self.writing {
             now.saturating_duration_since(self.last_written) >= config.write_timeout
         } else {
-            now.saturating_duration_since(self.last_received) >= config.idle_timeout
+            now.saturating_duration_since(self.idle_since) >= config.idle_timeout
         }
     }
 
@@ -393,6 +400,42 @@ mod tests {
         );
         assert!(session.pending_sent(4, later + Duration::from_secs(2)));
         assert!(!session.expired(later + Duration::from_secs(9), &config));
+    }
+
+    #[test]
+    fn the_idle_clock_restarts_when_a_stalled_echo_completes() {
+        let config = config(); // idle 10 s, write 3 s
+        let start = Instant::now();
+        let mut session = Session::new(start);
+        session.received(b"x", start, &config);
+        session.stash(b"rest", start);
+        // The client takes a byte every 2.5 s: the write clock never runs out, but the stall
+        // lasts longer than the idle timeout.
+        let mut now = start;
+        for _ in 0..3 {
+            now += Duration::from_millis(2500);
+            assert!(!session.expired(now, &config));
+            assert!(!session.pending_sent(1, now));
+        }
+        now += Duration::from_millis(2500);
+        assert!(!session.expired(now, &config));
+        now += Duration::from_millis(1000);
+        assert!(session.pending_sent(1, now), "all pending output written");
+        assert!(
+            !session.expired(now + Duration::from_millis(10), &config),
+            "closed as idle right after the stalled echo completed"
+        );
+        assert!(session.expired(now + Duration::from_secs(10), &config));
+
+        // The same for a completion-based write (io_uring).
+        let mut session = Session::new(start);
+        session.received(b"x", start, &config);
+        session.write_started(start);
+        let done = start + Duration::from_secs(12);
+        session.sent(1, start + Duration::from_secs(2)); // slow, but progressing
+        session.write_done(done);
+        assert!(!session.expired(done + Duration::from_millis(10), &config));
+        assert!(session.expired(done + Duration::from_secs(10), &config));
     }
 
     #[test]

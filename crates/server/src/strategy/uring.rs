@@ -535,7 +535,7 @@ impl RingLoop {
                 if sent < len {
                     self.submit_send(key, bid, sent, len);
                 } else {
-                    self.conns[key].session.write_done();
+                    self.conns[key].session.write_done(now);
                     self.recycle(bid);
                     self.submit_recv(key);
                 }
