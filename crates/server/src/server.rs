@@ -5,13 +5,18 @@
 //! running out of descriptors (EMFILE/ENFILE: back off 100 ms, log at most once a second, keep
 //! serving what is open). Strategies only decide how an admitted connection is served.
 //!
+//! Shutdown: `stop()` ends the listen at once through its own descriptor of the listening socket
+//! (new clients are refused, even while the acceptor is busy in a session or blocked on a full
+//! queue), waits for an admission in progress (the accept gate), and only then starts the drain
+//! clock, so every admitted connection gets the whole `--drain-timeout`.
+//!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy pool`, then Ctrl-C.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,11 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub registry: Arc<Registry>,
     stopping: AtomicBool,
+    /// Held by the acceptor from `accept(2)` until the connection is admitted (registered) or
+    /// rejected; false once shutdown closed it. `stop()` closes it, which waits for an admission
+    /// in progress: after that no connection can join the registry, so the drain clock starts
+    /// with every admitted connection in it.
+    accept_gate: Mutex<bool>,
 }
 
 impl Shared {
@@ -55,6 +65,8 @@ pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
+    /// The listening socket's second descriptor (see `start`), closed by `stop()`.
+    listener_for_stop: Option<TcpListener>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -83,7 +95,14 @@ impl Server {
             counters: Arc::new(Counters::default()),
             registry: Arc::new(Registry::default()),
             stopping: AtomicBool::new(false),
+            accept_gate: Mutex::new(true),
         });
+        // A second descriptor of the listening socket, so that `stop()` can close it (refuse new
+        // connections) even while the acceptor is busy in a session (`iterative`) or blocked
+        // handing a connection over (`pool --overflow block`).
+        let listener_for_stop = listener
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the listener", e))?;
         let dispatch = strategy::start(&shared)?;
         let acceptor_shared = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -94,6 +113,7 @@ impl Server {
             local_addr,
             shared,
             waker,
+            listener_for_stop: Some(listener_for_stop),
             acceptor: Some(acceptor),
         })
     }
@@ -137,6 +157,20 @@ impl Server {
         if let Err(err) = self.waker.wake() {
             eprintln!("echo-server: could not wake the acceptor: {err}");
         }
+        // Stop listening now, whatever the acceptor is doing: shutdown(2) of a listening socket
+        // ends the listen (new clients are refused; ones in the backlog are reset, never
+        // accepted); dropping our descriptor alone would leave the acceptor's open.
+        if let Some(listener) = self.listener_for_stop.take()
+            && let Err(err) = socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Read)
+        {
+            eprintln!("echo-server: could not close the listener: {err}");
+        }
+        // Wait for an admission in progress; after this no connection joins the registry.
+        *self
+            .shared
+            .accept_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
         let deadline = Instant::now() + self.shared.config.drain_timeout;
         while !self.shared.registry.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -216,7 +250,11 @@ fn accept_loop(
         }
         // Drain the accept queue: the poller is edge-triggered.
         loop {
-            if shared.stopping() {
+            let gate = shared
+                .accept_gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !*gate || shared.stopping() {
                 break 'serve;
             }
             match listener.accept() {
@@ -229,10 +267,13 @@ fn accept_loop(
                         continue;
                     }
                     let conn = shared.registry.admit(stream, Instant::now(), counters);
+                    drop(gate);
                     dispatch.dispatch(conn);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // `stop()` ended the listen under us (EINVAL): not an accept failure.
+                Err(_) if shared.stopping() => break 'serve,
                 // The connection was reset while in the backlog: that one is gone; go on.
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
                     counters.error(ErrorKind::Accept);
@@ -266,7 +307,7 @@ fn accept_loop(
             }
         }
     }
-    drop(listener); // new connections are refused from here on
+    drop(listener); // (`stop()` already ended the listen through its own descriptor)
     dispatch.finish();
 }
 

@@ -788,6 +788,47 @@ fn drain_cuts_sessions_that_outlive_the_drain_timeout(strategy: Strategy) {
     }
 }
 
+/// Whether connecting to `addr` is refused (no listener) at some point within `within`.
+/// Connections that still got through (before the server stopped listening) are closed on return.
+fn refused_within(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut accepted_meanwhile = Vec::new();
+    loop {
+        match TcpStream::connect(addr) {
+            Err(err) if err.kind() == ErrorKind::ConnectionRefused => return true,
+            Err(err) => panic!("connect while draining: {err}"),
+            Ok(stream) => accepted_meanwhile.push(stream),
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Shutdown stops listening at once, whatever the acceptor is doing (for `iterative` it is busy
+/// in a session): new clients are refused during the drain instead of completing a handshake
+/// and being reset later; every connection the server accepted (the held one, and any the probe
+/// made before the listen ended) completes normally.
+fn new_clients_are_refused_while_draining(strategy: Strategy) {
+    let mut config = Config::loopback(strategy);
+    config.drain_timeout = Duration::from_secs(8);
+    let server = start(config);
+    let addr = server.local_addr();
+    let mut held = served_connection(addr);
+    let stopper = std::thread::spawn(move || server.shutdown());
+    assert!(
+        refused_within(addr, Duration::from_secs(4)),
+        "new connections were not refused during the drain"
+    );
+    held.shutdown(Shutdown::Write).expect("half-close");
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).expect("EOF");
+    let stats = stopper.join().expect("shutdown thread");
+    assert_eq!(stats.completed, stats.accepted, "{stats:?}");
+    assert_eq!((stats.errors, stats.drain_closed), (0, 0), "{stats:?}");
+}
+
 /// Idle timeout: a connection that sends nothing is closed and counted `timed_out`, and one that
 /// keeps sending (a byte every 50 ms for three idle timeouts) is not: idle time runs from the
 /// last byte received.
@@ -890,6 +931,10 @@ macro_rules! conformance {
             #[test]
             fn drain_cuts_what_outlives_the_drain_timeout() {
                 drain_cuts_sessions_that_outlive_the_drain_timeout($strategy)
+            }
+            #[test]
+            fn new_clients_are_refused_while_draining() {
+                super::new_clients_are_refused_while_draining($strategy)
             }
             #[test]
             fn idle_connection_is_closed_and_counted_timed_out() {
@@ -1043,4 +1088,33 @@ fn pool_drain_ends_with_the_acceptor_blocked_on_a_full_queue() {
 #[test]
 fn rayon_drain_cuts_sessions_still_in_its_queues() {
     drain_cuts_waiting_sessions(Strategy::Rayon);
+}
+
+/// `pool --overflow block` with the acceptor blocked handing a connection to a full queue: the
+/// listener still closes at shutdown (new clients refused), and the drain lets the served, the
+/// queued and the held connection finish normally once their clients are done.
+#[test]
+fn pool_refuses_new_clients_while_its_acceptor_is_blocked_at_shutdown() {
+    let mut config = Config::loopback(Strategy::Pool);
+    config.workers = 1;
+    config.queue = 1;
+    config.overflow = Overflow::Block;
+    config.drain_timeout = Duration::from_secs(8);
+    let server = start(config);
+    let addr = server.local_addr();
+    let served = served_connection(addr);
+    let waiting: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    assert!(eventually(|| server.stats().accepted == 3));
+    let stopper = std::thread::spawn(move || server.shutdown());
+    assert!(
+        refused_within(addr, Duration::from_secs(4)),
+        "new connections were not refused during the drain"
+    );
+    for stream in waiting.iter().chain([&served]) {
+        stream.shutdown(Shutdown::Write).expect("half-close");
+    }
+    let stats = stopper.join().expect("shutdown thread");
+    assert_eq!(stats.accepted, 3, "accepted while draining: {stats:?}");
+    assert_eq!((stats.completed, stats.errors), (3, 0), "{stats:?}");
+    assert_eq!(stats.drain_closed, 0, "{stats:?}");
 }
