@@ -37,6 +37,33 @@ const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
 /// After the drain timeout cut the open connections, how long their sessions get to notice.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
+/// A log line for a condition that may repeat quickly (accept failures, a full io_uring): at
+/// most one line a second; lines held back are counted into the next one.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitedLog {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl RateLimitedLog {
+    pub(crate) fn log(&mut self, message: impl FnOnce() -> String) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.held_back += 1;
+            return;
+        }
+        let held_back = std::mem::take(&mut self.held_back);
+        if held_back > 0 {
+            eprintln!("echo-server: {} ({held_back} more since)", message());
+        } else {
+            eprintln!("echo-server: {}", message());
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
 /// State shared by the acceptor, the strategy's threads and every session.
 #[derive(Debug)]
 pub struct Shared {
@@ -237,7 +264,7 @@ fn accept_loop(
     let counters = &shared.counters;
     let mut events = Events::with_capacity(64);
     let mut backing_off = false; // after EMFILE/ENFILE or another accept failure
-    let mut last_accept_log: Option<Instant> = None;
+    let mut accept_log = RateLimitedLog::default();
 
     'serve: while !shared.stopping() {
         let timeout = backing_off.then_some(DESCRIPTOR_BACKOFF);
@@ -270,7 +297,10 @@ fn accept_loop(
                     drop(gate);
                     dispatch.dispatch(conn);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    backing_off = false; // nothing waits: any failure episode is over
+                    break;
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 // `stop()` ended the listen under us (EINVAL): not an accept failure.
                 Err(_) if shared.stopping() => break 'serve,
@@ -278,30 +308,29 @@ fn accept_loop(
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
                     counters.error(ErrorKind::Accept);
                 }
-                Err(err) if is_backing_off(&err) => {
-                    if !backing_off {
-                        counters.error(ErrorKind::Descriptors);
-                    }
-                    backing_off = true;
-                    if last_accept_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        eprintln!(
-                            "echo-server: out of file descriptors on accept ({err}); \
-                             serving open connections, retrying every {DESCRIPTOR_BACKOFF:?}"
-                        );
-                        last_accept_log = Some(Instant::now());
-                    }
-                    break;
-                }
                 Err(err) => {
-                    // Anything else (ENOBUFS, ENOMEM, ...): count, back off like EMFILE.
-                    counters.error(ErrorKind::Accept);
-                    backing_off = true;
-                    if last_accept_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        eprintln!(
-                            "echo-server: accept failed ({err}); retrying every {DESCRIPTOR_BACKOFF:?}"
-                        );
-                        last_accept_log = Some(Instant::now());
+                    // Out of descriptors (EMFILE/ENFILE) or anything else (ENOBUFS, ENOMEM...):
+                    // back off and retry every 100 ms, serving what is open; counted once per
+                    // episode (until an accept works again), logged at most once a second.
+                    let out_of_descriptors = is_backing_off(&err);
+                    if !backing_off {
+                        counters.error(if out_of_descriptors {
+                            ErrorKind::Descriptors
+                        } else {
+                            ErrorKind::Accept
+                        });
                     }
+                    backing_off = true;
+                    accept_log.log(|| {
+                        if out_of_descriptors {
+                            format!(
+                                "out of file descriptors on accept ({err}); serving open \
+                                 connections, retrying every {DESCRIPTOR_BACKOFF:?}"
+                            )
+                        } else {
+                            format!("accept failed ({err}); retrying every {DESCRIPTOR_BACKOFF:?}")
+                        }
+                    });
                     break;
                 }
             }
