@@ -192,13 +192,15 @@ impl Loop {
             for key in again.drain(..) {
                 self.advance(key, now);
             }
-            // Keep both vectors' capacity: no allocation per round.
-            std::mem::swap(&mut self.again, &mut self.again_next);
-            self.again_next = again;
+            // Before the swap: a connection the scan finds with bytes waiting and that yields
+            // goes into `again_next` like any other, so the next poll does not block.
             if now >= next_scan {
                 self.close_expired(now);
                 next_scan = now + self.scan_every;
             }
+            // Keep both vectors' capacity: no allocation per round.
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            self.again_next = again;
         }
         // Only reached with connections left if the poller failed: close them, counted.
         for entry in self.conns.drain() {
