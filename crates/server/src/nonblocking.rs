@@ -200,15 +200,14 @@ impl Session {
             };
             let data = &scratch[..n];
             self.received(data, now, config);
-            match write_some(stream, data) {
-                Ok(written) => {
-                    self.sent(written, now);
-                    if written < n {
-                        self.stash(&data[written..], now);
-                        return Step::Wait;
-                    }
-                }
-                Err(err) => return Step::Close(failed(&err)),
+            let (written, result) = write_some(stream, data);
+            self.sent(written, now);
+            if let Err(err) = result {
+                return Step::Close(failed(&err));
+            }
+            if written < n {
+                self.stash(&data[written..], now);
+                return Step::Wait;
             }
             // A short read drained the socket: new bytes (or the peer's FIN, unless it was
             // already announced) bring a new edge, so the next read would only say EAGAIN.
@@ -224,8 +223,9 @@ impl Session {
         let Some(pending) = &self.pending else {
             return Ok(true);
         };
-        let written = write_some(stream, pending.rest())?;
-        Ok(self.pending_sent(written, now))
+        let (written, result) = write_some(stream, pending.rest());
+        let all_written = self.pending_sent(written, now);
+        result.map(|()| all_written)
     }
 
     /// Ends the connection: its byte counts and how it ended go to the counters
@@ -235,19 +235,21 @@ impl Session {
     }
 }
 
-/// Writes as much of `data` as the socket takes now; `Ok(n < data.len())` means it is full.
-pub fn write_some<S: Write>(mut stream: S, data: &[u8]) -> io::Result<usize> {
+/// Writes as much of `data` as the socket takes now. Returns how many bytes were written (also
+/// when a write then failed: they reached the peer's side and count as sent) and whether it
+/// ended in an error; `(n < data.len(), Ok)` means the socket is full.
+pub fn write_some<S: Write>(mut stream: S, data: &[u8]) -> (usize, io::Result<()>) {
     let mut written = 0;
     while written < data.len() {
         match stream.write(&data[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
+            Err(err) => return (written, Err(err)),
         }
     }
-    Ok(written)
+    (written, Ok(()))
 }
 
 /// The outcome of a failed read or write.
@@ -271,6 +273,8 @@ mod tests {
         reads: RefCell<VecDeque<Option<Vec<u8>>>>,
         read_calls: Cell<usize>,
         room: Cell<usize>,
+        /// Once `room` is used up, writes fail with a reset instead of EAGAIN.
+        reset_when_full: Cell<bool>,
         written: RefCell<Vec<u8>>,
     }
 
@@ -300,6 +304,9 @@ mod tests {
     impl Write for &Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             let n = buf.len().min(self.room.get());
+            if n == 0 && self.reset_when_full.get() {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
             if n == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -436,6 +443,31 @@ mod tests {
         session.write_done(done);
         assert!(!session.expired(done + Duration::from_millis(10), &config));
         assert!(session.expired(done + Duration::from_secs(10), &config));
+    }
+
+    #[test]
+    fn bytes_written_before_a_write_fails_are_counted() {
+        // A write that fails part-way: 5 of 8 bytes written at once, then a reset.
+        let stream = Scripted::new(vec![Some(b"12345678")], 5);
+        stream.reset_when_full.set(true);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Close(Outcome::Failed(ErrorKind::Reset)));
+        assert_eq!((session.bytes_in, session.bytes_out), (8, 5));
+
+        // The same when flushing pending output: 3 stashed, 1 more written, then a reset.
+        let stream = Scripted::new(vec![Some(b"12345678")], 5);
+        let mut session = Session::new(now);
+        assert_eq!(
+            session.advance(&stream, &mut [0u8; 8], now, &config()),
+            Step::Wait
+        );
+        stream.room.set(1);
+        stream.reset_when_full.set(true);
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Close(Outcome::Failed(ErrorKind::Reset)));
+        assert_eq!((session.bytes_in, session.bytes_out), (8, 6));
     }
 
     #[test]

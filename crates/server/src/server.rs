@@ -288,7 +288,9 @@ fn accept_loop(
                 Ok((stream, _peer)) => {
                     backing_off = false;
                     counters.accepted.fetch_add(1, Relaxed);
-                    if counters.open_now() >= shared.config.max_connections as u64 {
+                    if counters.open_now() >= shared.config.max_connections as u64
+                        || !dispatch.has_room()
+                    {
                         counters.rejected.fetch_add(1, Relaxed);
                         drop(stream);
                         continue;

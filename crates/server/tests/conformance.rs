@@ -652,6 +652,10 @@ fn limits_are_honoured_and_counted(strategy: Strategy) {
     let stats = server.shutdown();
     assert_eq!(stats.rejected, 1, "{stats:?}");
     assert_eq!(stats.completed, 2, "{stats:?}");
+    assert_eq!(
+        stats.peak_open_connections, 2,
+        "a rejected connection counted as open: {stats:?}"
+    );
 }
 
 /// 10. SIGTERM during an in-flight session: that session completes, exit 0, stats file written.

@@ -171,7 +171,11 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
                 match stream.try_write(&data[written..]) {
                     Ok(w) => written += w,
                     Err(err) if is_retry(&err) => break,
-                    Err(err) => return Attempt::Over(Outcome::Failed(ErrorKind::of(&err))),
+                    Err(err) => {
+                        // What was written before the failure was sent all the same.
+                        totals.1 += written as u64;
+                        return Attempt::Over(Outcome::Failed(ErrorKind::of(&err)));
+                    }
                 }
             }
             totals.1 += written as u64;
@@ -186,10 +190,11 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
         }
         if !pending.is_empty() {
             // Reading pauses until the rest is written (backpressure), then the buffer goes.
-            if let Some(outcome) = write_all(stream, &pending, config.write_timeout).await {
+            if let Some(outcome) =
+                write_all(stream, &pending, config.write_timeout, &mut totals.1).await
+            {
                 return outcome;
             }
-            totals.1 += pending.len() as u64;
             pending = Vec::new();
         }
         idle.as_mut()
@@ -204,16 +209,20 @@ fn is_retry(err: &io::Error) -> bool {
     )
 }
 
-/// Writes all of `data`; ends the session when a write makes no progress for `write_timeout`.
+/// Writes all of `data`, adding what it writes to `bytes_out` as it goes (so a write that fails
+/// part-way still counts what it sent); ends the session when a write makes no progress for
+/// `write_timeout`.
 async fn write_all(
     stream: &mut TcpStream,
     mut data: &[u8],
     write_timeout: Duration,
+    bytes_out: &mut u64,
 ) -> Option<Outcome> {
     while !data.is_empty() {
         // Fast path without a timer: most writes complete at once.
         match stream.try_write(data) {
             Ok(n) => {
+                *bytes_out += n as u64;
                 data = &data[n..];
                 continue;
             }
@@ -222,7 +231,10 @@ async fn write_all(
         }
         match tokio::time::timeout(write_timeout, stream.write(data)).await {
             Ok(Ok(0)) => return Some(Outcome::Failed(ErrorKind::Io)),
-            Ok(Ok(n)) => data = &data[n..],
+            Ok(Ok(n)) => {
+                *bytes_out += n as u64;
+                data = &data[n..];
+            }
             Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(err)) => return Some(Outcome::Failed(ErrorKind::of(&err))),
             Err(_elapsed) => return Some(Outcome::TimedOut),

@@ -25,6 +25,12 @@ pub trait Dispatch: Send {
     /// Serve (or queue) one admitted connection. Must not fail: a connection that cannot be
     /// served is dropped (closed) and counted.
     fn dispatch(&mut self, conn: Conn);
+    /// Whether a new connection would be taken now; false makes the acceptor close it at once
+    /// and count it `rejected` before admitting it (so it never counts as open). Only
+    /// `pool --overflow reject` with a full queue says no.
+    fn has_room(&self) -> bool {
+        true
+    }
     /// Called once when accepting stops: finish queued work and join owned threads. Sessions still
     /// open are ended by the server's drain (`Registry::shutdown_all`).
     fn finish(self: Box<Self>);
