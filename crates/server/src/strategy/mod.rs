@@ -17,6 +17,8 @@ mod iterative;
 mod pool;
 mod rayon;
 mod thread;
+
+pub use thread::SESSION_STACK_BYTES;
 #[cfg(all(target_os = "linux", feature = "uring"))]
 mod uring;
 
