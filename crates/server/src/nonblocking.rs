@@ -8,7 +8,9 @@
 //! `--buffer-size` bytes) and written back at once; only when the socket does not take all of them
 //! does the rest move into a per-connection buffer ([`Pending`], at most `--buffer-size` bytes), and
 //! reading pauses until that buffer is flushed (backpressure: a client that sends without reading
-//! cannot grow the server's memory). So the steady state allocates nothing per message.
+//! cannot grow the server's memory). That buffer is allocated the first time a write backs up and
+//! kept for the connection's life, so the steady state allocates nothing per message, even for a
+//! client that keeps stalling.
 //!
 //! Time: idle time runs from accept, the last byte received or the last echo completed (the
 //! same rule as the blocking strategies and `async`, whose idle clock restarts after each echo);
@@ -39,10 +41,12 @@ pub enum Step {
 /// Reads a connection may do per readiness event before it yields to the others on its loop.
 const READS_PER_TURN: usize = 16;
 
-/// Output the socket did not take yet: the only per-connection buffer, and only while it lasts.
+/// Output the socket did not take yet: the only per-connection buffer, allocated the first time
+/// a write backs up and kept (empty) for the connection's life after that, so a connection that
+/// keeps stalling allocates once, not per partial write.
 #[derive(Debug)]
 pub struct Pending {
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     written: usize,
 }
 
@@ -58,6 +62,8 @@ impl Pending {
 #[derive(Debug)]
 pub struct Session {
     pending: Option<Pending>,
+    /// The buffer of the last pending output, emptied, for the next stash.
+    spare: Vec<u8>,
     /// When the connection was accepted, the last byte arrived or the last echo completed:
     /// the idle clock.
     idle_since: Instant,
@@ -75,6 +81,7 @@ impl Session {
     pub fn new(accepted_at: Instant) -> Self {
         Session {
             pending: None,
+            spare: Vec::new(),
             idle_since: accepted_at,
             last_written: accepted_at,
             read_closed: false,
@@ -118,10 +125,10 @@ impl Session {
     /// Keeps the bytes the socket did not take; reading pauses until they are written.
     pub fn stash(&mut self, rest: &[u8], now: Instant) {
         debug_assert!(self.pending.is_none(), "stash while output is pending");
-        self.pending = Some(Pending {
-            bytes: rest.into(),
-            written: 0,
-        });
+        let mut bytes = std::mem::take(&mut self.spare);
+        bytes.clear();
+        bytes.extend_from_slice(rest);
+        self.pending = Some(Pending { bytes, written: 0 });
         self.last_written = now;
     }
 
@@ -133,7 +140,9 @@ impl Session {
             Some(pending) => {
                 pending.written += n;
                 if pending.written >= pending.bytes.len() {
-                    self.pending = None;
+                    if let Some(done) = self.pending.take() {
+                        self.spare = done.bytes;
+                    }
                     // The echo completed: the idle clock restarts (a stall longer than the idle
                     // timeout must not close the connection the moment it recovers).
                     self.idle_since = now;
@@ -382,7 +391,7 @@ mod tests {
             session.advance(&stream, &mut scratch, now, &config()),
             Step::Wait
         );
-        assert!(session.pending().is_none(), "buffer freed once flushed");
+        assert!(session.pending().is_none(), "nothing pending once flushed");
         assert_eq!(*stream.written.borrow(), b"123456789");
         assert_eq!((session.bytes_in, session.bytes_out), (9, 9));
     }
@@ -443,6 +452,21 @@ mod tests {
         session.write_done(done);
         assert!(!session.expired(done + Duration::from_millis(10), &config));
         assert!(session.expired(done + Duration::from_secs(10), &config));
+    }
+
+    #[test]
+    fn the_pending_buffer_is_reused_across_stalls() {
+        let stream = Scripted::new(vec![Some(b"12345678"), Some(b"abcdefgh")], 5);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let mut scratch = [0u8; 8];
+        session.advance(&stream, &mut scratch, now, &config());
+        let first = session.pending().map(|p| p.bytes.as_ptr());
+        assert!(first.is_some());
+        stream.room.set(8); // flushes "678", then echoes 5 of "abcdefgh"
+        session.advance(&stream, &mut scratch, now, &config());
+        assert_eq!(session.pending().map(Pending::rest), Some(&b"fgh"[..]));
+        assert_eq!(session.pending().map(|p| p.bytes.as_ptr()), first);
     }
 
     #[test]

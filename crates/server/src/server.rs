@@ -345,3 +345,37 @@ fn accept_loop(
 fn is_backing_off(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocking sessions rely on this: a socket accepted from the nonblocking listener is
+    /// blocking (Linux's `accept(2)` does not inherit `O_NONBLOCK`).
+    #[test]
+    fn accepted_sockets_are_blocking() -> io::Result<()> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 16).map_err(io::Error::other)?;
+        let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(err)
+                    if err.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        // SAFETY: fcntl(F_GETFL) on an open descriptor.
+        let flags = unsafe { libc::fcntl(accepted.as_raw_fd(), libc::F_GETFL) };
+        assert!(flags >= 0);
+        assert_eq!(
+            flags & libc::O_NONBLOCK,
+            0,
+            "accepted socket is nonblocking"
+        );
+        Ok(())
+    }
+}

@@ -98,9 +98,9 @@ fn serve(
     }
 }
 
-/// Blocking mode, no Nagle delay, and the write timeout.
+/// No Nagle delay, and the write timeout. (Accepted sockets are blocking already: on Linux
+/// `accept(2)` does not pass the listener's `O_NONBLOCK` on; a test in `server.rs` checks it.)
 fn prepare(stream: &TcpStream, write_timeout: Duration) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(write_timeout))
 }

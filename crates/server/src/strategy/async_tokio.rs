@@ -2,12 +2,13 @@
 //!
 //! The session is the same as everywhere (read up to the buffer, write all of it back, until the
 //! peer ends its side) over tokio's I/O, with the same deadlines: the idle timeout runs from
-//! accept or the last byte received (one timer per connection, reset on each read, so the
-//! steady state allocates nothing per message), and a write that makes no progress for
+//! accept or the last echo completed (one timer per connection, re-armed only when it fires
+//! before the connection has been idle long enough, so a message costs no timer update and the
+//! steady state allocates nothing), and a write that makes no progress for
 //! `--write-timeout` ends the connection. The memory rule is `event-loop`'s: a task waits for
 //! readiness holding no buffer, reads into its runtime thread's scratch buffer and echoes at
-//! once; only bytes the socket did not take are kept (in a buffer of the task, freed once
-//! written), and reading pauses meanwhile.
+//! once; only bytes the socket did not take are kept (in a buffer of the task, allocated the
+//! first time a write backs up and reused after), and reading pauses meanwhile.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy async --workers 2`.
 
@@ -132,11 +133,15 @@ enum Attempt {
 
 async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u64)) -> Outcome {
     let config = &shared.config;
-    let idle_deadline = tokio::time::Instant::from_std(conn.accepted_at() + config.idle_timeout);
+    // The idle clock: when the connection was accepted, or the last echo completed. Recorded
+    // per message; the timer is re-armed only when it fires early (no timer-wheel update per
+    // message).
+    let mut idle_since = tokio::time::Instant::from_std(conn.accepted_at());
     let stream = conn.stream_mut();
-    // Output the socket did not take at once; empty (no allocation) in the steady state.
+    // Output the socket did not take at once; empty (no allocation) in the steady state, and
+    // its capacity kept once a stall needed it.
     let mut pending: Vec<u8> = Vec::new();
-    let mut idle = pin!(tokio::time::sleep_until(idle_deadline));
+    let mut idle = pin!(tokio::time::sleep_until(idle_since + config.idle_timeout));
     loop {
         let idle_expired = tokio::select! {
             biased;
@@ -144,7 +149,15 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
                 Ok(()) => false,
                 Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
             },
-            () = idle.as_mut() => true,
+            () = idle.as_mut() => {
+                let deadline = idle_since + config.idle_timeout;
+                if deadline > tokio::time::Instant::now() {
+                    // Activity since the timer was armed: wait for the rest of the allowance.
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
+                true
+            }
         };
         // Read into the thread's scratch buffer and echo at once; bytes already waiting when
         // the idle timer fires mean the connection is not idle.
@@ -195,10 +208,9 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
             {
                 return outcome;
             }
-            pending = Vec::new();
+            pending.clear();
         }
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + config.idle_timeout);
+        idle_since = tokio::time::Instant::now();
     }
 }
 
