@@ -72,7 +72,20 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
             step["pass"].as_bool(),
             Some(step["reasons"].as_array().is_some_and(Vec::is_empty))
         );
+        // Every step report was read and judged by loadgen's SLO check.
+        assert!(
+            !step["reasons"].to_string().contains("not a loadgen report"),
+            "{step}"
+        );
     }
+    assert!(
+        steps.iter().any(|s| s["latency_us"]["p99"].is_number()),
+        "{stdout}"
+    );
+    assert_eq!(file["slo"]["text"], "p99<=50ms");
+    assert_eq!(file["slo"]["latency"][0]["key"], "p99");
+    assert_eq!(file["slo"]["latency"][0]["limit_us"], 50_000.0);
+    assert_eq!(file["slo"]["max_errors"], 0);
     assert!(out.path().join("capacity.svg").exists());
     assert!(out.path().join("index.html").exists());
 
