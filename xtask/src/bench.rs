@@ -176,14 +176,10 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         trials: args.trials.unwrap_or(trials),
         duration_ms: duration.as_millis() as u64,
         warmup_ms: args.warmup.unwrap_or(warmup).as_millis() as u64,
-        pin: !args.no_pin,
+        pin: !args.run.no_pin,
         seed: args.seed.unwrap_or_else(rand::random),
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: args
-            .server_args
-            .as_deref()
-            .map(|text| text.split_whitespace().map(String::from).collect())
-            .unwrap_or_default(),
+        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
+        server_args: args.run.server_args(),
     })
 }
 
@@ -686,9 +682,9 @@ pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<(
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut plan = plan_from_args(args)?;
     let root = shell::project_root();
-    let binaries = shell::binaries(&root, &args.build, None)?;
+    let binaries = shell::binaries(&root, &args.run.build, None)?;
     resolve_strategies(&mut plan, &binaries)?;
-    let run_dir = create_run_dir(&root, "bench", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "bench", args.run.out.as_deref())?;
     if plan.all_strategies {
         drop_unstartable_strategies(&mut plan, &binaries, &run_dir)?;
     }

@@ -384,7 +384,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         ));
     }
     let root = shell::project_root();
-    let binaries = shell::binaries(&root, &args.build, None)?;
+    let binaries = shell::binaries(&root, &args.run.build, None)?;
     let mut plan = BenchPlan {
         servers: vec![server.clone()],
         all_strategies: false,
@@ -395,13 +395,13 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         trials: 1,
         duration_ms: args.duration.as_millis() as u64,
         warmup_ms: args.warmup.as_millis() as u64,
-        pin: !args.no_pin,
+        pin: !args.run.no_pin,
         seed: 0,
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: split_args(args.server_args.as_deref()),
+        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
+        server_args: args.run.server_args(),
     };
     crate::bench::resolve_strategies(&mut plan, &binaries)?;
-    let run_dir = create_run_dir(&root, "capacity", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "capacity", args.run.out.as_deref())?;
     // At least 100 latency samples per step, or the loadgen rightly calls the step invalid.
     let min_rate_per_s = (100.0 / args.duration.as_secs_f64().max(0.001)).ceil() as u64;
     let limits = SearchLimits {
@@ -511,12 +511,6 @@ pub fn step_line(step: &Step) -> String {
         },
         if step.attempt > 1 { " [retry]" } else { "" }
     )
-}
-
-/// Splits `--server-args` on whitespace.
-pub fn split_args(text: Option<&str>) -> Vec<String> {
-    text.map(|text| text.split_whitespace().map(String::from).collect())
-        .unwrap_or_default()
 }
 
 /// Turns one trial record into a judged step.

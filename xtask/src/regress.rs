@@ -214,7 +214,7 @@ fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
 fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binaries> {
     let worktree = checkout_worktree(root, commit)?;
     let target = root.join("target").join("xtask-regress");
-    let built = shell::build_binaries(&worktree.path, args.build.build_profile, Some(&target))?;
+    let built = shell::build_binaries(&worktree.path, args.run.build.build_profile, Some(&target))?;
     // Keep copies outside the worktree's lifetime (the target dir is shared and cached).
     let keep = target.join(format!("bin-{}", &commit[..commit.len().min(12)]));
     std::fs::create_dir_all(&keep)?;
@@ -269,7 +269,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         (None, Some(git_ref)) => Some(resolve_ref(&root, git_ref)?),
         _ => None,
     };
-    let candidate_binaries = shell::binaries(&root, &args.build, None)?;
+    let candidate_binaries = shell::binaries(&root, &args.run.build, None)?;
     let strategy_entry = |name: &str| ServerEntry {
         name: name.to_string(),
         command: None,
@@ -310,7 +310,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             )
         }
     };
-    let run_dir = create_run_dir(&root, "regress", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "regress", args.run.out.as_deref())?;
     let plan = BenchPlan {
         servers: vec![],
         all_strategies: false,
@@ -321,10 +321,10 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         trials: args.trials,
         duration_ms: args.duration.as_millis() as u64,
         warmup_ms: args.warmup.as_millis() as u64,
-        pin: !args.no_pin,
+        pin: !args.run.no_pin,
         seed: 0,
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: crate::capacity::split_args(args.server_args.as_deref()),
+        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
+        server_args: args.run.server_args(),
     };
     Manifest::collect(
         "regress",
