@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::flags::BenchArgs;
+use crate::flags::{BenchArgs, RunArgs};
 use crate::loadgen_report::{ReportFigures, read_report};
 use crate::manifest::{Manifest, create_run_dir, write_json};
 use crate::shell::{self, Binaries, Readiness, ServerLaunch};
@@ -181,6 +181,34 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
         server_args: args.run.server_args(),
     })
+}
+
+impl BenchPlan {
+    /// One cell, closed loop, one trial, no servers yet: what `capacity` and `regress` measure
+    /// (they set `servers`, `trials` or `rate_per_s` per step).
+    pub fn one_cell(
+        connections: u32,
+        size_bytes: u32,
+        duration: Duration,
+        warmup: Duration,
+        run: &RunArgs,
+    ) -> Self {
+        BenchPlan {
+            servers: vec![],
+            all_strategies: false,
+            connections: vec![connections],
+            sizes_bytes: vec![size_bytes],
+            depth: None,
+            rate_per_s: None,
+            trials: 1,
+            duration_ms: duration.as_millis() as u64,
+            warmup_ms: warmup.as_millis() as u64,
+            pin: !run.no_pin,
+            seed: 0,
+            ready_timeout_ms: run.ready_timeout.as_millis() as u64,
+            server_args: run.server_args(),
+        }
+    }
 }
 
 /// The matrix, grouped by size, then connections, then server (the table's order).

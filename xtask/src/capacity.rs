@@ -385,21 +385,14 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     }
     let root = shell::project_root();
     let binaries = shell::binaries(&root, &args.run.build, None)?;
-    let mut plan = BenchPlan {
-        servers: vec![server.clone()],
-        all_strategies: false,
-        connections: vec![args.connections],
-        sizes_bytes: vec![args.size],
-        depth: None,
-        rate_per_s: None,
-        trials: 1,
-        duration_ms: args.duration.as_millis() as u64,
-        warmup_ms: args.warmup.as_millis() as u64,
-        pin: !args.run.no_pin,
-        seed: 0,
-        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
-        server_args: args.run.server_args(),
-    };
+    let mut plan = BenchPlan::one_cell(
+        args.connections,
+        args.size,
+        args.duration,
+        args.warmup,
+        &args.run,
+    );
+    plan.servers = vec![server.clone()];
     crate::bench::resolve_strategies(&mut plan, &binaries)?;
     let run_dir = create_run_dir(&root, "capacity", args.run.out.as_deref())?;
     // At least 100 latency samples per step, or the loadgen rightly calls the step invalid.

@@ -312,19 +312,14 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     };
     let run_dir = create_run_dir(&root, "regress", args.run.out.as_deref())?;
     let plan = BenchPlan {
-        servers: vec![],
-        all_strategies: false,
-        connections: vec![args.connections],
-        sizes_bytes: vec![args.size],
-        depth: None,
-        rate_per_s: None,
         trials: args.trials,
-        duration_ms: args.duration.as_millis() as u64,
-        warmup_ms: args.warmup.as_millis() as u64,
-        pin: !args.run.no_pin,
-        seed: 0,
-        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
-        server_args: args.run.server_args(),
+        ..BenchPlan::one_cell(
+            args.connections,
+            args.size,
+            args.duration,
+            args.warmup,
+            &args.run,
+        )
     };
     Manifest::collect(
         "regress",
