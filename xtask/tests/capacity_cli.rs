@@ -3,21 +3,16 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{bin_dir, xtask_binary};
+use common::{fixture_echo, read_json, xtask, xtask_run};
 
 #[test]
 fn capacity_finds_a_bracket_and_writes_its_files() {
     let out = tempfile::tempdir().expect("temp dir");
     // A server that sleeps 1 ms per echo on 4 connections holds at most ~4,000 msg/s, so a
     // ramp from 500/s finds its limit within a few steps whatever the machine's speed.
-    let server = format!(
-        "{} fixture-echo --port {{port}} --delay 1ms --buffer-size 64",
-        xtask_binary()
-    );
-    let output = Command::new(xtask_binary())
-        .args([
+    let server = fixture_echo("1ms");
+    let output = xtask_run(
+        [
             "capacity",
             "--slo",
             "p99<=50ms",
@@ -33,23 +28,18 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
             "200ms",
             "--budget",
             "40s",
-        ])
-        .arg("--server")
-        .arg(&server)
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
+            "--server",
+            &server,
+        ],
+        out.path(),
+    )
+    .output()
+    .expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("capacity: "), "{stdout}");
-    let file: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("capacity.json")).expect("capacity.json"),
-    )
-    .expect("parses");
+    let file = read_json(&out.path().join("capacity.json"));
     assert_eq!(file["schema"], "echolab.xtask.capacity/1");
     let steps = file["steps"].as_array().expect("steps");
     assert!(!steps.is_empty());
@@ -92,11 +82,7 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
     // `report` redraws the plot and the page from capacity.json alone.
     std::fs::remove_file(out.path().join("capacity.svg")).expect("removable");
     std::fs::remove_file(out.path().join("index.html")).expect("removable");
-    let status = Command::new(xtask_binary())
-        .arg("report")
-        .arg(out.path())
-        .status()
-        .expect("runs");
+    let status = xtask(["report"]).arg(out.path()).status().expect("runs");
     assert!(status.success());
     assert!(out.path().join("capacity.svg").exists());
     let index = std::fs::read_to_string(out.path().join("index.html")).expect("index");
@@ -110,10 +96,7 @@ fn unparsable_slo_and_unknown_strategy_exit_2() {
         vec!["capacity", "--slo", "p99<=soon"],
         vec!["capacity", "--slo", "p99<=1ms", "--strategy", "fibers"],
     ] {
-        let output = Command::new(xtask_binary())
-            .args(&args)
-            .output()
-            .expect("runs");
+        let output = xtask(&args).output().expect("runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
     }

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Mutex;
 
-use common::{bin_dir, binaries, xtask_binary};
+use common::{binaries, fixture_echo, read_json, xtask, xtask_run};
 
 /// The regress runs of this file take turns: three paired measurements at once on two cores
 /// would mostly measure each other.
@@ -18,28 +18,19 @@ fn regress(extra: &[String]) -> Output {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(xtask_binary())
-        .args([
-            "regress",
-            "--duration",
-            "400ms",
-            "--warmup",
-            "100ms",
-            "--connections",
-            "4",
-        ])
-        .args(extra)
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
+    let mut argv: Vec<&str> = vec![
+        "regress",
+        "--duration",
+        "400ms",
+        "--warmup",
+        "100ms",
+        "--connections",
+        "4",
+    ];
+    argv.extend(extra.iter().map(String::as_str));
+    let output = xtask_run(argv, out.path()).output().expect("runs");
     if output.status.code() != Some(2) {
-        let file: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.path().join("regress.json")).expect("regress.json"),
-        )
-        .expect("parses");
+        let file = read_json(&out.path().join("regress.json"));
         assert_eq!(file["schema"], "echolab.xtask.regress/1");
         let pairs = file["estimate"]["pairs"].as_u64().expect("pairs");
         assert_eq!(
@@ -49,13 +40,6 @@ fn regress(extra: &[String]) -> Output {
         assert!(out.path().join("index.html").exists());
     }
     output
-}
-
-fn fixture(delay: &str) -> String {
-    format!(
-        "{} fixture-echo --port {{port}} --delay {delay} --buffer-size 64",
-        xtask_binary()
-    )
 }
 
 #[test]
@@ -89,9 +73,9 @@ fn a_server_that_sleeps_per_message_is_slower() {
         "--trials".into(),
         "6".into(),
         "--baseline-server".into(),
-        fixture("0ms"),
+        fixture_echo("0ms"),
         "--candidate-server".into(),
-        fixture("2ms"),
+        fixture_echo("2ms"),
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -112,11 +96,11 @@ fn the_p99_metric_sees_the_sleep_too() {
         "--metric".into(),
         "p99".into(),
         "--baseline-server".into(),
-        fixture("0ms"),
+        fixture_echo("0ms"),
         "--candidate-server".into(),
         // p99 of an unloaded echo reaches a few ms on a busy 2-core machine (seen: 2.7 ms while
         // other builds ran), so the sleep must stand well clear of that noise.
-        fixture("20ms"),
+        fixture_echo("20ms"),
     ]);
     assert_eq!(
         output.status.code(),
@@ -128,8 +112,7 @@ fn the_p99_metric_sees_the_sleep_too() {
 
 #[test]
 fn unknown_git_ref_and_bad_threshold_exit_2() {
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline", "no-such-ref-7f3a9c"])
+    let output = xtask(["regress", "--baseline", "no-such-ref-7f3a9c"])
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
@@ -139,20 +122,17 @@ fn unknown_git_ref_and_bad_threshold_exit_2() {
         "{stderr}"
     );
 
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline", "HEAD", "--threshold", "lots"])
+    let output = xtask(["regress", "--baseline", "HEAD", "--threshold", "lots"])
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
 
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline-server", "x {port}"])
+    let output = xtask(["regress", "--baseline-server", "x {port}"])
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
 
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline", "HEAD", "--trials", "3"])
+    let output = xtask(["regress", "--baseline", "HEAD", "--trials", "3"])
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
