@@ -13,7 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    binaries, files_ending, fixture_echo, processes_mentioning, read_json, xtask, xtask_run,
+    binaries, files_ending, fixture_echo, processes_mentioning, read_json, run_to_exit, xtask,
+    xtask_run,
 };
 use xtask::bench::{BenchPlan, ServerEntry, run_plan};
 use xtask::manifest::Manifest;
@@ -99,16 +100,12 @@ fn tiny_bench_writes_a_complete_run_directory() {
         .collect();
     assert_eq!(pool_reports.len(), 2);
     let merged_path = run_dir.path().join("merged.json");
-    let output = xtask(["merge"])
-        .args(&pool_reports)
-        .arg("-o")
-        .arg(&merged_path)
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_to_exit(
+        xtask(["merge"])
+            .args(&pool_reports)
+            .arg("-o")
+            .arg(&merged_path),
+        0,
     );
     let (a, b, merged) = (
         read_json(pool_reports[0]),
@@ -156,11 +153,10 @@ fn tiny_bench_writes_a_complete_run_directory() {
 
 #[test]
 fn unknown_strategy_exits_2_before_building() {
-    let output = xtask(["bench", "--strategies", "pool,fibers", "--smoke"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, stderr) = run_to_exit(
+        &mut xtask(["bench", "--strategies", "pool,fibers", "--smoke"]),
+        2,
+    );
     assert!(stderr.contains("unknown strategy \"fibers\""), "{stderr}");
 }
 
@@ -170,23 +166,22 @@ fn server_that_never_listens_fails_cleanly() {
     let marker = format!("{}.{}", 7, std::process::id());
     let started = Instant::now();
     let mute = format!("mute=sleep {marker} # {{port}}");
-    let output = xtask_run(
-        [
-            "bench",
-            "--strategies",
-            "none",
-            "--smoke",
-            "--ready-timeout",
-            "1s",
-            "--server",
-            &mute,
-        ],
-        out.path(),
-    )
-    .output()
-    .expect("runs");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, stderr) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--strategies",
+                "none",
+                "--smoke",
+                "--ready-timeout",
+                "1s",
+                "--server",
+                &mute,
+            ],
+            out.path(),
+        ),
+        1,
+    );
     assert!(
         stderr.contains("mute did not accept connections on 127.0.0.1:"),
         "{stderr}"
@@ -258,41 +253,35 @@ fn ctrl_c_stops_server_and_loadgen() {
 #[test]
 fn bin_dir_must_hold_both_binaries() {
     let empty = tempfile::tempdir().expect("temp dir");
-    let output = xtask(["bench", "--smoke", "--bin-dir"])
-        .arg(empty.path())
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+    let (_, stderr) = run_to_exit(
+        xtask(["bench", "--smoke", "--bin-dir"]).arg(empty.path()),
+        2,
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
 #[test]
 fn all_strategies_are_the_ones_the_server_offers() {
     let out = tempfile::tempdir().expect("temp dir");
-    let output = xtask_run(
-        [
-            "bench",
-            "--strategies",
-            "all",
-            "--connections",
-            "1",
-            "--trials",
-            "1",
-            "--duration",
-            "200ms",
-            "--warmup",
-            "0ms",
-            "--no-pin",
-        ],
-        out.path(),
-    )
-    .output()
-    .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--strategies",
+                "all",
+                "--connections",
+                "1",
+                "--trials",
+                "1",
+                "--duration",
+                "200ms",
+                "--warmup",
+                "0ms",
+                "--no-pin",
+            ],
+            out.path(),
+        ),
+        0,
     );
     let offered = xtask::bench::offered_strategies(&binaries().echo_server).expect("lists");
     assert!(offered.len() >= 3, "{offered:?}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture_echo, read_json, xtask, xtask_run};
+use common::{fixture_echo, read_json, run_to_exit, xtask, xtask_run};
 
 #[test]
 fn capacity_finds_a_bracket_and_writes_its_files() {
@@ -11,33 +11,31 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
     // A server that sleeps 1 ms per echo on 4 connections holds at most ~4,000 msg/s, so a
     // ramp from 500/s finds its limit within a few steps whatever the machine's speed.
     let server = fixture_echo("1ms");
-    let output = xtask_run(
-        [
-            "capacity",
-            "--slo",
-            "p99<=50ms",
-            "--connections",
-            "4",
-            "--start-rate",
-            "500",
-            "--precision-percent",
-            "25",
-            "--duration",
-            "700ms",
-            "--warmup",
-            "200ms",
-            "--budget",
-            "40s",
-            "--server",
-            &server,
-        ],
-        out.path(),
-    )
-    .output()
-    .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "capacity",
+                "--slo",
+                "p99<=50ms",
+                "--connections",
+                "4",
+                "--start-rate",
+                "500",
+                "--precision-percent",
+                "25",
+                "--duration",
+                "700ms",
+                "--warmup",
+                "200ms",
+                "--budget",
+                "40s",
+                "--server",
+                &server,
+            ],
+            out.path(),
+        ),
+        0,
+    );
     assert!(stdout.starts_with("capacity: "), "{stdout}");
     let file = read_json(&out.path().join("capacity.json"));
     assert_eq!(file["schema"], "echolab.xtask.capacity/1");
@@ -91,13 +89,31 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
 
 #[test]
 fn unparsable_slo_and_unknown_strategy_exit_2() {
-    for args in [
-        vec!["capacity", "--slo", "p99 under a millisecond"],
-        vec!["capacity", "--slo", "p99<=soon"],
-        vec!["capacity", "--slo", "p99<=1ms", "--strategy", "fibers"],
+    for (args, says) in [
+        (
+            vec!["capacity", "--slo", "p99 under a millisecond"],
+            "has no comparison",
+        ),
+        (
+            vec!["capacity", "--slo", "p99<=soon"],
+            "\"soon\" does not start with a number",
+        ),
+        (
+            vec!["capacity", "--slo", "p99<=1ms,rate>=5000"],
+            "capacity needs upper bounds",
+        ),
+        (
+            vec!["capacity", "--slo", "p99<=1ms", "--strategy", "fibers"],
+            "unknown strategy \"fibers\"",
+        ),
     ] {
-        let output = xtask(&args).output().expect("runs");
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
+        let (_, stderr) = run_to_exit(&mut xtask(&args), 2);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        if !args.contains(&"--strategy") {
+            assert!(
+                stderr.contains("expected e.g. 'p99<=1ms"),
+                "{args:?}: {stderr}"
+            );
+        }
     }
 }

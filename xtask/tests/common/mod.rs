@@ -60,6 +60,20 @@ pub fn xtask_run<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>, out: &Path)
     command
 }
 
+/// Runs `command` to its end and asserts its exit code (showing both outputs when it differs);
+/// returns its stdout and stderr.
+pub fn run_to_exit(command: &mut Command, code: i32) -> (String, String) {
+    let output = command.output().expect("xtask runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{command:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 /// A JSON file parsed (the test fails naming the file when it is missing or malformed).
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path)
