@@ -156,7 +156,8 @@ pub struct CapacityArgs {
     /// Or an external server command with `{port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
     pub server: Option<String>,
-    /// The SLO, e.g. 'p99<=1ms' or 'p99<=1ms,p999<=5ms,errors=0'.
+    /// The SLO in loadgen's `--slo` syntax, upper bounds only: 'p99<=1ms' or
+    /// 'p99<=1ms,p999<=5ms,errors=0' (no errors clause: none tolerated).
     #[arg(long)]
     pub slo: String,
     /// Connections the open-loop load is spread over.
