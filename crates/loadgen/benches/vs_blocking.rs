@@ -73,9 +73,10 @@ fn main() -> anyhow::Result<()> {
             "not pinned".to_string()
         }
     );
+    println!("load average at start: {}", load_average());
     println!(
-        "{:<8} {:<22} {:>12} {:>14} {:>8}",
-        "trial", "client", "messages/s", "CPU µs/msg", "errors"
+        "{:<8} {:<22} {:>12} {:>14} {:>8} {:>10}",
+        "trial", "client", "messages/s", "CPU µs/msg", "errors", "busy"
     );
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for trial in 0..trials {
@@ -90,12 +91,13 @@ fn main() -> anyhow::Result<()> {
                 c.quiet = true;
                 let r = loadgen::run(&c)?;
                 println!(
-                    "{:<8} {:<22} {:>12.0} {:>14.2} {:>8}",
+                    "{:<8} {:<22} {:>12.0} {:>14.2} {:>8} {:>9.0}%",
                     trial + 1,
                     format!("loadgen ({} threads)", r.loadgen.threads),
                     r.throughput.messages_per_s,
                     r.loadgen.cpu_per_message_us,
-                    r.errors.total
+                    r.errors.total,
+                    r.loadgen.busy_fraction * 100.0
                 );
                 ours.push(r.throughput.messages_per_s);
             } else {
@@ -107,18 +109,22 @@ fn main() -> anyhow::Result<()> {
                     duration_ms: seconds * 1000,
                 })?;
                 println!(
-                    "{:<8} {:<22} {:>12.0} {:>14.2} {:>8}",
+                    "{:<8} {:<22} {:>12.0} {:>14.2} {:>8} {:>10}",
                     trial + 1,
                     format!("blocking ({connections} threads)"),
                     r.messages_per_s,
                     r.cpu_per_message_us,
-                    r.errors
+                    r.errors,
+                    "-"
                 );
                 theirs.push(r.messages_per_s);
             }
         }
     }
     server.stop();
+    println!("load average at end: {}", load_average());
+    let best = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
+    let (best_ours, best_theirs) = (best(&ours), best(&theirs));
     let (a, b) = (median(&mut ours), median(&mut theirs));
     let ratio = a / b;
     println!(
@@ -128,6 +134,12 @@ fn main() -> anyhow::Result<()> {
         } else {
             "BELOW the 1.3x goal"
         }
+    );
+    // Interference from other processes only ever slows a trial down, so on a shared machine the
+    // best trial of each is the better estimate of what the design can do.
+    println!(
+        "best:   loadgen {best_ours:.0} msg/s, blocking {best_theirs:.0} msg/s, ratio {:.2}x",
+        best_ours / best_theirs
     );
     Ok(())
 }
@@ -172,4 +184,12 @@ impl TestServer {
             }
         }
     }
+}
+
+/// The first three fields of /proc/loadavg: on a shared machine, other processes competing for
+/// the client core favour the client with more threads (the scheduler is fair per thread).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

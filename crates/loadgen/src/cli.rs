@@ -185,6 +185,22 @@ impl RunArgs {
     }
 }
 
+static INTERRUPTED: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Makes SIGINT and SIGTERM end a run early (it still reports what it measured) instead of
+/// killing the process. The binary calls this; library callers of [`main_with`] may choose not
+/// to, so that their own signal handling stays as it was.
+pub fn install_signal_handlers() -> anyhow::Result<()> {
+    let flag = INTERRUPTED
+        .get_or_init(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)))
+        .clone();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone()).context("installing a signal handler")?;
+    }
+    Ok(())
+}
+
 /// Runs the CLI with `args` (including the program name); returns the exit code.
 pub fn main_with(
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
@@ -375,11 +391,10 @@ impl CliObserver {
             Some(path) => Some(crate::hlog::HlogWriter::create(path)?),
             None => None,
         };
-        let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, interrupted.clone())
-                .context("installing a signal handler")?;
-        }
+        let interrupted = INTERRUPTED
+            .get()
+            .cloned()
+            .unwrap_or_else(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
         Ok(CliObserver {
             interrupted,
             bar,
