@@ -97,6 +97,20 @@ pub fn parse_server_spec(spec: &str) -> Result<ServerEntry> {
     })
 }
 
+/// A built-in strategy as a server entry; an unknown name is an input error listing the known.
+pub fn builtin_strategy(name: &str) -> Result<ServerEntry> {
+    if !KNOWN_STRATEGIES.contains(&name) {
+        return Err(input_error(format!(
+            "unknown strategy {name:?}; known: {}",
+            KNOWN_STRATEGIES.join(", ")
+        )));
+    }
+    Ok(ServerEntry {
+        name: name.to_string(),
+        command: None,
+    })
+}
+
 /// Validates flags into a plan (no processes started); bad input is an [`crate::InputError`].
 pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
     let mut servers = Vec::new();

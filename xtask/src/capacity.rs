@@ -20,7 +20,9 @@ use loadgen::Report;
 use loadgen::slo::{Clause, Metric, Op, check, parse_slo};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{BenchPlan, Pinning, ServerEntry, TrialRunner, parse_server_spec};
+use crate::bench::{
+    BenchPlan, Pinning, ServerEntry, TrialRunner, builtin_strategy, parse_server_spec,
+};
 use crate::flags::CapacityArgs;
 use crate::loadgen_report::read_report;
 use crate::manifest::{Manifest, create_run_dir, write_json};
@@ -364,19 +366,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     let server = match (&args.strategy, &args.server) {
         (Some(_), Some(_)) => return Err(input_error("give --strategy or --server, not both")),
         (None, Some(command)) => parse_server_spec(&format!("server={command}"))?,
-        (strategy, None) => {
-            let name = strategy.clone().unwrap_or_else(|| "pool".into());
-            if !crate::bench::KNOWN_STRATEGIES.contains(&name.as_str()) {
-                return Err(input_error(format!(
-                    "unknown strategy {name:?}; known: {}",
-                    crate::bench::KNOWN_STRATEGIES.join(", ")
-                )));
-            }
-            ServerEntry {
-                name,
-                command: None,
-            }
-        }
+        (strategy, None) => builtin_strategy(strategy.as_deref().unwrap_or("pool"))?,
     };
     if args.connections == 0 || args.size == 0 || args.start_rate == 0 {
         return Err(input_error(

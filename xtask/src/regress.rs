@@ -19,7 +19,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{BenchPlan, Pinning, ServerEntry, TrialRunner, parse_server_spec};
+use crate::bench::{
+    BenchPlan, Pinning, ServerEntry, TrialRunner, builtin_strategy, parse_server_spec,
+};
 use crate::flags::{Metric, RegressArgs};
 use crate::loadgen_report::ReportFigures;
 use crate::manifest::{Manifest, create_run_dir, write_json};
@@ -262,18 +264,12 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             "give --baseline REF, or --baseline-server and --candidate-server",
         ));
     }
-    if !crate::bench::KNOWN_STRATEGIES.contains(&args.strategy.as_str()) {
-        return Err(input_error(format!("unknown strategy {:?}", args.strategy)));
-    }
+    let strategy = builtin_strategy(&args.strategy)?;
     let baseline_commit = match (&external, &args.baseline) {
         (None, Some(git_ref)) => Some(resolve_ref(&root, git_ref)?),
         _ => None,
     };
     let candidate_binaries = shell::binaries(&root, &args.run.build, None)?;
-    let strategy_entry = |name: &str| ServerEntry {
-        name: name.to_string(),
-        command: None,
-    };
     let (baseline_binaries, baseline, candidate) = match external {
         Some((baseline, candidate)) => (
             candidate_binaries.clone(),
@@ -299,13 +295,13 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                     label: "baseline".into(),
                     git_ref: args.baseline.clone(),
                     commit: Some(commit),
-                    server: strategy_entry(&args.strategy),
+                    server: strategy.clone(),
                 },
                 Side {
                     label: "candidate".into(),
                     git_ref: Some("working tree".into()),
                     commit: command_output("git", &["rev-parse", "HEAD"], &root),
-                    server: strategy_entry(&args.strategy),
+                    server: strategy,
                 },
             )
         }

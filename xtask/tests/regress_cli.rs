@@ -1,6 +1,6 @@
 //! `cargo xtask regress` both ways, on port 0 with short trials: a server against itself is
 //! not `slower` (exit 0), a server that sleeps 2 ms before every echo is `slower` (exit 1); bad
-//! input (an unknown git ref, a bad threshold) exits 2 before anything runs.
+//! input (an unknown git ref, a bad threshold, an unknown strategy …) exits 2 before anything runs.
 
 mod common;
 
@@ -124,6 +124,10 @@ fn unknown_git_ref_and_bad_threshold_exit_2() {
         (
             vec!["regress", "--baseline", "HEAD", "--trials", "3"],
             "at least 6 pairs",
+        ),
+        (
+            vec!["regress", "--baseline", "HEAD", "--strategy", "fibers"],
+            "unknown strategy \"fibers\"; known: iterative,",
         ),
     ] {
         let (_, stderr) = run_to_exit(&mut xtask(&args), 2);
