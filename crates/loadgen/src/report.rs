@@ -31,7 +31,9 @@ pub struct Report {
     pub config: Config,
     /// Where and when it ran.
     pub env: Env,
-    /// Length of the measured window in seconds (to the last completion).
+    /// Length of the measured window in seconds: the planned window for a `--duration` run
+    /// (echoes completing after it are not counted as verified), the time to the last echo for
+    /// a `--messages` run.
     pub duration_s: f64,
     /// Message counts in the measured window.
     pub messages: Messages,
@@ -76,7 +78,7 @@ fn default_true() -> bool {
 pub struct Messages {
     /// Measured messages whose first byte was written.
     pub sent: u64,
-    /// Measured messages whose every byte came back as sent.
+    /// Measured messages whose every byte came back as sent, inside the measured window.
     pub verified: u64,
 }
 

@@ -840,11 +840,17 @@ impl Ctx {
             self.flush_intervals(now, false);
         }
         record_ns_as_us(&mut self.interval, latency_ns);
-        self.result.messages_verified += 1;
-        self.live.verified.fetch_add(1, Ordering::Relaxed);
-        conn.messages_verified += 1;
+        // Throughput and fairness count only echoes that complete inside the window: one that
+        // arrives during the post-window drain was not served within the window (its latency,
+        // wait included, is in the histogram above all the same).
+        if self.measuring(now) {
+            self.result.messages_verified += 1;
+            self.live.verified.fetch_add(1, Ordering::Relaxed);
+            conn.messages_verified += 1;
+        }
+        let until = self.timing.measure_end_ns.map_or(now, |end| now.min(end));
         let since = conn.last_progress_ns.max(self.timing.measure_start_ns);
-        conn.max_gap_ns = conn.max_gap_ns.max(now.saturating_sub(since));
+        conn.max_gap_ns = conn.max_gap_ns.max(until.saturating_sub(since));
         conn.last_progress_ns = now;
     }
 

@@ -131,11 +131,16 @@ fn poisson_arrivals_reach_the_target_rate() {
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
     // 1000 expected; a Poisson count has sd ≈ 32, so 800..1200 is over six sigma.
     assert!(
-        (800..=1200).contains(&r.messages.verified),
+        (800..=1200).contains(&r.messages.sent),
         "{} messages",
-        r.messages.verified
+        r.messages.sent
     );
-    assert_eq!(r.messages.verified, r.messages.sent);
+    // An echo that completes after the window is not counted: at most one per connection.
+    assert!(
+        r.messages.verified <= r.messages.sent && r.messages.verified + 4 >= r.messages.sent,
+        "{:?}",
+        r.messages
+    );
 }
 
 #[test]
@@ -146,6 +151,11 @@ fn uniform_rate_sends_exactly_the_scheduled_messages() {
     c.rate_per_s = Some(400.0);
     let r = loadgen::run(&c).unwrap();
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
-    assert_eq!(r.messages.verified, 400);
-    assert!((r.throughput.achieved_ratio.unwrap() - 1.0).abs() < 1e-9);
+    assert_eq!(r.messages.sent, 400);
+    assert_eq!(r.latency_us.count, 400);
+    // The last message of each connection is due 2.5 ms or more before the window ends; on a
+    // loaded machine its echo may complete after the end and is then not counted.
+    assert!(r.messages.verified >= 396, "{:?}", r.messages);
+    let ratio = r.throughput.achieved_ratio.unwrap();
+    assert!((0.99..=1.0 + 1e-9).contains(&ratio), "achieved {ratio}");
 }
