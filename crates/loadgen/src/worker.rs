@@ -114,6 +114,10 @@ struct Conn {
     next_intended_ns: u64,
     schedule_k: u64,
     heap_due: Option<u64>,
+    /// When the connection last became able to take another message (opened, or the cap on
+    /// messages in flight freed a place): a message due before that was held back by the
+    /// server, not by the loop.
+    unblocked_ns: u64,
     rng: u64,
     // fairness
     messages_verified: u64,
@@ -210,6 +214,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 next_intended_ns: phase_ns,
                 schedule_k: 0,
                 heap_due: None,
+                unblocked_ns: 0,
                 rng: (slot as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
                 messages_verified: 0,
                 last_progress_ns: timing.measure_start_ns,
@@ -521,6 +526,7 @@ impl Ctx {
         }
         let _ = stream.set_nodelay(true);
         conn.phase = Phase::Open;
+        conn.unblocked_ns = now;
         self.ever_connected = true;
         self.result.opened += 1;
         record_ns_as_us(
@@ -586,10 +592,24 @@ impl Ctx {
 
     /// Issues every message that is due and writes what it can.
     fn pump(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+        // The loop's own lateness is measured against the clock now, not the poll's timestamp.
+        let now = if self.open_loop {
+            self.timing.now_ns().max(now)
+        } else {
+            now
+        };
         while let Some(intended_ns) = self.next_issue(conn, now) {
             let measured = intended_ns >= self.timing.measure_start_ns;
             if measured && let Some(q) = conn.quota.as_mut() {
                 *q -= 1;
+            }
+            if measured && self.open_loop {
+                // Due while the connection could not take it: the server held it back.
+                if conn.unblocked_ns > intended_ns {
+                    self.result.held_back += 1;
+                }
+                let ready = intended_ns.max(conn.unblocked_ns);
+                record_ns_as_us(&mut self.result.loop_lag, now.saturating_sub(ready));
             }
             conn.in_flight.push_back(Pending {
                 intended_ns,
@@ -826,9 +846,13 @@ impl Ctx {
     }
 
     fn complete(&mut self, conn: &mut Conn, now: u64) {
+        let was_full = conn.in_flight.len() >= self.max_in_flight;
         let Some(p) = conn.in_flight.pop_front() else {
             return;
         };
+        if was_full {
+            conn.unblocked_ns = now;
+        }
         if !p.measured {
             return;
         }

@@ -96,6 +96,18 @@ fn open_loop_corrects_coordinated_omission() {
         on_time_lag.p99_lag_us < held_lag.p99_lag_us / 2,
         "sends on time lag far less than held-back ones: {on_time_lag:?} vs {held_lag:?}"
     );
+    // Held back by the server, not late by the loadgen's fault: the run is valid, the loadgen
+    // not saturated, and the lag sits in the send lag and `held_back`, not in the loop lag.
+    assert!(held_lag.held_back > 0, "{held_lag:?}");
+    assert!(!held_lag.behind, "{held_lag:?}");
+    assert!(!held.loadgen.saturated, "{:?}", held.loadgen);
+    assert!(held.valid, "{:?}", held.invalid_reasons);
+    assert!(
+        held_lag.loop_p99_lag_us < held_lag.p99_lag_us,
+        "loop lag excludes the wait for the server: {held_lag:?}"
+    );
+    assert!(!on_time_lag.behind, "{on_time_lag:?}");
+    assert!(on_time.valid, "{:?}", on_time.invalid_reasons);
 
     eprintln!(
         "on time: latency p95 {} p99 {}, service p99 {}; held back: latency p99 {}, service p99 {}",
@@ -158,4 +170,24 @@ fn uniform_rate_sends_exactly_the_scheduled_messages() {
     assert!(r.messages.verified >= 396, "{:?}", r.messages);
     let ratio = r.throughput.achieved_ratio.unwrap();
     assert!((0.99..=1.0 + 1e-9).contains(&ratio), "achieved {ratio}");
+}
+
+#[test]
+fn a_refused_target_does_not_blame_the_loadgen() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut c = config(&addr.to_string());
+    c.duration_ms = Some(500);
+    c.rate_per_s = Some(1000.0);
+    let r = loadgen::run(&c).unwrap();
+    assert!(r.unreachable());
+    let s = r.schedule.expect("open loop reports its schedule");
+    assert!(!s.behind, "{s:?}");
+    assert!(
+        r.invalid_reasons.iter().all(|x| !x.contains("fell behind")),
+        "{:?}",
+        r.invalid_reasons
+    );
 }
