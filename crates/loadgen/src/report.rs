@@ -208,7 +208,8 @@ pub struct Connections {
     /// Jain's fairness index over messages per connection slot (1 = perfectly even).
     #[serde(default)]
     pub jain_fairness: f64,
-    /// Connection slots that went longer than the stall threshold without a verified echo.
+    /// Connection slots that went longer than the stall threshold with a message outstanding
+    /// and no verified echo (idle time between messages does not count).
     #[serde(default)]
     pub starved: u64,
 }

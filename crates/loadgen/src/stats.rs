@@ -40,7 +40,8 @@ pub struct SlotStats {
     pub slot: usize,
     /// Messages verified in the measured window.
     pub messages: u64,
-    /// Longest time without a verified echo inside the measured window.
+    /// Longest time inside the measured window with a message outstanding and no verified
+    /// echo (from the later of the last echo and the outstanding message's intended time).
     pub max_gap_ns: u64,
 }
 

@@ -123,7 +123,6 @@ struct Conn {
     messages_verified: u64,
     last_progress_ns: u64,
     max_gap_ns: u64,
-    finished_ns: Option<u64>,
 }
 
 impl Conn {
@@ -219,9 +218,6 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 messages_verified: 0,
                 last_progress_ns: timing.measure_start_ns,
                 max_gap_ns: 0,
-                // A slot with no messages to send (`--messages` < `--connections`) is done at
-                // once and never counts as starved.
-                finished_ns: (quota == Some(0)).then_some(timing.measure_start_ns),
             }
         })
         .collect();
@@ -363,14 +359,12 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
 
     let end_ns = ctx.timing.now_ns();
     ctx.flush_intervals(end_ns, true);
-    let window_end = ctx.timing.measure_end_ns.unwrap_or(end_ns).min(end_ns);
+    // Every connection is done here; stalls still open when it ended were counted then.
     for (i, conn) in conns.iter().enumerate() {
-        let until = conn.finished_ns.unwrap_or(window_end).min(window_end);
-        let gap = until.saturating_sub(conn.last_progress_ns);
         let slot = &mut ctx.result.slots[i];
         slot.slot = conn.slot;
         slot.messages = conn.messages_verified;
-        slot.max_gap_ns = conn.max_gap_ns.max(gap);
+        slot.max_gap_ns = conn.max_gap_ns;
     }
     ctx.result.ever_connected = ctx.ever_connected;
     ctx.result.finished_ns = end_ns;
@@ -412,7 +406,7 @@ impl Ctx {
                 detail: detail(),
             });
         }
-        self.close(registry, conn);
+        self.close(registry, conn, now);
         let churn = self.config.messages_per_connection.is_some();
         if churn && self.ever_connected && !self.window_over(conn, now) {
             conn.phase = Phase::Idle;
@@ -422,9 +416,25 @@ impl Ctx {
         }
     }
 
-    fn close(&mut self, registry: &Registry, conn: &mut Conn) {
+    /// Extends the connection's longest stall to `now` (clamped to the window) for a message
+    /// outstanding since `outstanding_since_ns` without an echo.
+    fn note_gap(&self, conn: &mut Conn, now: u64, outstanding_since_ns: u64) {
+        let until = self.timing.measure_end_ns.map_or(now, |end| now.min(end));
+        let since = conn
+            .last_progress_ns
+            .max(outstanding_since_ns)
+            .max(self.timing.measure_start_ns);
+        conn.max_gap_ns = conn.max_gap_ns.max(until.saturating_sub(since));
+    }
+
+    fn close(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
         if let Some(mut stream) = conn.stream.take() {
             let _ = registry.deregister(&mut stream);
+        }
+        // Messages abandoned without an echo: their wait counts as a stall.
+        if let Some(front) = conn.in_flight.front() {
+            let since = front.intended_ns;
+            self.note_gap(conn, now, since);
         }
         conn.in_flight.clear();
         conn.phase = Phase::Idle;
@@ -434,10 +444,9 @@ impl Ctx {
         if conn.phase != Phase::Done {
             self.done += 1;
         }
-        self.close(registry, conn);
+        self.close(registry, conn, now);
         conn.phase = Phase::Done;
         conn.heap_due = None;
-        conn.finished_ns.get_or_insert(now);
     }
 
     /// No more messages will be issued for this slot.
@@ -634,7 +643,7 @@ impl Ctx {
             && conn.issued >= m
         {
             // Churn: close and connect again at once.
-            self.close(registry, conn);
+            self.close(registry, conn, now);
             conn.phase = Phase::Idle;
             conn.retry_at_ns = now;
             self.connect(registry, conn, now);
@@ -872,9 +881,9 @@ impl Ctx {
             self.live.verified.fetch_add(1, Ordering::Relaxed);
             conn.messages_verified += 1;
         }
-        let until = self.timing.measure_end_ns.map_or(now, |end| now.min(end));
-        let since = conn.last_progress_ns.max(self.timing.measure_start_ns);
-        conn.max_gap_ns = conn.max_gap_ns.max(until.saturating_sub(since));
+        // A stall is time with a message outstanding and no echo: from the later of the last
+        // echo and this message's intended time (an idle connection is not stalled).
+        self.note_gap(conn, now, p.intended_ns);
         conn.last_progress_ns = now;
     }
 
@@ -945,8 +954,12 @@ impl Ctx {
             }
             if conn.phase != Phase::Done
                 && self.measuring(now)
-                && now.saturating_sub(conn.last_progress_ns.max(self.timing.measure_start_ns))
-                    > stall_ns
+                && let Some(front) = conn.in_flight.front()
+                && now.saturating_sub(
+                    conn.last_progress_ns
+                        .max(front.intended_ns)
+                        .max(self.timing.measure_start_ns),
+                ) > stall_ns
             {
                 starved_now += 1;
             }

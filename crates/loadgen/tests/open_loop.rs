@@ -191,3 +191,23 @@ fn a_refused_target_does_not_blame_the_loadgen() {
         r.invalid_reasons
     );
 }
+
+/// At 20 messages/s over 40 connections each connection sends one message every 2 s: it is idle
+/// between echoes, and idle is not starved (only time with a message outstanding counts).
+#[test]
+fn idle_connections_at_a_low_rate_are_not_starved() {
+    let server = TestServer::start(Behavior::Echo);
+    let mut c = config(&server.target());
+    c.connections = 40;
+    c.duration_ms = Some(2_500);
+    c.rate_per_s = Some(20.0);
+    c.stall_threshold_ms = 1_000;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.connections.opened, 40);
+    assert_eq!(r.connections.starved, 0, "{:?}", r.connections);
+    let mut out = Vec::new();
+    loadgen::summary::write_summary(&r, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("without any echo"), "{text}");
+}
