@@ -75,6 +75,25 @@ fn legend_line(
     move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style)
 }
 
+/// A line series in the `index`-th color, with its legend entry.
+fn draw_line<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    index: usize,
+    name: String,
+    points: Vec<(f64, f64)>,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series(LineSeries::new(points, color(index).stroke_width(2)))
+        .map_err(plot_error)?
+        .label(name)
+        .legend(legend_line(color(index).stroke_width(2)));
+    Ok(())
+}
+
 /// Draws the legend (upper left, on a light background) and writes the file.
 fn finish<'a, 'b: 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
@@ -277,11 +296,7 @@ pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Resu
         .draw()
         .map_err(plot_error)?;
     for (index, (name, points)) in series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(points, color(index).stroke_width(2)))
-            .map_err(plot_error)?
-            .label(name)
-            .legend(legend_line(color(index).stroke_width(2)));
+        draw_line(&mut chart, index, name, points)?;
     }
     finish(&mut chart, &root)
 }
@@ -350,14 +365,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
         .draw()
         .map_err(plot_error)?;
     for (index, (name, points)) in series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(
-                points.clone(),
-                color(index).stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label(name)
-            .legend(legend_line(color(index).stroke_width(2)));
+        draw_line(&mut chart, index, name, points.clone())?;
         chart
             .draw_series(
                 points
