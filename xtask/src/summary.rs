@@ -138,7 +138,8 @@ pub const MIN_COVERAGE_FOR_WINNER: f64 = 0.90;
 
 /// Marks, per (connections, size), the cell with the highest median as winner when its
 /// interval overlaps no other cell's interval in that group and every interval there has at
-/// least [`MIN_COVERAGE_FOR_WINNER`] coverage.
+/// least [`MIN_COVERAGE_FOR_WINNER`] coverage. Only a clean cell (no failed or invalid trial, no
+/// errors, no starved connection) can win.
 pub fn mark_winners(summaries: &mut [CellSummary]) {
     let groups: Vec<(u32, u32)> = summaries
         .iter()
@@ -156,11 +157,18 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
         {
             continue;
         }
-        let Some(&best) = members.iter().max_by(|&&a, &&b| {
-            summaries[a]
-                .messages_per_s_median
-                .total_cmp(&summaries[b].messages_per_s_median)
-        }) else {
+        // A cell with failed or invalid trials, errors or starved connections measured
+        // something other than an echo server doing its job: it may not win.
+        let Some(&best) =
+            members
+                .iter()
+                .filter(|&&i| is_clean(&summaries[i]))
+                .max_by(|&&a, &&b| {
+                    summaries[a]
+                        .messages_per_s_median
+                        .total_cmp(&summaries[b].messages_per_s_median)
+                })
+        else {
             continue;
         };
         let separated = members.iter().filter(|&&i| i != best).all(|&i| {
@@ -170,6 +178,15 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
         });
         summaries[best].winner = separated;
     }
+}
+
+/// True when every trial of the cell produced a valid, error-free report with no starved
+/// connection.
+fn is_clean(summary: &CellSummary) -> bool {
+    summary.failed_trials == 0
+        && summary.invalid_trials == 0
+        && summary.errors == 0
+        && summary.starved_connections.unwrap_or(0) == 0
 }
 
 /// One output format of the summary.
@@ -523,6 +540,49 @@ mod tests {
         );
         assert_eq!(summaries[1].messages_per_s_ci_coverage, 0.75);
         assert!(summaries.iter().all(|s| !s.winner));
+    }
+
+    #[test]
+    fn bad_trials_never_win() {
+        let cells = vec![cell("slow", 1), cell("fast", 1)];
+        let clean = |trial: u32| {
+            let mut records = Vec::new();
+            for t in 0..trial {
+                records.push(record(cells[0].clone(), t, 100.0 + t as f64, 10.0, 0));
+                records.push(record(cells[1].clone(), t, 200.0 + t as f64, 10.0, 0));
+            }
+            records
+        };
+        assert!(summarize(&cells, &clean(5))[1].winner);
+        type Spoil = fn(&mut TrialRecord);
+        let spoilers: [(&str, Spoil); 4] = [
+            ("errors", |r| {
+                if let Some(f) = r.figures.as_mut() {
+                    f.errors_total = 3;
+                }
+            }),
+            ("invalid", |r| {
+                if let Some(f) = r.figures.as_mut() {
+                    f.valid = Some(false);
+                }
+            }),
+            ("starved", |r| {
+                if let Some(f) = r.figures.as_mut() {
+                    f.starved = Some(1);
+                }
+            }),
+            ("failed", |r| {
+                r.figures = None;
+                r.failure = Some("server exited".into());
+            }),
+        ];
+        for (what, spoil) in spoilers {
+            let mut records = clean(6);
+            // The fast cell's sixth trial is bad; five good ones remain for its interval.
+            spoil(&mut records[11]);
+            let summaries = summarize(&cells, &records);
+            assert!(!summaries[1].winner, "{what}: {summaries:?}");
+        }
     }
 
     #[test]
