@@ -76,6 +76,68 @@ pub fn parse_threshold(text: &str) -> Result<f64> {
     Ok(value)
 }
 
+/// What one pair contributes: a ratio for the estimate, or why it is excluded; and whether the
+/// candidate failed outright (errors or nothing verified), which fails the gate by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairOutcome {
+    pub ratio: Option<f64>,
+    pub excluded: Option<String>,
+    pub candidate_failure: Option<String>,
+}
+
+/// Judges one pair. A pair is excluded when either side's loadgen said `valid: false` (its
+/// numbers cannot be trusted), either side verified nothing, or the baseline had errors. A
+/// candidate with errors or nothing verified fails the gate whatever the ratios say: an echo
+/// server that drops or corrupts messages is broken, not merely slow.
+pub fn judge_pair(
+    metric: Metric,
+    pair: usize,
+    baseline: &ReportFigures,
+    candidate: &ReportFigures,
+) -> PairOutcome {
+    let mut problems = Vec::new();
+    for (label, figures) in [("baseline", baseline), ("candidate", candidate)] {
+        if figures.messages_verified == 0 {
+            problems.push(format!("{label} verified no messages"));
+        } else if figures.valid == Some(false) {
+            problems.push(format!(
+                "{label} measurement invalid ({})",
+                figures.invalid_reasons.join("; ")
+            ));
+        }
+    }
+    if baseline.errors_total > 0 {
+        problems.push(format!("baseline had {} errors", baseline.errors_total));
+    }
+    let candidate_failure = if candidate.errors_total > 0 {
+        Some(format!(
+            "pair {pair}: candidate had {} errors",
+            candidate.errors_total
+        ))
+    } else if candidate.messages_verified == 0 {
+        Some(format!("pair {pair}: candidate verified no messages"))
+    } else {
+        None
+    };
+    if problems.is_empty() {
+        PairOutcome {
+            ratio: Some(pair_ratio(
+                metric,
+                metric_value(metric, baseline),
+                metric_value(metric, candidate),
+            )),
+            excluded: None,
+            candidate_failure,
+        }
+    } else {
+        PairOutcome {
+            ratio: None,
+            excluded: Some(format!("pair {pair}: {}", problems.join("; "))),
+            candidate_failure,
+        }
+    }
+}
+
 /// ABBA order: for pair i, which side runs first (`true` = baseline first).
 pub fn baseline_first(pair: usize) -> bool {
     pair.is_multiple_of(2)
@@ -130,9 +192,13 @@ pub struct RegressFile {
     pub trials: Vec<RegressTrial>,
     /// Per usable pair, candidate vs baseline (below 1 = slower).
     pub ratios: Vec<f64>,
-    /// Pairs left out of the estimate, and why (neither side verified any message).
+    /// Pairs left out of the estimate, and why (either side invalid or verified nothing, or
+    /// the baseline had errors).
     #[serde(default)]
     pub excluded_pairs: Vec<String>,
+    /// Why the candidate fails the gate regardless of the ratios (errors, nothing verified).
+    #[serde(default)]
+    pub candidate_failures: Vec<String>,
     pub estimate: RatioEstimate,
     pub verdict: Verdict,
 }
@@ -355,6 +421,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     let mut trials = Vec::new();
     let mut ratios = Vec::new();
     let mut excluded_pairs = Vec::new();
+    let mut candidate_failures = Vec::new();
     let mut order = 0;
     for pair in 0..args.trials as usize {
         let sides = if baseline_first(pair) {
@@ -368,8 +435,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 (&baseline, &baseline_side_binaries),
             ]
         };
-        let mut values = [f64::NAN; 2];
-        let mut problems = Vec::new();
+        let mut pair_figures: [Option<ReportFigures>; 2] = [None, None];
         for (side, binaries) in sides {
             interrupt::check()?;
             let runner = TrialRunner {
@@ -406,10 +472,6 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 },
                 figures.errors_total
             );
-            values[usize::from(side.label == "candidate")] = value;
-            if figures.messages_verified == 0 {
-                problems.push(format!("{} verified no messages", side.label));
-            }
             if figures.valid == Some(false) {
                 eprintln!(
                     "  note: {} pair {pair}: loadgen says: {}",
@@ -425,19 +487,27 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 valid: figures.valid,
                 report: record.loadgen_json.clone(),
             });
+            pair_figures[usize::from(side.label == "candidate")] = Some(figures);
         }
-        // Only a pair where neither side answered says nothing about the change.
-        if problems.len() < 2 {
-            ratios.push(pair_ratio(args.metric, values[0], values[1]));
-        } else {
-            let why = format!("pair {pair}: {}", problems.join("; "));
+        let [Some(baseline_figures), Some(candidate_figures)] = &pair_figures else {
+            bail!("pair {pair} lacks a side");
+        };
+        let outcome = judge_pair(args.metric, pair, baseline_figures, candidate_figures);
+        if let Some(ratio) = outcome.ratio {
+            ratios.push(ratio);
+        }
+        if let Some(why) = outcome.excluded {
             eprintln!("  excluded {why}");
             excluded_pairs.push(why);
         }
+        if let Some(failure) = outcome.candidate_failure {
+            eprintln!("  gate: {failure}");
+            candidate_failures.push(failure);
+        }
     }
-    if ratios.len() < 6 {
+    if ratios.len() < 6 && candidate_failures.is_empty() {
         bail!(
-            "only {} of {} pairs measured anything ({}); no verdict. For pool or rayon with \
+            "only {} of {} pairs gave a valid measurement on both sides ({}); no verdict. For pool or rayon with \
              more connections than workers, raise --server-args '--workers N' or lower --connections",
             ratios.len(),
             args.trials,
@@ -458,6 +528,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         trials,
         ratios,
         excluded_pairs,
+        candidate_failures,
         estimate,
         verdict,
     };
@@ -465,6 +536,12 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     write_regress_index(&run_dir)?;
     println!("{}", verdict_line(&file));
     println!("run directory: {}", run_dir.display());
+    if !file.candidate_failures.is_empty() {
+        bail!(
+            "the candidate fails the gate: an echo server must not err or go silent ({})",
+            file.candidate_failures.join(" | ")
+        );
+    }
     if verdict == Verdict::Slower {
         bail!(
             "the candidate is slower than the baseline beyond the {:.1}% threshold with 95% confidence",
@@ -580,6 +657,79 @@ mod tests {
         let stalled =
             paired_ratio_median(&[0.5, 0.52, 0.49, 40.0, 0.51, 0.5, 0.48, 0.53, 0.5, 0.47]);
         assert_eq!(verdict(&stalled, 0.05), Verdict::Slower);
+    }
+
+    #[test]
+    fn invalid_pairs_are_excluded_and_candidate_errors_fail() {
+        let figures = |rate: f64, valid: Option<bool>, errors: u64| ReportFigures {
+            messages_per_s: rate,
+            messages_verified: 1000,
+            duration_s: 1.0,
+            p50_us: 10.0,
+            p90_us: 10.0,
+            p99_us: 10.0,
+            p999_us: 10.0,
+            max_us: 10.0,
+            errors_total: errors,
+            valid,
+            invalid_reasons: vec!["loadgen saturated".into()],
+            saturated: None,
+            achieved_ratio: None,
+            target_per_s: None,
+            starved: None,
+        };
+        let good = judge_pair(
+            Metric::Throughput,
+            0,
+            &figures(1000.0, Some(true), 0),
+            &figures(500.0, None, 0),
+        );
+        assert_eq!(good.ratio, Some(0.5));
+        assert_eq!(good.excluded, None);
+        assert_eq!(good.candidate_failure, None);
+        for (baseline, candidate) in [
+            (
+                figures(1000.0, Some(false), 0),
+                figures(500.0, Some(true), 0),
+            ),
+            (
+                figures(1000.0, Some(true), 0),
+                figures(500.0, Some(false), 0),
+            ),
+            (
+                figures(1000.0, Some(true), 2),
+                figures(500.0, Some(true), 0),
+            ),
+        ] {
+            let outcome = judge_pair(Metric::Throughput, 3, &baseline, &candidate);
+            assert_eq!(outcome.ratio, None, "{outcome:?}");
+            assert!(
+                outcome
+                    .excluded
+                    .as_deref()
+                    .is_some_and(|why| why.starts_with("pair 3: ")),
+                "{outcome:?}"
+            );
+        }
+        let erring = judge_pair(
+            Metric::P99,
+            1,
+            &figures(1000.0, Some(true), 0),
+            &figures(1000.0, Some(true), 7),
+        );
+        assert_eq!(erring.ratio, Some(1.0));
+        assert_eq!(
+            erring.candidate_failure.as_deref(),
+            Some("pair 1: candidate had 7 errors")
+        );
+        let mut silent = figures(0.0, Some(false), 0);
+        silent.messages_verified = 0;
+        let dead = judge_pair(Metric::Throughput, 2, &figures(1000.0, None, 0), &silent);
+        assert_eq!(dead.ratio, None);
+        assert_eq!(
+            dead.candidate_failure.as_deref(),
+            Some("pair 2: candidate verified no messages")
+        );
     }
 
     #[test]

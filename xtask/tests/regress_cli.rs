@@ -1,12 +1,12 @@
 //! `cargo xtask regress` both ways, on port 0 with short trials: a server against itself is
-//! not `slower` (exit 0), a server that sleeps 2 ms before every echo is `slower` (exit 1); bad
+//! not `slower` (exit 0), a server that sleeps 4 ms before every echo (against one that sleeps 200 µs) is `slower` (exit 1); bad
 //! input (an unknown git ref, a bad threshold, an unknown strategy …) exits 2 before anything runs.
 
 mod common;
 
 use std::sync::Mutex;
 
-use common::{binaries, fixture_echo, read_json, run_to_exit, xtask, xtask_run};
+use common::{fixture_echo, read_json, run_to_exit, xtask, xtask_run};
 
 /// The regress runs of this file take turns: three paired measurements at once on two cores
 /// would mostly measure each other.
@@ -15,6 +15,11 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Runs `regress` with short trials and `extra`, asserts it exits with `code` and wrote a
 /// consistent `regress.json`; returns its stdout and stderr.
 fn regress(extra: &[&str], code: i32) -> (String, String) {
+    regress_with(extra, "4", code)
+}
+
+/// [`regress`] with `connections` connections per trial.
+fn regress_with(extra: &[&str], connections: &str, code: i32) -> (String, String) {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -26,16 +31,23 @@ fn regress(extra: &[&str], code: i32) -> (String, String) {
         "--warmup",
         "100ms",
         "--connections",
-        "4",
+        connections,
     ];
     argv.extend(extra);
     let outputs = run_to_exit(&mut xtask_run(argv, out.path()), code);
+    assert!(
+        out.path().join("regress.json").exists(),
+        "no verdict:\n{}\n{}",
+        outputs.0,
+        outputs.1
+    );
     let file = read_json(&out.path().join("regress.json"));
     assert_eq!(file["schema"], "echolab.xtask.regress/1");
-    let pairs = file["estimate"]["pairs"].as_u64().expect("pairs");
+    let pairs = file["estimate"]["pairs"].as_u64().expect("pairs") as usize;
+    let excluded = file["excluded_pairs"].as_array().map_or(0, Vec::len);
     assert_eq!(
         file["trials"].as_array().map(Vec::len),
-        Some(2 * pairs as usize)
+        Some(2 * (pairs + excluded))
     );
     assert!(out.path().join("index.html").exists());
     outputs
@@ -43,10 +55,9 @@ fn regress(extra: &[&str], code: i32) -> (String, String) {
 
 #[test]
 fn a_server_against_itself_is_not_slower() {
-    let server = format!(
-        "{} --addr 127.0.0.1:{{port}} --strategy thread",
-        binaries().echo_server.display()
-    );
+    // A server that answers in 200 µs: a full-speed echo would saturate the loadgen in closed
+    // loop on a busy 2-core machine, making pairs invalid (excluded), so no verdict at all.
+    let server = fixture_echo("200us");
     let (stdout, _) = regress(
         &[
             "--trials",
@@ -73,9 +84,9 @@ fn a_server_that_sleeps_per_message_is_slower() {
             "--trials",
             "6",
             "--baseline-server",
-            &fixture_echo("0ms"),
+            &fixture_echo("200us"),
             "--candidate-server",
-            &fixture_echo("2ms"),
+            &fixture_echo("4ms"),
         ],
         1,
     );
@@ -89,20 +100,29 @@ fn a_server_that_sleeps_per_message_is_slower() {
 #[test]
 fn the_p99_metric_sees_the_sleep_too() {
     // p99 is noisier than throughput on a shared machine: more pairs and a longer sleep.
-    regress(
+    let (stdout, stderr) = regress_with(
         &[
             "--trials",
             "6",
             "--metric",
             "p99",
             "--baseline-server",
-            &fixture_echo("0ms"),
+            &fixture_echo("200us"),
             "--candidate-server",
             // p99 of an unloaded echo reaches a few ms on a busy 2-core machine (seen: 2.7 ms
-            // while other builds ran), so the sleep must stand well clear of that noise.
-            &fixture_echo("20ms"),
+            // while other builds ran), so the sleep must stand well clear of that noise; yet
+            // 16 connections × 400 ms must still give loadgen its 100 latency samples on a
+            // loaded machine (4 connections at 20 ms gave 80: invalid, the pairs excluded).
+            &fixture_echo("10ms"),
         ],
+        "16",
         1,
+    );
+    // Exit 1 must come from the verdict, not from some other failure.
+    assert!(stdout.contains("verdict: slower"), "{stdout}");
+    assert!(
+        stderr.contains("slower than the baseline beyond the 5.0% threshold"),
+        "{stderr}"
     );
 }
 
