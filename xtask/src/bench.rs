@@ -479,6 +479,7 @@ impl TrialRunner<'_> {
             server_cpu_s: None,
             server_cpu_per_message_us: None,
             server_peak_rss_kib: None,
+            server_workers: None,
             failure: None,
         };
         let stats_path = paths.server_stats_json.as_deref().map(at);
@@ -537,6 +538,7 @@ impl TrialRunner<'_> {
                 running.name
             );
         }
+        record.server_workers = stats_path.as_deref().and_then(server_workers);
         record.loadgen_exit_code = outcome.status.and_then(|status| status.code());
         let report = at(&paths.loadgen_json);
         if outcome.timed_out {
@@ -570,6 +572,15 @@ impl TrialRunner<'_> {
         }
         Ok(record)
     }
+}
+
+/// The `workers` a built-in server reported in its `--stats-json` file, if it wrote one.
+pub fn server_workers(stats_json: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(stats_json).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("workers")?
+        .as_u64()
 }
 
 /// One line per finished trial.
@@ -759,10 +770,12 @@ pub fn run_plan(
     };
     manifest.versions.echo_server = version_of(&binaries.echo_server);
     manifest.versions.loadgen = version_of(&binaries.loadgen);
+    let pinning = Pinning::new(plan.pin);
+    manifest.server_cpus = pinning.server.clone();
+    manifest.loadgen_cpus = pinning.loadgen.clone();
     manifest.write(run_dir)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
 
-    let pinning = Pinning::new(plan.pin);
     let cells = cells(plan);
     let order = schedule(cells.len(), plan.trials, plan.seed);
     let per_trial = Duration::from_millis(plan.warmup_ms + plan.duration_ms);

@@ -330,7 +330,32 @@ pub struct CapacityFile {
     pub capacity_per_s: Option<u64>,
     pub first_fail_per_s: Option<u64>,
     pub stopped_because: String,
+    /// The server arguments xtask passed (`--server-args`, plus `--workers N` when it added
+    /// that; see [`workers_for`]).
+    #[serde(default)]
+    pub server_args: Vec<String>,
+    /// `--workers N` that xtask added for a strategy serving at most N connections at once.
+    #[serde(default)]
+    pub workers_added: Option<u32>,
     pub steps: Vec<Step>,
+}
+
+/// Strategies that serve at most `--workers` connections at once: with fewer workers than
+/// connections the rest starve, and capacity would measure starvation, not the server.
+pub const BOUNDED_STRATEGIES: [&str; 2] = ["pool", "rayon"];
+
+/// `Some(connections)` when the built-in `strategy` serves at most W connections at once and
+/// `server_args` sets no `--workers`: the worker count capacity should pass.
+pub fn workers_for(
+    strategy: &str,
+    builtin: bool,
+    server_args: &[String],
+    connections: u32,
+) -> Option<u32> {
+    let has_workers = server_args
+        .iter()
+        .any(|arg| arg == "--workers" || arg.starts_with("--workers="));
+    (builtin && BOUNDED_STRATEGIES.contains(&strategy) && !has_workers).then_some(connections)
 }
 
 /// Schema id of `capacity.json`.
@@ -384,6 +409,21 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     );
     plan.servers = vec![server.clone()];
     crate::bench::resolve_strategies(&mut plan, &binaries)?;
+    let workers_added = workers_for(
+        &server.name,
+        server.command.is_none(),
+        &plan.server_args,
+        args.connections,
+    );
+    if let Some(workers) = workers_added {
+        plan.server_args
+            .extend(["--workers".to_string(), workers.to_string()]);
+        eprintln!(
+            "capacity: passing --workers {workers} to {} so it can serve all {} connections \
+             at once (give --server-args '--workers N' to choose)",
+            server.name, args.connections
+        );
+    }
     let run_dir = create_run_dir(&root, "capacity", args.run.out.as_deref())?;
     // At least 100 latency samples per step, or the loadgen rightly calls the step invalid.
     let min_rate_per_s = (100.0 / args.duration.as_secs_f64().max(0.001)).ceil() as u64;
@@ -394,16 +434,19 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         precision: args.precision_percent / 100.0,
         max_steps: 40,
     };
-    let manifest = Manifest::collect(
+    let mut manifest = Manifest::collect(
         "capacity",
         serde_json::json!({"server": server, "slo": slo.record, "limits": limits,
             "connections": args.connections, "size_bytes": args.size,
-            "duration_ms": plan.duration_ms, "warmup_ms": plan.warmup_ms, "pin": plan.pin}),
+            "duration_ms": plan.duration_ms, "warmup_ms": plan.warmup_ms, "pin": plan.pin,
+            "server_args": plan.server_args, "workers_added": workers_added}),
         &root,
     );
+    let pinning = Pinning::new(plan.pin);
+    manifest.server_cpus = pinning.server.clone();
+    manifest.loadgen_cpus = pinning.loadgen.clone();
     manifest.write(&run_dir)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
-    let pinning = Pinning::new(plan.pin);
     eprintln!(
         "capacity of {} at SLO {:?} ({} connections, {} B): ramp from {}/s, budget {}; run directory {}",
         server.name,
@@ -467,6 +510,8 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         capacity_per_s: outcome.capacity_per_s,
         first_fail_per_s: outcome.first_fail_per_s,
         stopped_because: outcome.stopped_because.clone(),
+        server_args: plan.server_args.clone(),
+        workers_added,
         steps: every_step,
     };
     write_json(&run_dir.join("capacity.json"), &file)?;
@@ -808,5 +853,20 @@ mod tests {
         one_error.errors.total = 1;
         let (pass, reasons) = judge(&slo, 10_000, &one_error);
         assert!(!pass && reasons[0].contains("errors<=0"), "{reasons:?}");
+    }
+
+    #[test]
+    fn bounded_strategies_get_a_worker_per_connection() {
+        let none: Vec<String> = vec![];
+        assert_eq!(workers_for("pool", true, &none, 16), Some(16));
+        assert_eq!(workers_for("rayon", true, &none, 4), Some(4));
+        assert_eq!(workers_for("thread", true, &none, 16), None);
+        assert_eq!(workers_for("pool", false, &none, 16), None);
+        let given = vec!["--workers".to_string(), "2".to_string()];
+        assert_eq!(workers_for("pool", true, &given, 16), None);
+        assert_eq!(
+            workers_for("pool", true, &["--workers=3".to_string()], 16),
+            None
+        );
     }
 }

@@ -60,6 +60,10 @@ pub struct TrialRecord {
     pub server_cpu_per_message_us: Option<f64>,
     /// Server peak RSS (`VmHWM`) at the end of the trial, KiB.
     pub server_peak_rss_kib: Option<u64>,
+    /// Worker threads / loops the server reported (`workers` of its `--stats-json`); built-in
+    /// strategies only. Shows when pinning shrank a default pool to one worker.
+    #[serde(default)]
+    pub server_workers: Option<u64>,
     /// Why the trial produced no figures (server failed to start, loadgen crashed, …).
     pub failure: Option<String>,
 }
@@ -91,6 +95,9 @@ pub struct CellSummary {
     pub errors: u64,
     pub server_cpu_per_message_us: Option<f64>,
     pub server_peak_rss_kib: Option<u64>,
+    /// Most workers the server reported in any trial (built-in strategies).
+    #[serde(default)]
+    pub server_workers: Option<u64>,
     /// Highest median for its (connections, size) and its interval overlaps no other's.
     pub winner: bool,
 }
@@ -124,6 +131,7 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord]) -> Vec<CellSummary> {
                 errors: figures.iter().map(|f| f.errors_total).sum(),
                 server_cpu_per_message_us: (!cpu.is_empty()).then(|| stats::median(&cpu)),
                 server_peak_rss_kib: of_cell.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+                server_workers: of_cell.iter().filter_map(|r| r.server_workers).max(),
                 winner: false,
             }
         })
@@ -266,7 +274,10 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
                 note.push_str(&format!(" {starved} starved"));
             }
             vec![
-                s.cell.server.clone(),
+                match s.server_workers {
+                    Some(workers) => format!("{} (w={workers})", s.cell.server),
+                    None => s.cell.server.clone(),
+                },
                 s.cell.connections.to_string(),
                 s.cell.size_bytes.to_string(),
                 format_count(s.messages_per_s_median),
@@ -467,6 +478,7 @@ mod tests {
             server_cpu_s: Some(0.5),
             server_cpu_per_message_us: Some(rate / 10_000.0),
             server_peak_rss_kib: Some(2048 + trial as u64),
+            server_workers: None,
             failure: None,
         }
     }
@@ -647,6 +659,24 @@ mod tests {
         assert!(
             lines[1].starts_with("iterative,16,64,3,0,0,100.0,20.00,"),
             "{csv}"
+        );
+    }
+
+    #[test]
+    fn the_table_shows_the_servers_real_worker_count() {
+        let cells = vec![cell("pool", 16)];
+        let mut records = vec![record(cells[0].clone(), 0, 100.0, 10.0, 0)];
+        records[0].server_workers = Some(1);
+        let summaries = summarize(&cells, &records);
+        assert_eq!(summaries[0].server_workers, Some(1));
+        let mut out = Vec::new();
+        TerminalTable.export(&summaries, &mut out).expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("pool (w=1)")),
+            "{text}"
         );
     }
 

@@ -63,6 +63,16 @@ fn tiny_bench_writes_a_complete_run_directory() {
         assert!(summary.messages_per_s_median > 0.0, "{summary:?}");
         assert!(summary.p99_us >= summary.p50_us, "{summary:?}");
         assert!(summary.server_peak_rss_kib.unwrap_or(0) > 0, "{summary:?}");
+        assert!(
+            summary.server_cpu_per_message_us.is_some_and(|us| us > 0.0),
+            "{summary:?}"
+        );
+        // Built-in strategies report their real worker count; external servers cannot.
+        assert_eq!(
+            summary.server_workers.is_some_and(|w| w >= 1),
+            summary.cell.server == "pool",
+            "{summary:?}"
+        );
     }
 
     let manifest = Manifest::read(run_dir.path()).expect("manifest parses back");
@@ -79,6 +89,18 @@ fn tiny_bench_writes_a_complete_run_directory() {
     assert_eq!(manifest.config["trials"], 2);
     assert_eq!(manifest.config["seed"], 7);
     assert!(manifest.versions.echo_server.is_some());
+    // Pinned on 2+ cores: both CPU sets recorded, disjoint.
+    if manifest.cores >= 2 {
+        let server = manifest.server_cpus.clone().expect("server CPUs recorded");
+        let loadgen = manifest
+            .loadgen_cpus
+            .clone()
+            .expect("loadgen CPUs recorded");
+        assert!(
+            server.iter().all(|cpu| !loadgen.contains(cpu)),
+            "{manifest:?}"
+        );
+    }
 
     let trials_dir = run_dir.path().join("trials");
     let reports = files_ending(&trials_dir, ".loadgen.json");
@@ -86,7 +108,8 @@ fn tiny_bench_writes_a_complete_run_directory() {
     let trials = read_json(&run_dir.path().join("trials.json"));
     assert_eq!(trials["trials"].as_array().map(Vec::len), Some(8));
     let markdown = std::fs::read_to_string(run_dir.path().join("summary.md")).expect("md");
-    assert!(markdown.contains("| pool | 4 | 64 |"), "{markdown}");
+    assert!(markdown.contains("| pool (w="), "{markdown}");
+    assert!(markdown.contains(") | 4 | 64 |"), "{markdown}");
     let csv = std::fs::read_to_string(run_dir.path().join("summary.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 5, "{csv}");
     // The pool server wrote its own counters on SIGTERM.
@@ -135,7 +158,7 @@ fn tiny_bench_writes_a_complete_run_directory() {
     for needle in [
         "<img src=\"throughput.svg\"",
         "<img src=\"latency_c4.svg\"",
-        "<td>pool</td>",
+        "<td>pool (w=",
     ] {
         assert!(index.contains(needle), "index.html lacks {needle}");
     }
@@ -289,7 +312,7 @@ fn all_strategies_are_the_ones_the_server_offers() {
         assert!(
             stdout
                 .lines()
-                .any(|line| line.starts_with(&format!("{strategy} "))),
+                .any(|line| line.starts_with(&format!("{strategy} (w="))),
             "{strategy} missing from\n{stdout}"
         );
     }
