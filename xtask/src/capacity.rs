@@ -52,6 +52,51 @@ pub struct Step {
     pub reasons: Vec<String>,
     /// The loadgen report, relative to the run directory.
     pub report: Option<String>,
+    /// True for the single re-measurement of the final passing rate (see [`settle`]).
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// True when a failed step failed only because of the instrument (loadgen invalid or
+/// saturated): it says nothing about the server except "at least this fast".
+pub fn instrument_limited(step: &Step) -> bool {
+    !step.pass
+        && !step.reasons.is_empty()
+        && step
+            .reasons
+            .iter()
+            .all(|reason| reason.starts_with("loadgen "))
+}
+
+/// The answer after the search: a failed confirmation moves the capacity down to the highest
+/// other passing rate below it (and makes it the first failure); a first failure that was the
+/// loadgen's own becomes `loadgen_limit_per_s`.
+pub fn settle(outcome: &mut SearchOutcome, steps: &[Step]) -> Option<u64> {
+    if let Some(confirm) = steps.iter().find(|step| step.confirm)
+        && !confirm.pass
+    {
+        let unconfirmed = confirm.target_per_s;
+        outcome.capacity_per_s = steps
+            .iter()
+            .filter(|step| step.pass && !step.confirm && step.target_per_s < unconfirmed)
+            .map(|step| step.target_per_s)
+            .max();
+        outcome.first_fail_per_s = Some(
+            outcome
+                .first_fail_per_s
+                .map_or(unconfirmed, |fail| fail.min(unconfirmed)),
+        );
+        outcome.stopped_because = format!(
+            "{}; {unconfirmed} msg/s failed its confirmation",
+            outcome.stopped_because
+        );
+    }
+    let fail = outcome.first_fail_per_s?;
+    let at_fail: Vec<&Step> = steps
+        .iter()
+        .filter(|step| step.target_per_s == fail)
+        .collect();
+    (!at_fail.is_empty() && at_fail.iter().all(|step| instrument_limited(step))).then_some(fail)
 }
 
 fn first_attempt() -> u32 {
@@ -330,6 +375,13 @@ pub struct CapacityFile {
     pub capacity_per_s: Option<u64>,
     pub first_fail_per_s: Option<u64>,
     pub stopped_because: String,
+    /// Whether the re-measurement of the final passing rate passed (null: nothing to confirm).
+    #[serde(default)]
+    pub confirmed: Option<bool>,
+    /// Set when the first failing rate failed only because the loadgen was invalid or
+    /// saturated: the capacity is then a lower bound ("at least").
+    #[serde(default)]
+    pub loadgen_limit_per_s: Option<u64>,
     /// The server arguments xtask passed (`--server-args`, plus `--workers N` when it added
     /// that; see [`workers_for`]).
     #[serde(default)]
@@ -362,7 +414,14 @@ pub fn workers_for(
 pub const CAPACITY_SCHEMA: &str = "echolab.xtask.capacity/1";
 
 /// The one-line answer.
-pub fn answer_line(outcome: &SearchOutcome) -> String {
+pub fn answer_line(outcome: &SearchOutcome, loadgen_limit_per_s: Option<u64>) -> String {
+    if let (Some(pass), Some(limit)) = (outcome.capacity_per_s, loadgen_limit_per_s) {
+        return format!(
+            "capacity: at least {} msg/s (loadgen limit reached at {})",
+            crate::summary::format_count(pass as f64),
+            crate::summary::format_count(limit as f64)
+        );
+    }
     match (outcome.capacity_per_s, outcome.first_fail_per_s) {
         (Some(pass), Some(fail)) => format!(
             "capacity: {} msg/s (passes at {}, fails at {} msg/s; {})",
@@ -498,6 +557,28 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         }
         Ok(last)
     })?;
+    let mut outcome = outcome;
+    // Retries let a rate pass on its luckiest attempt, which biases the answer upward: the
+    // final passing rate is measured once more and must pass again.
+    let mut confirmed = None;
+    if let Some(rate) = outcome.capacity_per_s {
+        interrupt::check()?;
+        let mut step_plan = plan.clone();
+        step_plan.rate_per_s = Some(rate);
+        let runner = TrialRunner {
+            plan: &step_plan,
+            binaries: &binaries,
+            run_dir: &run_dir,
+            pinning: &pinning,
+        };
+        let record = runner.run_trial(order, &cell, 0, &server)?;
+        let mut step = step_from_record(&slo, rate, &record, &run_dir)?;
+        step.confirm = true;
+        eprintln!("{} (confirmation)", step_line(&step));
+        confirmed = Some(step.pass);
+        every_step.push(step);
+    }
+    let loadgen_limit_per_s = settle(&mut outcome, &every_step);
     let file = CapacityFile {
         schema: CAPACITY_SCHEMA.into(),
         server,
@@ -510,13 +591,15 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         capacity_per_s: outcome.capacity_per_s,
         first_fail_per_s: outcome.first_fail_per_s,
         stopped_because: outcome.stopped_because.clone(),
+        confirmed,
+        loadgen_limit_per_s,
         server_args: plan.server_args.clone(),
         workers_added,
         steps: every_step,
     };
     write_json(&run_dir.join("capacity.json"), &file)?;
     crate::report::draw_capacity(&run_dir, &file)?;
-    println!("{}", answer_line(&outcome));
+    println!("{}", answer_line(&outcome, loadgen_limit_per_s));
     println!("run directory: {}", run_dir.display());
     Ok(())
 }
@@ -559,6 +642,7 @@ pub fn step_from_record(
         pass: false,
         reasons: vec![reason],
         report: None,
+        confirm: false,
     };
     let report_path = run_dir.join(&record.loadgen_json);
     if let Some(failure) = &record.failure {
@@ -592,6 +676,7 @@ pub fn step_from_record(
         pass,
         reasons,
         report: Some(record.loadgen_json.clone()),
+        confirm: false,
     })
 }
 
@@ -611,6 +696,7 @@ mod tests {
             pass: rate <= knee,
             reasons: vec![],
             report: None,
+            confirm: false,
         }
     }
 
@@ -669,7 +755,7 @@ mod tests {
         let rates: Vec<u64> = outcome.steps.iter().map(|s| s.target_per_s).collect();
         assert_eq!(rates, [1000, 500, 250]);
         assert_eq!(outcome.capacity_per_s, None);
-        assert!(answer_line(&outcome).starts_with("capacity: below 250 msg/s"));
+        assert!(answer_line(&outcome, None).starts_with("capacity: below 250 msg/s"));
     }
 
     #[test]
@@ -679,7 +765,7 @@ mod tests {
         let outcome = search(&small, |rate| Ok(Some(fake_step(rate, u64::MAX)))).expect("runs");
         assert_eq!(outcome.capacity_per_s, Some(5_000));
         assert_eq!(outcome.first_fail_per_s, None);
-        assert!(answer_line(&outcome).starts_with("capacity: at least 5,000 msg/s"));
+        assert!(answer_line(&outcome, None).starts_with("capacity: at least 5,000 msg/s"));
 
         let mut budget = 3;
         let outcome = search(&limits(), |rate| {
@@ -868,5 +954,62 @@ mod tests {
             workers_for("pool", true, &["--workers=3".to_string()], 16),
             None
         );
+    }
+
+    #[test]
+    fn a_failed_confirmation_lowers_the_capacity() {
+        let mut steps: Vec<Step> = [500, 1000, 2000, 1500]
+            .into_iter()
+            .map(|rate| fake_step(rate, 1500))
+            .collect();
+        let mut outcome = SearchOutcome {
+            capacity_per_s: Some(1500),
+            first_fail_per_s: Some(2000),
+            steps: vec![],
+            stopped_because: "bracket within 25%".into(),
+        };
+        let mut confirm = fake_step(1500, 1000);
+        confirm.confirm = true;
+        confirm.reasons = vec!["p99 NOT MET".into()];
+        steps.push(confirm);
+        assert_eq!(settle(&mut outcome, &steps), None);
+        assert_eq!(outcome.capacity_per_s, Some(1000));
+        assert_eq!(outcome.first_fail_per_s, Some(1500));
+        assert!(outcome.stopped_because.contains("failed its confirmation"));
+        // A passing confirmation changes nothing.
+        let mut outcome = SearchOutcome {
+            capacity_per_s: Some(1500),
+            first_fail_per_s: Some(2000),
+            steps: vec![],
+            stopped_because: "bracket within 25%".into(),
+        };
+        let last = steps.len() - 1;
+        steps[last] = fake_step(1500, 1500);
+        steps[last].confirm = true;
+        assert_eq!(settle(&mut outcome, &steps), None);
+        assert_eq!(outcome.capacity_per_s, Some(1500));
+    }
+
+    #[test]
+    fn a_loadgen_limit_makes_the_answer_a_lower_bound() {
+        let mut fail = fake_step(4000, 2000);
+        fail.reasons = vec!["loadgen saturated".into()];
+        let steps = vec![fake_step(2000, 2000), fail];
+        let mut outcome = SearchOutcome {
+            capacity_per_s: Some(2000),
+            first_fail_per_s: Some(4000),
+            steps: vec![],
+            stopped_because: "bracket within 25%".into(),
+        };
+        let limit = settle(&mut outcome, &steps);
+        assert_eq!(limit, Some(4000));
+        assert_eq!(
+            answer_line(&outcome, limit),
+            "capacity: at least 2,000 msg/s (loadgen limit reached at 4,000)"
+        );
+        // A failure of the server's own (latency) is a real bracket.
+        let mut fail = fake_step(4000, 2000);
+        fail.reasons = vec!["p99 NOT MET".into(), "loadgen saturated".into()];
+        assert_eq!(settle(&mut outcome, &[fake_step(2000, 2000), fail]), None);
     }
 }

@@ -416,7 +416,8 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
                     first_fail_per_s: file.first_fail_per_s,
                     steps: vec![],
                     stopped_because: file.stopped_because.clone(),
-                }
+                },
+                file.loadgen_limit_per_s
             )),
             capacity_steps_html(file)
         ),

@@ -48,12 +48,22 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
         first_fail.is_some(),
         "a 1 ms-per-echo server must fail somewhere: {stdout}"
     );
-    if let (Some(capacity), Some(first_fail)) = (capacity, first_fail) {
-        assert!(capacity < first_fail);
-        assert!(
-            capacity <= 8_000,
-            "impossible capacity {capacity} for 4 × 1 ms"
-        );
+    // A real answer, not "every step failed": 4 connections × 1 ms per echo hold at most
+    // 4,000 msg/s, and a ramp from 500/s passes at least once even on a loaded machine.
+    let capacity = capacity.unwrap_or_else(|| panic!("no capacity found: {stdout}"));
+    let first_fail = first_fail.expect("checked above");
+    assert!(capacity < first_fail, "{stdout}");
+    assert!(
+        (150..=4_100).contains(&capacity),
+        "implausible capacity {capacity} for 4 × 1 ms: {stdout}"
+    );
+    // The reported rate was measured once more, and that confirmation passed.
+    let confirmations: Vec<&serde_json::Value> =
+        steps.iter().filter(|s| s["confirm"] == true).collect();
+    assert_eq!(confirmations.len(), 1, "{stdout}");
+    assert_eq!(file["confirmed"], confirmations[0]["pass"]);
+    if file["confirmed"] == true {
+        assert_eq!(confirmations[0]["target_per_s"].as_u64(), Some(capacity));
     }
     for step in steps {
         assert_eq!(
