@@ -506,7 +506,7 @@ impl TrialRunner<'_> {
         let warmup = Duration::from_millis(self.plan.warmup_ms);
         let cpu_at_warmup_end = std::thread::spawn(move || {
             std::thread::sleep(warmup);
-            shell::proc_cpu_seconds(pid).ok()
+            shell::group_cpu_seconds(pid).ok()
         });
         let args = loadgen_args(
             self.plan,
@@ -524,8 +524,8 @@ impl TrialRunner<'_> {
             &at(&paths.loadgen_log),
             timeout,
         )?;
-        let cpu_end = shell::proc_cpu_seconds(pid).ok();
-        record.server_peak_rss_kib = shell::proc_peak_rss_kib(pid).ok();
+        let cpu_end = shell::group_cpu_seconds(pid).ok();
+        record.server_peak_rss_kib = shell::group_peak_rss_kib(pid).ok();
         let (status, killed) = running.guard.stop()?;
         if killed {
             eprintln!(
