@@ -254,8 +254,13 @@ pub fn resolve_ref(root: &Path, git_ref: &str) -> Result<String> {
 
 /// Checks `commit` out in a fresh temporary worktree (detached), removed again on drop.
 fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
-    let parent = tempfile_dir()?;
-    let path = parent.join(format!(
+    // A regress killed hard (a second Ctrl-C, SIGKILL) leaves a registered worktree whose
+    // directory may be gone; prune those records first so they never pile up.
+    let _ = Command::new("git")
+        .args(["worktree", "prune"])
+        .current_dir(root)
+        .status();
+    let path = std::env::temp_dir().join(format!(
         "echolab-baseline-{}-{}",
         &commit[..commit.len().min(12)],
         std::process::id()
@@ -295,12 +300,6 @@ fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binar
         echo_server,
         loadgen,
     })
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir();
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// `cargo xtask regress`.

@@ -319,3 +319,36 @@ fn all_strategies_are_the_ones_the_server_offers() {
     let manifest = Manifest::read(out.path()).expect("manifest");
     assert_eq!(manifest.config["pin"], false);
 }
+
+#[test]
+fn a_forking_server_that_never_listens_leaves_no_process_behind() {
+    // The server command forks a grandchild (`sleep … &`) before exec'ing: stopping only the
+    // PID xtask started would leave the grandchild running; the whole group must go.
+    let out = tempfile::tempdir().expect("temp dir");
+    let marker = format!("{}.{}", 8, std::process::id());
+    let forking = format!("forking=sleep {marker}1 & exec sleep {marker}2 # {{port}}");
+    let (_, stderr) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--strategies",
+                "none",
+                "--smoke",
+                "--ready-timeout",
+                "1s",
+                "--server",
+                &forking,
+            ],
+            out.path(),
+        ),
+        1,
+    );
+    assert!(
+        stderr.contains("forking did not accept connections"),
+        "{stderr}"
+    );
+    assert!(
+        processes_mentioning(&format!("sleep {marker}")).is_empty(),
+        "the forking server or its grandchild was left running"
+    );
+}
