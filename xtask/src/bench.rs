@@ -410,14 +410,6 @@ impl Progress {
             None => eprintln!("{line}"),
         }
     }
-
-    /// A line that is not a step.
-    pub fn note(&self, line: String) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
 }
 
 impl Drop for Progress {
