@@ -165,6 +165,15 @@ impl Config {
         }
     }
 
+    /// The test hook: panics when `data` contains the configured trigger (never otherwise).
+    pub fn check_panic_trigger(&self, data: &[u8]) {
+        if let Some(trigger) = &self.panic_trigger
+            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
+        {
+            panic!("panic trigger received (test hook)");
+        }
+    }
+
     /// Checks values that would make the server misbehave rather than fail loudly.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
