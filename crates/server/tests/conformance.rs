@@ -514,7 +514,7 @@ fn stuck_reader_is_cut_by_the_write_timeout(strategy: Strategy) {
     let (result, stalled_for) = writer.join().expect("writer thread");
     let err = result.expect_err("the server took all 64 MiB from a client that never reads");
     // The server closed it (reset or broken pipe), not the client's own 20 s write timeout,
-    // and within a few write timeouts of the last progress.
+    // and within a few write timeouts of the last progress (5, for a loaded machine).
     assert!(
         matches!(
             err.kind(),
@@ -523,7 +523,7 @@ fn stuck_reader_is_cut_by_the_write_timeout(strategy: Strategy) {
         "the stuck client's write ended with {err:?}, not a reset by the server"
     );
     assert!(
-        stalled_for < Duration::from_secs(3),
+        stalled_for < Duration::from_secs(5),
         "closed {stalled_for:?} after the last progress with --write-timeout 1s"
     );
     let growth_kib = server.peak_rss_kib().saturating_sub(baseline_kib);
@@ -796,6 +796,8 @@ fn drain_cuts_sessions_that_outlive_the_drain_timeout(strategy: Strategy) {
             eventually(|| sent.load(Ordering::Relaxed) >= MIB as u64),
             "the non-reading client could not send"
         );
+        // Bytes can wait in the backlog before accept: wait until it is being served.
+        assert!(eventually(|| server.stats().accepted == 2));
         writer
     });
     let started = Instant::now();
@@ -816,14 +818,22 @@ fn drain_cuts_sessions_that_outlive_the_drain_timeout(strategy: Strategy) {
     }
 }
 
-/// Whether connecting to `addr` is refused (no listener) at some point within `within`.
+/// Whether connecting to `addr` is refused (no listener) at some point within `within`. A
+/// connect reset during its handshake (the listen ended under it) counts as refused too.
 /// Connections that still got through (before the server stopped listening) are closed on return.
 fn refused_within(addr: SocketAddr, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut accepted_meanwhile = Vec::new();
     loop {
         match TcpStream::connect(addr) {
-            Err(err) if err.kind() == ErrorKind::ConnectionRefused => return true,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+                ) =>
+            {
+                return true;
+            }
             Err(err) => panic!("connect while draining: {err}"),
             Ok(stream) => accepted_meanwhile.push(stream),
         }
@@ -858,21 +868,25 @@ fn new_clients_are_refused_while_draining(strategy: Strategy) {
 }
 
 /// Idle timeout: a connection that sends nothing is closed and counted `timed_out`, and one that
-/// keeps sending (a byte every 50 ms for three idle timeouts) is not: idle time runs from the
-/// last byte received.
+/// keeps sending (a byte every 50 ms for 1.5 idle timeouts of 2 s: room for a loaded machine) is
+/// not: idle time runs from the last byte received.
 fn idle_connection_is_closed_and_counted(strategy: Strategy) {
     let mut config = Config::loopback(strategy);
-    config.idle_timeout = Duration::from_millis(500);
+    config.idle_timeout = Duration::from_secs(2);
     let server = start(config);
     let mut active = connect(server.local_addr());
     let started = Instant::now();
     let mut sent = 0u8;
-    while started.elapsed() < Duration::from_millis(1500) {
+    while started.elapsed() < Duration::from_millis(3000) {
         active.write_all(&[sent]).expect("write");
         let mut echo = [0u8; 1];
-        active
-            .read_exact(&mut echo)
-            .expect("active connection echoed");
+        if let Err(err) = active.read_exact(&mut echo) {
+            panic!(
+                "active connection not echoed after {:?}: {err}; {:?}",
+                started.elapsed(),
+                server.stats()
+            );
+        }
         assert_eq!(echo[0], sent);
         sent = sent.wrapping_add(1);
         std::thread::sleep(Duration::from_millis(50));
@@ -885,7 +899,7 @@ fn idle_connection_is_closed_and_counted(strategy: Strategy) {
     let mut idle = connect(server.local_addr());
     let started = Instant::now();
     assert!(closed_without_echo(&mut idle), "idle connection not closed");
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() >= Duration::from_millis(1800));
     let stats = server.shutdown();
     assert_eq!(stats.timed_out, 1, "{stats:?}");
     assert_eq!(stats.completed, 1, "{stats:?}");
