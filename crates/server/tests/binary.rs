@@ -76,6 +76,54 @@ fn address_in_use_is_a_clear_error_with_exit_1() {
     );
 }
 
+/// `--verbose`: a connection that ends in an error is logged on stderr with the client's address
+/// and the kind (without the flag it is only counted).
+#[test]
+fn verbose_logs_a_failed_connection_with_its_peer_and_kind() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let (mut child, addr, _stdout) = spawn(&["--verbose"]);
+    let mut stderr = stderr_lines(&mut child);
+    let mut client = std::net::TcpStream::connect(&addr).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let peer = client.local_addr().expect("local addr").to_string();
+    client.write_all(&vec![7u8; 256 * 1024]).expect("write");
+    let mut some = [0u8; 1024];
+    client.read_exact(&mut some).expect("some echo");
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger 0");
+    drop(client); // RST while the server is echoing
+    let line = stderr
+        .find(|line| line.contains(&peer))
+        .unwrap_or_else(|| panic!("no stderr line names {peer}"));
+    assert!(line.contains("reset"), "{line}");
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+}
+
+/// The child's stderr as lines, read on a thread (so the pipe never fills); the iterator ends
+/// when no line comes for 20 s.
+fn stderr_lines(child: &mut Child) -> impl Iterator<Item = String> + use<> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::iter::from_fn(move || {
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .ok()
+    })
+}
+
 #[test]
 fn bad_flags_exit_2_with_a_message() {
     for args in [
