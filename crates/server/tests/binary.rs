@@ -7,6 +7,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_echo-server");
 
+mod common;
+use common::sigterm;
+
 /// Starts the binary on port 0 and returns it with the address from its first stdout line.
 fn spawn(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
     let mut child = Command::new(BIN)
@@ -17,20 +20,8 @@ fn spawn(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
         .spawn()
         .expect("spawn echo-server");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first stdout line");
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim()
-        .to_string();
+    let addr = common::listening_addr(&mut stdout).to_string();
     (child, addr, stdout)
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: plain kill(2) on the child we spawned.
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
 }
 
 #[test]

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use echo_server::{Config, Overflow, Server, Stats, Strategy};
 
+mod common;
+
 const MIB: usize = 1024 * 1024;
 /// Generous bound for anything that should take milliseconds (the machine is shared and slow).
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -216,14 +218,7 @@ impl ChildServer {
         }
         let mut child = command.spawn().expect("spawn echo-server");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("first stdout line");
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .parse()
-            .expect("address");
+        let addr = common::listening_addr(&mut stdout);
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let lines = Arc::clone(&stderr_lines);
@@ -282,28 +277,13 @@ impl ChildServer {
     }
 
     fn sigterm(&self) {
-        // SAFETY: plain kill(2) on the child we spawned.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill");
+        common::sigterm(&self.child);
     }
 
     /// SIGTERM, wait for exit 0 (bounded), and return the stats file's counters.
-    fn terminate(mut self) -> Stats {
+    fn terminate(self) -> Stats {
         self.sigterm();
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!("echo-server did not exit after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert!(status.success(), "exit status {status}");
-        let text = std::fs::read_to_string(&self.stats_path).expect("stats file written");
-        serde_json::from_str(&text).expect("stats JSON")
+        self.terminate_after_signal()
     }
 }
 
@@ -936,14 +916,7 @@ fn bytes_waiting_are_never_idle(strategy: Strategy) {
 impl ChildServer {
     /// Waits for the exit after a SIGTERM already sent; returns the stats file's counters.
     fn terminate_after_signal(mut self) -> Stats {
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = common::wait_for_exit(&mut self.child, PATIENCE);
         assert!(status.success(), "exit status {status}");
         // The stderr reader thread may still be catching up with the last lines.
         assert!(
