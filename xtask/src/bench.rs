@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::flags::BenchArgs;
+use crate::flags::{BenchArgs, RunArgs};
 use crate::loadgen_report::{ReportFigures, read_report};
 use crate::manifest::{Manifest, create_run_dir, write_json};
 use crate::shell::{self, Binaries, Readiness, ServerLaunch};
@@ -94,6 +94,20 @@ pub fn parse_server_spec(spec: &str) -> Result<ServerEntry> {
     Ok(ServerEntry {
         name: name.to_string(),
         command: Some(command.trim().to_string()),
+    })
+}
+
+/// A built-in strategy as a server entry; an unknown name is an input error listing the known.
+pub fn builtin_strategy(name: &str) -> Result<ServerEntry> {
+    if !KNOWN_STRATEGIES.contains(&name) {
+        return Err(input_error(format!(
+            "unknown strategy {name:?}; known: {}",
+            KNOWN_STRATEGIES.join(", ")
+        )));
+    }
+    Ok(ServerEntry {
+        name: name.to_string(),
+        command: None,
     })
 }
 
@@ -176,15 +190,39 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         trials: args.trials.unwrap_or(trials),
         duration_ms: duration.as_millis() as u64,
         warmup_ms: args.warmup.unwrap_or(warmup).as_millis() as u64,
-        pin: !args.no_pin,
+        pin: !args.run.no_pin,
         seed: args.seed.unwrap_or_else(rand::random),
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: args
-            .server_args
-            .as_deref()
-            .map(|text| text.split_whitespace().map(String::from).collect())
-            .unwrap_or_default(),
+        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
+        server_args: args.run.server_args(),
     })
+}
+
+impl BenchPlan {
+    /// One cell, closed loop, one trial, no servers yet: what `capacity` and `regress` measure
+    /// (they set `servers`, `trials` or `rate_per_s` per step).
+    pub fn one_cell(
+        connections: u32,
+        size_bytes: u32,
+        duration: Duration,
+        warmup: Duration,
+        run: &RunArgs,
+    ) -> Self {
+        BenchPlan {
+            servers: vec![],
+            all_strategies: false,
+            connections: vec![connections],
+            sizes_bytes: vec![size_bytes],
+            depth: None,
+            rate_per_s: None,
+            trials: 1,
+            duration_ms: duration.as_millis() as u64,
+            warmup_ms: warmup.as_millis() as u64,
+            pin: !run.no_pin,
+            seed: 0,
+            ready_timeout_ms: run.ready_timeout.as_millis() as u64,
+            server_args: run.server_args(),
+        }
+    }
 }
 
 /// The matrix, grouped by size, then connections, then server (the table's order).
@@ -686,9 +724,9 @@ pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<(
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut plan = plan_from_args(args)?;
     let root = shell::project_root();
-    let binaries = shell::binaries(&root, &args.build, None)?;
+    let binaries = shell::binaries(&root, &args.run.build, None)?;
     resolve_strategies(&mut plan, &binaries)?;
-    let run_dir = create_run_dir(&root, "bench", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "bench", args.run.out.as_deref())?;
     if plan.all_strategies {
         drop_unstartable_strategies(&mut plan, &binaries, &run_dir)?;
     }

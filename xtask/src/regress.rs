@@ -19,7 +19,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{BenchPlan, Pinning, ServerEntry, TrialRunner, parse_server_spec};
+use crate::bench::{
+    BenchPlan, Pinning, ServerEntry, TrialRunner, builtin_strategy, parse_server_spec,
+};
 use crate::flags::{Metric, RegressArgs};
 use crate::loadgen_report::ReportFigures;
 use crate::manifest::{Manifest, create_run_dir, write_json};
@@ -214,7 +216,7 @@ fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
 fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binaries> {
     let worktree = checkout_worktree(root, commit)?;
     let target = root.join("target").join("xtask-regress");
-    let built = shell::build_binaries(&worktree.path, args.build.build_profile, Some(&target))?;
+    let built = shell::build_binaries(&worktree.path, args.run.build.build_profile, Some(&target))?;
     // Keep copies outside the worktree's lifetime (the target dir is shared and cached).
     let keep = target.join(format!("bin-{}", &commit[..commit.len().min(12)]));
     std::fs::create_dir_all(&keep)?;
@@ -262,18 +264,12 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             "give --baseline REF, or --baseline-server and --candidate-server",
         ));
     }
-    if !crate::bench::KNOWN_STRATEGIES.contains(&args.strategy.as_str()) {
-        return Err(input_error(format!("unknown strategy {:?}", args.strategy)));
-    }
+    let strategy = builtin_strategy(&args.strategy)?;
     let baseline_commit = match (&external, &args.baseline) {
         (None, Some(git_ref)) => Some(resolve_ref(&root, git_ref)?),
         _ => None,
     };
-    let candidate_binaries = shell::binaries(&root, &args.build, None)?;
-    let strategy_entry = |name: &str| ServerEntry {
-        name: name.to_string(),
-        command: None,
-    };
+    let candidate_binaries = shell::binaries(&root, &args.run.build, None)?;
     let (baseline_binaries, baseline, candidate) = match external {
         Some((baseline, candidate)) => (
             candidate_binaries.clone(),
@@ -299,32 +295,27 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                     label: "baseline".into(),
                     git_ref: args.baseline.clone(),
                     commit: Some(commit),
-                    server: strategy_entry(&args.strategy),
+                    server: strategy.clone(),
                 },
                 Side {
                     label: "candidate".into(),
                     git_ref: Some("working tree".into()),
                     commit: command_output("git", &["rev-parse", "HEAD"], &root),
-                    server: strategy_entry(&args.strategy),
+                    server: strategy,
                 },
             )
         }
     };
-    let run_dir = create_run_dir(&root, "regress", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "regress", args.run.out.as_deref())?;
     let plan = BenchPlan {
-        servers: vec![],
-        all_strategies: false,
-        connections: vec![args.connections],
-        sizes_bytes: vec![args.size],
-        depth: None,
-        rate_per_s: None,
         trials: args.trials,
-        duration_ms: args.duration.as_millis() as u64,
-        warmup_ms: args.warmup.as_millis() as u64,
-        pin: !args.no_pin,
-        seed: 0,
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: crate::capacity::split_args(args.server_args.as_deref()),
+        ..BenchPlan::one_cell(
+            args.connections,
+            args.size,
+            args.duration,
+            args.warmup,
+            &args.run,
+        )
     };
     Manifest::collect(
         "regress",

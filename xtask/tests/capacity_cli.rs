@@ -3,53 +3,41 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{bin_dir, xtask_binary};
+use common::{fixture_echo, read_json, run_to_exit, xtask, xtask_run};
 
 #[test]
 fn capacity_finds_a_bracket_and_writes_its_files() {
     let out = tempfile::tempdir().expect("temp dir");
     // A server that sleeps 1 ms per echo on 4 connections holds at most ~4,000 msg/s, so a
     // ramp from 500/s finds its limit within a few steps whatever the machine's speed.
-    let server = format!(
-        "{} fixture-echo --port {{port}} --delay 1ms --buffer-size 64",
-        xtask_binary()
+    let server = fixture_echo("1ms");
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "capacity",
+                "--slo",
+                "p99<=50ms",
+                "--connections",
+                "4",
+                "--start-rate",
+                "500",
+                "--precision-percent",
+                "25",
+                "--duration",
+                "700ms",
+                "--warmup",
+                "200ms",
+                "--budget",
+                "40s",
+                "--server",
+                &server,
+            ],
+            out.path(),
+        ),
+        0,
     );
-    let output = Command::new(xtask_binary())
-        .args([
-            "capacity",
-            "--slo",
-            "p99<=50ms",
-            "--connections",
-            "4",
-            "--start-rate",
-            "500",
-            "--precision-percent",
-            "25",
-            "--duration",
-            "700ms",
-            "--warmup",
-            "200ms",
-            "--budget",
-            "40s",
-        ])
-        .arg("--server")
-        .arg(&server)
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("capacity: "), "{stdout}");
-    let file: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("capacity.json")).expect("capacity.json"),
-    )
-    .expect("parses");
+    let file = read_json(&out.path().join("capacity.json"));
     assert_eq!(file["schema"], "echolab.xtask.capacity/1");
     let steps = file["steps"].as_array().expect("steps");
     assert!(!steps.is_empty());
@@ -72,18 +60,27 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
             step["pass"].as_bool(),
             Some(step["reasons"].as_array().is_some_and(Vec::is_empty))
         );
+        // Every step report was read and judged by loadgen's SLO check.
+        assert!(
+            !step["reasons"].to_string().contains("not a loadgen report"),
+            "{step}"
+        );
     }
+    assert!(
+        steps.iter().any(|s| s["latency_us"]["p99"].is_number()),
+        "{stdout}"
+    );
+    assert_eq!(file["slo"]["text"], "p99<=50ms");
+    assert_eq!(file["slo"]["latency"][0]["key"], "p99");
+    assert_eq!(file["slo"]["latency"][0]["limit_us"], 50_000.0);
+    assert_eq!(file["slo"]["max_errors"], 0);
     assert!(out.path().join("capacity.svg").exists());
     assert!(out.path().join("index.html").exists());
 
     // `report` redraws the plot and the page from capacity.json alone.
     std::fs::remove_file(out.path().join("capacity.svg")).expect("removable");
     std::fs::remove_file(out.path().join("index.html")).expect("removable");
-    let status = Command::new(xtask_binary())
-        .arg("report")
-        .arg(out.path())
-        .status()
-        .expect("runs");
+    let status = xtask(["report"]).arg(out.path()).status().expect("runs");
     assert!(status.success());
     assert!(out.path().join("capacity.svg").exists());
     let index = std::fs::read_to_string(out.path().join("index.html")).expect("index");
@@ -92,16 +89,31 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
 
 #[test]
 fn unparsable_slo_and_unknown_strategy_exit_2() {
-    for args in [
-        vec!["capacity", "--slo", "p99 under a millisecond"],
-        vec!["capacity", "--slo", "p99<=soon"],
-        vec!["capacity", "--slo", "p99<=1ms", "--strategy", "fibers"],
+    for (args, says) in [
+        (
+            vec!["capacity", "--slo", "p99 under a millisecond"],
+            "has no comparison",
+        ),
+        (
+            vec!["capacity", "--slo", "p99<=soon"],
+            "\"soon\" does not start with a number",
+        ),
+        (
+            vec!["capacity", "--slo", "p99<=1ms,rate>=5000"],
+            "capacity needs upper bounds",
+        ),
+        (
+            vec!["capacity", "--slo", "p99<=1ms", "--strategy", "fibers"],
+            "unknown strategy \"fibers\"",
+        ),
     ] {
-        let output = Command::new(xtask_binary())
-            .args(&args)
-            .output()
-            .expect("runs");
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
+        let (_, stderr) = run_to_exit(&mut xtask(&args), 2);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        if !args.contains(&"--strategy") {
+            assert!(
+                stderr.contains("expected e.g. 'p99<=1ms"),
+                "{args:?}: {stderr}"
+            );
+        }
     }
 }

@@ -98,6 +98,21 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
             p99_lag_us: schedules.iter().map(|s| s.p99_lag_us).max().unwrap_or(0),
             mean_lag_us: schedules.iter().map(|s| s.mean_lag_us).fold(0.0, f64::max),
             behind: schedules.iter().any(|s| s.behind),
+            loop_max_lag_us: schedules
+                .iter()
+                .map(|s| s.loop_max_lag_us)
+                .max()
+                .unwrap_or(0),
+            loop_p99_lag_us: schedules
+                .iter()
+                .map(|s| s.loop_p99_lag_us)
+                .max()
+                .unwrap_or(0),
+            loop_mean_lag_us: schedules
+                .iter()
+                .map(|s| s.loop_mean_lag_us)
+                .fold(0.0, f64::max),
+            held_back: schedules.iter().map(|s| s.held_back).sum(),
         });
     }
     // Connections: Jain's index from n, Σx and Σx² (Σx² = (Σx)² / (n·J)).

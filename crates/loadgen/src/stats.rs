@@ -40,7 +40,8 @@ pub struct SlotStats {
     pub slot: usize,
     /// Messages verified in the measured window.
     pub messages: u64,
-    /// Longest time without a verified echo inside the measured window.
+    /// Longest time inside the measured window with a message outstanding and no verified
+    /// echo (from the later of the last echo and the outstanding message's intended time).
     pub max_gap_ns: u64,
 }
 
@@ -53,8 +54,17 @@ pub struct ThreadResult {
     pub service: Histogram<u64>,
     /// Connect time (µs).
     pub connect: Histogram<u64>,
-    /// Open loop: actual first-byte write minus intended send time (µs).
+    /// Open loop: actual first-byte write minus intended send time (µs); includes waiting for
+    /// the server (the `--depth` cap, socket backpressure, a reconnect).
     pub schedule_lag: Histogram<u64>,
+    /// Open loop: the loop's own lateness (µs): when it issued a message minus when it could
+    /// have, i.e. the later of the intended time and the moment the connection could take
+    /// another message (the cap freed, the connection opened). Waiting for the server is not in
+    /// it.
+    pub loop_lag: Histogram<u64>,
+    /// Open loop: measured messages whose intended time came while the connection could not
+    /// take them (the `--depth` cap was full, or it was connecting).
+    pub held_back: u64,
     /// Measured messages whose first byte was written.
     pub messages_sent: u64,
     /// Measured messages verified in full.
@@ -89,6 +99,8 @@ impl ThreadResult {
             service: new_histogram(),
             connect: new_histogram(),
             schedule_lag: new_histogram(),
+            loop_lag: new_histogram(),
+            held_back: 0,
             messages_sent: 0,
             messages_verified: 0,
             bytes_sent: 0,
@@ -114,6 +126,8 @@ impl ThreadResult {
         add(&mut self.service, &other.service);
         add(&mut self.connect, &other.connect);
         add(&mut self.schedule_lag, &other.schedule_lag);
+        add(&mut self.loop_lag, &other.loop_lag);
+        self.held_back += other.held_back;
         self.messages_sent += other.messages_sent;
         self.messages_verified += other.messages_verified;
         self.bytes_sent += other.bytes_sent;

@@ -114,12 +114,15 @@ struct Conn {
     next_intended_ns: u64,
     schedule_k: u64,
     heap_due: Option<u64>,
+    /// When the connection last became able to take another message (opened, or the cap on
+    /// messages in flight freed a place): a message due before that was held back by the
+    /// server, not by the loop.
+    unblocked_ns: u64,
     rng: u64,
     // fairness
     messages_verified: u64,
     last_progress_ns: u64,
     max_gap_ns: u64,
-    finished_ns: Option<u64>,
 }
 
 impl Conn {
@@ -210,13 +213,11 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 next_intended_ns: phase_ns,
                 schedule_k: 0,
                 heap_due: None,
+                unblocked_ns: 0,
                 rng: (slot as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
                 messages_verified: 0,
                 last_progress_ns: timing.measure_start_ns,
                 max_gap_ns: 0,
-                // A slot with no messages to send (`--messages` < `--connections`) is done at
-                // once and never counts as starved.
-                finished_ns: (quota == Some(0)).then_some(timing.measure_start_ns),
             }
         })
         .collect();
@@ -358,14 +359,12 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
 
     let end_ns = ctx.timing.now_ns();
     ctx.flush_intervals(end_ns, true);
-    let window_end = ctx.timing.measure_end_ns.unwrap_or(end_ns).min(end_ns);
+    // Every connection is done here; stalls still open when it ended were counted then.
     for (i, conn) in conns.iter().enumerate() {
-        let until = conn.finished_ns.unwrap_or(window_end).min(window_end);
-        let gap = until.saturating_sub(conn.last_progress_ns);
         let slot = &mut ctx.result.slots[i];
         slot.slot = conn.slot;
         slot.messages = conn.messages_verified;
-        slot.max_gap_ns = conn.max_gap_ns.max(gap);
+        slot.max_gap_ns = conn.max_gap_ns;
     }
     ctx.result.ever_connected = ctx.ever_connected;
     ctx.result.finished_ns = end_ns;
@@ -407,7 +406,7 @@ impl Ctx {
                 detail: detail(),
             });
         }
-        self.close(registry, conn);
+        self.close(registry, conn, now);
         let churn = self.config.messages_per_connection.is_some();
         if churn && self.ever_connected && !self.window_over(conn, now) {
             conn.phase = Phase::Idle;
@@ -417,9 +416,25 @@ impl Ctx {
         }
     }
 
-    fn close(&mut self, registry: &Registry, conn: &mut Conn) {
+    /// Extends the connection's longest stall to `now` (clamped to the window) for a message
+    /// outstanding since `outstanding_since_ns` without an echo.
+    fn note_gap(&self, conn: &mut Conn, now: u64, outstanding_since_ns: u64) {
+        let until = self.timing.measure_end_ns.map_or(now, |end| now.min(end));
+        let since = conn
+            .last_progress_ns
+            .max(outstanding_since_ns)
+            .max(self.timing.measure_start_ns);
+        conn.max_gap_ns = conn.max_gap_ns.max(until.saturating_sub(since));
+    }
+
+    fn close(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
         if let Some(mut stream) = conn.stream.take() {
             let _ = registry.deregister(&mut stream);
+        }
+        // Messages abandoned without an echo: their wait counts as a stall.
+        if let Some(front) = conn.in_flight.front() {
+            let since = front.intended_ns;
+            self.note_gap(conn, now, since);
         }
         conn.in_flight.clear();
         conn.phase = Phase::Idle;
@@ -429,10 +444,9 @@ impl Ctx {
         if conn.phase != Phase::Done {
             self.done += 1;
         }
-        self.close(registry, conn);
+        self.close(registry, conn, now);
         conn.phase = Phase::Done;
         conn.heap_due = None;
-        conn.finished_ns.get_or_insert(now);
     }
 
     /// No more messages will be issued for this slot.
@@ -521,6 +535,7 @@ impl Ctx {
         }
         let _ = stream.set_nodelay(true);
         conn.phase = Phase::Open;
+        conn.unblocked_ns = now;
         self.ever_connected = true;
         self.result.opened += 1;
         record_ns_as_us(
@@ -586,10 +601,24 @@ impl Ctx {
 
     /// Issues every message that is due and writes what it can.
     fn pump(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+        // The loop's own lateness is measured against the clock now, not the poll's timestamp.
+        let now = if self.open_loop {
+            self.timing.now_ns().max(now)
+        } else {
+            now
+        };
         while let Some(intended_ns) = self.next_issue(conn, now) {
             let measured = intended_ns >= self.timing.measure_start_ns;
             if measured && let Some(q) = conn.quota.as_mut() {
                 *q -= 1;
+            }
+            if measured && self.open_loop {
+                // Due while the connection could not take it: the server held it back.
+                if conn.unblocked_ns > intended_ns {
+                    self.result.held_back += 1;
+                }
+                let ready = intended_ns.max(conn.unblocked_ns);
+                record_ns_as_us(&mut self.result.loop_lag, now.saturating_sub(ready));
             }
             conn.in_flight.push_back(Pending {
                 intended_ns,
@@ -614,7 +643,7 @@ impl Ctx {
             && conn.issued >= m
         {
             // Churn: close and connect again at once.
-            self.close(registry, conn);
+            self.close(registry, conn, now);
             conn.phase = Phase::Idle;
             conn.retry_at_ns = now;
             self.connect(registry, conn, now);
@@ -826,9 +855,13 @@ impl Ctx {
     }
 
     fn complete(&mut self, conn: &mut Conn, now: u64) {
+        let was_full = conn.in_flight.len() >= self.max_in_flight;
         let Some(p) = conn.in_flight.pop_front() else {
             return;
         };
+        if was_full {
+            conn.unblocked_ns = now;
+        }
         if !p.measured {
             return;
         }
@@ -840,11 +873,17 @@ impl Ctx {
             self.flush_intervals(now, false);
         }
         record_ns_as_us(&mut self.interval, latency_ns);
-        self.result.messages_verified += 1;
-        self.live.verified.fetch_add(1, Ordering::Relaxed);
-        conn.messages_verified += 1;
-        let since = conn.last_progress_ns.max(self.timing.measure_start_ns);
-        conn.max_gap_ns = conn.max_gap_ns.max(now.saturating_sub(since));
+        // Throughput and fairness count only echoes that complete inside the window: one that
+        // arrives during the post-window drain was not served within the window (its latency,
+        // wait included, is in the histogram above all the same).
+        if self.measuring(now) {
+            self.result.messages_verified += 1;
+            self.live.verified.fetch_add(1, Ordering::Relaxed);
+            conn.messages_verified += 1;
+        }
+        // A stall is time with a message outstanding and no echo: from the later of the last
+        // echo and this message's intended time (an idle connection is not stalled).
+        self.note_gap(conn, now, p.intended_ns);
         conn.last_progress_ns = now;
     }
 
@@ -915,8 +954,12 @@ impl Ctx {
             }
             if conn.phase != Phase::Done
                 && self.measuring(now)
-                && now.saturating_sub(conn.last_progress_ns.max(self.timing.measure_start_ns))
-                    > stall_ns
+                && let Some(front) = conn.in_flight.front()
+                && now.saturating_sub(
+                    conn.last_progress_ns
+                        .max(front.intended_ns)
+                        .max(self.timing.measure_start_ns),
+                ) > stall_ns
             {
                 starved_now += 1;
             }

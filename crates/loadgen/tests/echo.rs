@@ -39,7 +39,14 @@ fn duration_bound_with_warmup_and_large_messages() {
     let r = loadgen::run(&c).unwrap();
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
     assert!(r.messages.verified > 0);
-    assert_eq!(r.messages.verified, r.messages.sent);
+    // Messages still in flight when the window ends were sent in it but are not counted as
+    // verified (their echoes complete after it): at most depth × connections of them.
+    assert!(r.messages.verified <= r.messages.sent, "{:?}", r.messages);
+    assert!(
+        r.messages.sent - r.messages.verified <= 3 * c.connections as u64,
+        "{:?}",
+        r.messages
+    );
     assert!((r.duration_s - 0.5).abs() < 1e-9);
 }
 

@@ -20,6 +20,8 @@ pub enum Behavior {
     Pause { period_ms: u64, pause_ms: u64 },
     /// Close every connection after echoing this many bytes.
     CloseAfter(u64),
+    /// Echo the first accepted connection at once; every later one only after `hold_ms`.
+    HoldLater { hold_ms: u64 },
 }
 
 pub struct TestServer {
@@ -45,8 +47,8 @@ impl TestServer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    std::thread::spawn(move || serve(stream, behavior, start));
+                    let index = accepted.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || serve(stream, behavior, start, index));
                 }
             })
         };
@@ -73,8 +75,13 @@ impl Drop for TestServer {
     }
 }
 
-fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant) {
+fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64) {
     let _ = stream.set_nodelay(true);
+    if let Behavior::HoldLater { hold_ms } = behavior
+        && index > 0
+    {
+        std::thread::sleep(Duration::from_millis(hold_ms));
+    }
     let mut buf = vec![0u8; 16 * 1024];
     let mut pos = 0u64;
     loop {
@@ -83,7 +90,7 @@ fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant) {
             Ok(n) => n,
         };
         match behavior {
-            Behavior::Echo => {}
+            Behavior::Echo | Behavior::HoldLater { .. } => {}
             Behavior::CorruptAt(at) => {
                 if at >= pos && at < pos + n as u64 {
                     buf[(at - pos) as usize] ^= 0x01;

@@ -19,7 +19,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
@@ -146,7 +146,7 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
                 scratch.resize(config.buffer_size, 0);
             }
             let scratch = &mut scratch[..config.buffer_size];
-            let n = match stream.try_read(scratch) {
+            let n = match try_read_drained(stream, scratch) {
                 Ok(0) => return Attempt::Over(Outcome::Completed),
                 Ok(n) => n,
                 Err(err) if is_retry(&err) => return Attempt::NothingWaiting,
@@ -187,6 +187,28 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
             pending.clear();
         }
         idle_since = tokio::time::Instant::now();
+    }
+}
+
+/// `try_read` that also forgets the read readiness after a short read (fewer bytes than `buf`
+/// holds: the socket was drained), so the next `readable()` waits for the next edge instead of
+/// returning at once for a read that fails with EAGAIN: one `recvfrom` per message less (tokio's
+/// own `poll_read` does the same on Linux). `try_io` clears the readiness only when no new event
+/// arrived since it was observed, and never the read-closed state, so no wake-up is lost.
+fn try_read_drained(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut short = None;
+    let result = stream.try_io(Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(stream)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => result,
     }
 }
 
