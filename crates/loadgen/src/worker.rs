@@ -330,10 +330,10 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 }
                 Phase::Open => {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        ctx.on_readable(&registry, conn, now, event.is_read_closed());
+                        ctx.on_readable(&registry, conn, event.is_read_closed());
                     }
                     if conn.phase == Phase::Open && event.is_writable() {
-                        ctx.write_pending(&registry, conn, now);
+                        ctx.write_pending(&registry, conn);
                     }
                 }
                 Phase::Idle | Phase::Done => {}
@@ -518,6 +518,8 @@ impl Ctx {
         let Some(stream) = conn.stream.as_ref() else {
             return;
         };
+        // The connect time ends now, not when the poll batch began.
+        let now = self.timing.now_ns().max(now);
         match stream.take_error() {
             Ok(Some(e)) | Err(e) => {
                 self.connect_failed(registry, conn, now, e);
@@ -627,7 +629,7 @@ impl Ctx {
             });
             conn.issued += 1;
         }
-        self.write_pending(registry, conn, now);
+        self.write_pending(registry, conn);
         if conn.phase == Phase::Open && conn.in_flight.is_empty() {
             self.maybe_end_connection(registry, conn, now);
         }
@@ -650,7 +652,7 @@ impl Ctx {
         }
     }
 
-    fn write_pending(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+    fn write_pending(&mut self, registry: &Registry, conn: &mut Conn) {
         let size = self.size;
         let target = conn.issued * size;
         let cap = self.send_buf.len().min(self.write_chunk);
@@ -674,7 +676,11 @@ impl Ctx {
             let Some(stream) = conn.stream.as_mut() else {
                 return;
             };
-            match stream.write(&self.send_buf[..len]) {
+            let written = stream.write(&self.send_buf[..len]);
+            // Timestamps are taken when the call returns, not once per poll batch (up to 1024
+            // events would share one stale `now`); the vDSO clock costs ~20 ns.
+            let now = self.timing.now_ns();
+            match written {
                 Ok(0) => {
                     let msg = conn.send_pos / size;
                     self.fail(
@@ -734,13 +740,16 @@ impl Ctx {
         }
     }
 
-    fn on_readable(&mut self, registry: &Registry, conn: &mut Conn, now: u64, read_closed: bool) {
+    fn on_readable(&mut self, registry: &Registry, conn: &mut Conn, read_closed: bool) {
         let size = self.size;
+        let mut now;
         loop {
             let Some(stream) = conn.stream.as_mut() else {
                 return;
             };
-            match stream.read(&mut self.recv_buf) {
+            let read = stream.read(&mut self.recv_buf);
+            now = self.timing.now_ns();
+            match read {
                 Ok(0) => {
                     let msg = conn.recv_msg(size);
                     let off = conn.recv_pos % size;
