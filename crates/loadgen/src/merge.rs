@@ -170,7 +170,10 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
     } else {
         0.0
     };
-    out.loadgen.busy_fraction = sumf(&|r| r.loadgen.busy_fraction) / reports.len() as f64;
+    out.loadgen.busy_fraction = reports
+        .iter()
+        .map(|r| r.loadgen.busy_fraction)
+        .fold(0.0, f64::max);
     out.loadgen.saturated = reports.iter().any(|r| r.loadgen.saturated);
     out.valid = reports.iter().all(|r| r.valid);
     out.invalid_reasons = reports

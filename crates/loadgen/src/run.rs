@@ -300,19 +300,6 @@ pub fn raise_nofile_limit(needed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// User + system CPU seconds of this process so far.
-pub fn process_cpu_s() -> f64 {
-    // SAFETY: rusage is plain old data filled by getrusage.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
-            return 0.0;
-        }
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
-}
-
 /// Sleeps until the given UNIX time (returns at once if it has passed).
 fn wait_until_unix(at_s: f64) {
     let now = SystemTime::now()

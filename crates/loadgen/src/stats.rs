@@ -89,6 +89,9 @@ pub struct ThreadResult {
     pub cpu_ns: u64,
     /// Wall time of the thread during the measured window.
     pub wall_ns: u64,
+    /// The busiest thread's CPU time over its wall time during the measured window (capped at
+    /// 1 against clock rounding): one saturated thread limits the load even when others idle.
+    pub max_busy_fraction: f64,
 }
 
 impl ThreadResult {
@@ -113,6 +116,7 @@ impl ThreadResult {
             finished_ns: 0,
             cpu_ns: 0,
             wall_ns: 0,
+            max_busy_fraction: 0.0,
         }
     }
 
@@ -144,6 +148,7 @@ impl ThreadResult {
         self.finished_ns = self.finished_ns.max(other.finished_ns);
         self.cpu_ns += other.cpu_ns;
         self.wall_ns += other.wall_ns;
+        self.max_busy_fraction = self.max_busy_fraction.max(other.max_busy_fraction);
     }
 }
 

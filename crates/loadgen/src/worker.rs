@@ -371,6 +371,18 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
     let (cpu_start_ns, wall_start_ns) = window_started.unwrap_or((thread_cpu_ns(), end_ns));
     ctx.result.cpu_ns = thread_cpu_ns().saturating_sub(cpu_start_ns);
     ctx.result.wall_ns = end_ns.saturating_sub(wall_start_ns);
+    // Over at least the planned window: a thread whose connections all failed at once was not
+    // busy for the run, however briefly it spun.
+    let planned_ns = ctx
+        .timing
+        .measure_end_ns
+        .map_or(0, |end| end - ctx.timing.measure_start_ns);
+    let busy_wall_ns = ctx.result.wall_ns.max(planned_ns);
+    ctx.result.max_busy_fraction = if busy_wall_ns > 0 {
+        (ctx.result.cpu_ns as f64 / busy_wall_ns as f64).min(1.0)
+    } else {
+        0.0
+    };
     Ok(ctx.result)
 }
 

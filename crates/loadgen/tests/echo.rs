@@ -25,6 +25,8 @@ fn messages_bound_verifies_every_message_without_errors() {
     assert_eq!(r.latency_histogram().unwrap().len(), 5_001);
     assert!(r.throughput.messages_per_s > 0.0);
     assert_eq!(r.connections.min_messages + 1, r.connections.max_messages);
+    let busy = r.loadgen.busy_fraction;
+    assert!((0.0..=1.05).contains(&busy), "busy {busy}");
 }
 
 #[test]
