@@ -1,7 +1,7 @@
 //! One client thread: a mio poll loop over its share of nonblocking connections.
 //!
-//! Each connection is a small state machine (idle → connecting → open → done) over two byte
-//! counters: `send_pos` (bytes written) and `recv_pos` (bytes verified). Messages all have the
+//! Each connection is a small state machine (idle → connecting → open → draining → done) over
+//! two byte counters: `send_pos` (bytes written) and `recv_pos` (bytes verified). Messages all have the
 //! same size, so a stream position names a message and an offset without any framing. Messages
 //! that have been issued but not fully verified sit in `in_flight` (front = the one being
 //! received), each with its intended send time (open loop: from the schedule; closed loop: when it
@@ -33,6 +33,8 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 /// Wait before a churn slot reconnects after a failed connection.
 const RETRY_NS: u64 = 10_000_000;
+/// Longest wait for the server's EOF after the last echo of a connection.
+const DRAIN_MAX_NS: u64 = 1_000_000_000;
 /// Length of one interval histogram.
 pub(crate) const INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -81,6 +83,9 @@ enum Phase {
     Idle,
     Connecting,
     Open,
+    /// Every echo is in; our write side is shut down and we read to EOF: any byte that still
+    /// arrives is `corrupt` (more came back than was sent).
+    Draining,
     Done,
 }
 
@@ -102,6 +107,10 @@ struct Conn {
     stream: Option<TcpStream>,
     phase: Phase,
     retry_at_ns: u64,
+    /// Draining: give up waiting for the server's EOF at this time.
+    drain_deadline_ns: u64,
+    /// Draining: connect again (churn) rather than finish once the EOF came.
+    reconnect_after_drain: bool,
     connect_started_ns: u64,
     send_pos: u64,
     recv_pos: u64,
@@ -204,6 +213,8 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                     Phase::Idle
                 },
                 retry_at_ns: 0,
+                drain_deadline_ns: 0,
+                reconnect_after_drain: false,
                 connect_started_ns: 0,
                 send_pos: 0,
                 recv_pos: 0,
@@ -334,6 +345,11 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                     }
                     if conn.phase == Phase::Open && event.is_writable() {
                         ctx.write_pending(&registry, conn);
+                    }
+                }
+                Phase::Draining => {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        ctx.on_drain_readable(&registry, conn);
                     }
                 }
                 Phase::Idle | Phase::Done => {}
@@ -647,20 +663,97 @@ impl Ctx {
         }
     }
 
-    /// Closes a connection that has nothing in flight and will issue nothing more.
+    /// Ends a connection that has nothing in flight and will issue nothing more.
     fn maybe_end_connection(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
         if self.window_over(conn, now) {
-            self.finish(registry, conn, now);
+            self.start_drain(registry, conn, now, false);
             return;
         }
         if let Some(m) = self.config.messages_per_connection
             && conn.issued >= m
         {
-            // Churn: close and connect again at once.
+            // Churn: close (after the drain) and connect again at once.
+            self.start_drain(registry, conn, now, true);
+        }
+    }
+
+    /// A normal end: shut our write side down and read to EOF (up to [`DRAIN_MAX_NS`] or
+    /// `--timeout`, whichever is shorter), so that bytes the server sends after the last echo
+    /// are seen and counted as `corrupt`.
+    fn start_drain(&mut self, registry: &Registry, conn: &mut Conn, now: u64, reconnect: bool) {
+        let shut = conn
+            .stream
+            .as_ref()
+            .map(|s| s.shutdown(std::net::Shutdown::Write));
+        if !matches!(shut, Some(Ok(()))) {
+            self.end_after_drain(registry, conn, now, reconnect);
+            return;
+        }
+        conn.phase = Phase::Draining;
+        conn.reconnect_after_drain = reconnect;
+        conn.drain_deadline_ns = now + DRAIN_MAX_NS.min(self.config.timeout_ms * 1_000_000);
+        // Bytes may already be waiting (edge-triggered: no new event would come for them).
+        self.on_drain_readable(registry, conn);
+    }
+
+    fn end_after_drain(&mut self, registry: &Registry, conn: &mut Conn, now: u64, reconnect: bool) {
+        if reconnect && !self.window_over(conn, now) {
             self.close(registry, conn, now);
             conn.phase = Phase::Idle;
             conn.retry_at_ns = now;
             self.connect(registry, conn, now);
+        } else {
+            self.finish(registry, conn, now);
+        }
+    }
+
+    /// Draining: reads to EOF; any byte is `corrupt` ("extra bytes after the last echo").
+    fn on_drain_readable(&mut self, registry: &Registry, conn: &mut Conn) {
+        loop {
+            let Some(stream) = conn.stream.as_mut() else {
+                return;
+            };
+            let read = stream.read(&mut self.recv_buf);
+            let now = self.timing.now_ns();
+            match read {
+                Ok(0) => {
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
+                    return;
+                }
+                Ok(n) => {
+                    if self.measuring(now) {
+                        self.result.bytes_received += n as u64;
+                    }
+                    let size = self.size;
+                    let msg = conn.send_pos / size;
+                    let got = self.recv_buf[0];
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        ErrorKind::Corrupt,
+                        Some(msg),
+                        Some(0),
+                        None,
+                        || {
+                            format!(
+                                "extra bytes after the last echo: {n} byte(s) came back after \
+                                 every message was verified (first: {got:#04x})"
+                            )
+                        },
+                    );
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The echoes are all in; a reset after our shutdown is no error of the echo.
+                Err(_) => {
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
+                    return;
+                }
+            }
         }
     }
 
@@ -944,6 +1037,11 @@ impl Ctx {
                         None,
                         || format!("connect did not complete within {ms} ms"),
                     );
+                }
+                Phase::Draining if now >= conn.drain_deadline_ns => {
+                    // No EOF in time: not an error (some servers do not close on a half-close).
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
                 }
                 Phase::Open => {
                     if let Some(front) = conn.in_flight.front() {

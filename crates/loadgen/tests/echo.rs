@@ -141,3 +141,30 @@ fn fewer_messages_than_connections_opens_only_the_slots_with_work() {
         (0, 1)
     );
 }
+
+#[test]
+fn bytes_after_the_last_echo_are_corrupt() {
+    let server = TestServer::start(Behavior::GarbageAtEof(b"junk"));
+    let mut c = config(&server.target());
+    c.connections = 2;
+    c.messages = Some(40);
+    c.timeout_ms = 20_000;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.messages.verified, 40);
+    assert_eq!(r.errors.count(ErrorKind::Corrupt), 2, "{:?}", r.errors);
+    assert_eq!(r.errors.total, 2, "{:?}", r.errors);
+    let s = &r.errors.samples[0];
+    assert!(
+        s.detail.contains("extra bytes after the last echo"),
+        "{}",
+        s.detail
+    );
+    assert_eq!(s.message, Some(20));
+    // A faithful server closes on our half-close: no error, and no wait for the drain timeout.
+    let server = TestServer::start(Behavior::Echo);
+    c.target = server.target();
+    let started = std::time::Instant::now();
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

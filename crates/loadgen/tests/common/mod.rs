@@ -22,6 +22,8 @@ pub enum Behavior {
     CloseAfter(u64),
     /// Echo the first accepted connection at once; every later one only after `hold_ms`.
     HoldLater { hold_ms: u64 },
+    /// A faithful echo that writes these bytes after the client's EOF, then closes.
+    GarbageAtEof(&'static [u8]),
 }
 
 pub struct TestServer {
@@ -86,11 +88,17 @@ fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64) 
     let mut pos = 0u64;
     loop {
         let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                if let Behavior::GarbageAtEof(junk) = behavior {
+                    let _ = stream.write_all(junk);
+                }
+                return;
+            }
+            Err(_) => return,
             Ok(n) => n,
         };
         match behavior {
-            Behavior::Echo | Behavior::HoldLater { .. } => {}
+            Behavior::Echo | Behavior::HoldLater { .. } | Behavior::GarbageAtEof(_) => {}
             Behavior::CorruptAt(at) => {
                 if at >= pos && at < pos + n as u64 {
                     buf[(at - pos) as usize] ^= 0x01;
