@@ -278,8 +278,18 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         return EXIT_USAGE;
     }
     // Bad --source-addrs text is a usage error (2), found before anything runs.
-    if let Err(e) = crate::run::parse_source_addrs(&config.source_addrs) {
-        let _ = writeln!(stderr, "error: bad --source-addrs: {e:#}");
+    let sources = match crate::run::parse_source_addrs(&config.source_addrs) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: bad --source-addrs: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    // A target that does not resolve is left to the run (exit 1); a family mismatch is usage.
+    if let Ok(target) = crate::run::resolve(&config.target)
+        && let Err(e) = crate::run::check_source_family(target, &sources)
+    {
+        let _ = writeln!(stderr, "error: {e:#}");
         return EXIT_USAGE;
     }
     let slo = match config.slo.as_deref().map(crate::slo::parse_slo).transpose() {

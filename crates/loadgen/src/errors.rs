@@ -66,7 +66,10 @@ impl ErrorKind {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe => ErrorKind::Reset,
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
-            io::ErrorKind::AddrNotAvailable => ErrorKind::AddrNotAvailable,
+            // EADDRINUSE comes from bind/connect when a source address has no local port left.
+            io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => {
+                ErrorKind::AddrNotAvailable
+            }
             io::ErrorKind::UnexpectedEof => ErrorKind::Eof,
             _ => ErrorKind::Other,
         }

@@ -75,6 +75,7 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
     let target = resolve(&config.target)?;
     let source_addrs = parse_source_addrs(&config.source_addrs)?;
+    check_source_family(target, &source_addrs)?;
     raise_nofile_limit(config.connections as u64 + 64)?;
     if let Some(at) = config.start_at_unix_s {
         wait_until_unix(at);
@@ -220,8 +221,19 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     )
 }
 
+/// Fails when a source address is not of the target's address family (IPv4 vs IPv6).
+pub fn check_source_family(target: SocketAddr, sources: &[IpAddr]) -> anyhow::Result<()> {
+    if let Some(bad) = sources.iter().find(|a| a.is_ipv4() != target.is_ipv4()) {
+        bail!(
+            "source address {bad} is not of the target's address family ({target}): give \
+             --source-addrs of the same family (IPv4 or IPv6) as --target"
+        );
+    }
+    Ok(())
+}
+
 /// Resolves `host:port` to its first socket address.
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+pub fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     target
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve target {target:?} (expected HOST:PORT)"))?

@@ -533,8 +533,10 @@ impl Ctx {
         self.fail(registry, conn, now, kind, None, None, None, || {
             if kind == ErrorKind::AddrNotAvailable {
                 format!(
-                    "connect to {target}: {e} (out of local ports or source address not \
-                     configured: spread connections with --source-addrs 127.0.0.2-127.0.0.64)"
+                    "connect to {target}: {e} (out of local ports, or a source address that is \
+                     not configured on this host: spread connections over more local addresses \
+                     with --source-addrs 127.0.0.2-127.0.0.64, or use only addresses this host \
+                     has)"
                 )
             } else {
                 format!("connect to {target}: {e}")
@@ -1190,6 +1192,22 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<T
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
     if let Some(source) = source {
+        // Let connect() pick the local port (by the 4-tuple), not bind(): without this every
+        // bound socket takes a port of its own and a source address runs out at ~28,000.
+        if source.is_ipv4() {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt reads an int from a valid pointer for our own descriptor.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         socket.bind(&source.into())?;
     }
     match socket.connect(&target.into()) {

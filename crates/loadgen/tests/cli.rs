@@ -178,6 +178,8 @@ fn usage_errors_exit_2() {
             "--source-addrs",
             "not-an-address",
         ],
+        vec!["--target", "127.0.0.1:1", "--source-addrs", "::1"],
+        vec!["--target", "[::1]:1", "--source-addrs", "127.0.0.2"],
         vec!["--bogus"],
     ] {
         let mut out = Vec::new();
