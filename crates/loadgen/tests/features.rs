@@ -131,6 +131,8 @@ fn hgrm_and_hlog_files_are_readable() {
         .arg(&hgrm)
         .arg("--hlog")
         .arg(&hlog)
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
         .output()
         .unwrap();
     assert_eq!(
@@ -143,6 +145,21 @@ fn hgrm_and_hlog_files_are_readable() {
     assert!(
         text.contains("Percentile") && text.contains("Total count    =         1000"),
         "{text}"
+    );
+    // .hgrm values are milliseconds: its max is the report's max µs / 1000.
+    let report: loadgen::Report =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let max_ms: f64 = text
+        .split("#[Max     =")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a Max line");
+    let expected_ms = report.latency_us.max as f64 / 1000.0;
+    assert!(
+        (max_ms - expected_ms).abs() <= 0.0011,
+        "hgrm max {max_ms} ms, report max {} µs",
+        report.latency_us.max
     );
 
     let log = std::fs::read(&hlog).unwrap();
