@@ -168,3 +168,26 @@ fn bytes_after_the_last_echo_are_corrupt() {
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// The server holds every echo until 1.5 s after it started, inside the 2 s warm-up; the
+/// window after it is served at once. Warm-up messages are not recorded, so no latency in the
+/// report comes near the hold.
+#[test]
+fn warmup_messages_are_not_recorded() {
+    let server = TestServer::start(Behavior::HoldUntil { until_ms: 1_500 });
+    let mut c = config(&server.target());
+    c.connections = 2;
+    c.messages = None;
+    c.warmup_ms = 2_000;
+    c.duration_ms = Some(500);
+    c.timeout_ms = 20_000;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert!(r.messages.verified > 0, "{:?}", r.messages);
+    // Warm-up messages waited up to 1.5 s; window messages are answered at once.
+    assert!(
+        r.latency_us.max < 1_000_000,
+        "max latency {} µs: a warm-up message was recorded",
+        r.latency_us.max
+    );
+}

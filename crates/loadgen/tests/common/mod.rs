@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,12 +24,18 @@ pub enum Behavior {
     HoldLater { hold_ms: u64 },
     /// A faithful echo that writes these bytes after the client's EOF, then closes.
     GarbageAtEof(&'static [u8]),
+    /// Hold every echo until `until_ms` after the server started (then echo faithfully).
+    HoldUntil { until_ms: u64 },
 }
 
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     pub accepted: Arc<AtomicU64>,
+    /// Successful reads over all connections.
+    pub reads: Arc<AtomicU64>,
+    /// The peer address of every accepted connection.
+    pub peers: Arc<Mutex<Vec<IpAddr>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -39,10 +45,14 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let acceptor = {
             let stop = stop.clone();
             let accepted = accepted.clone();
+            let reads = reads.clone();
+            let peers = peers.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -50,7 +60,11 @@ impl TestServer {
                     }
                     let Ok(stream) = stream else { continue };
                     let index = accepted.fetch_add(1, Ordering::SeqCst);
-                    std::thread::spawn(move || serve(stream, behavior, start, index));
+                    if let (Ok(peer), Ok(mut list)) = (stream.peer_addr(), peers.lock()) {
+                        list.push(peer.ip());
+                    }
+                    let reads = reads.clone();
+                    std::thread::spawn(move || serve(stream, behavior, start, index, &reads));
                 }
             })
         };
@@ -58,6 +72,8 @@ impl TestServer {
             addr,
             stop,
             accepted,
+            reads,
+            peers,
             acceptor: Some(acceptor),
         }
     }
@@ -77,7 +93,7 @@ impl Drop for TestServer {
     }
 }
 
-fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64) {
+fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64, reads: &AtomicU64) {
     let _ = stream.set_nodelay(true);
     if let Behavior::HoldLater { hold_ms } = behavior
         && index > 0
@@ -97,8 +113,13 @@ fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64) 
             Err(_) => return,
             Ok(n) => n,
         };
+        reads.fetch_add(1, Ordering::SeqCst);
         match behavior {
             Behavior::Echo | Behavior::HoldLater { .. } | Behavior::GarbageAtEof(_) => {}
+            Behavior::HoldUntil { until_ms } => {
+                let left = Duration::from_millis(until_ms).saturating_sub(start.elapsed());
+                std::thread::sleep(left);
+            }
             Behavior::CorruptAt(at) => {
                 if at >= pos && at < pos + n as u64 {
                     buf[(at - pos) as usize] ^= 0x01;
