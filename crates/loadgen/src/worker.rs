@@ -89,6 +89,17 @@ enum Phase {
     Done,
 }
 
+/// Where in the stream an error happened (fields that do not apply are `None`).
+#[derive(Debug, Clone, Copy, Default)]
+struct ErrorAt {
+    /// Message sequence number on the connection.
+    message: Option<u64>,
+    /// Byte offset within that message.
+    offset: Option<u64>,
+    /// The byte sent and the byte received (corruption).
+    bytes: Option<(u8, u8)>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     intended_ns: u64,
@@ -408,16 +419,13 @@ impl Ctx {
     }
 
     /// Records an error, keeps a sample, and ends the connection (churn slots retry later).
-    #[allow(clippy::too_many_arguments)]
     fn fail(
         &mut self,
         registry: &Registry,
         conn: &mut Conn,
         now: u64,
         kind: ErrorKind,
-        message: Option<u64>,
-        offset: Option<u64>,
-        bytes: Option<(u8, u8)>,
+        at: ErrorAt,
         detail: impl FnOnce() -> String,
     ) {
         self.result.errors[kind.index()] += 1;
@@ -426,10 +434,10 @@ impl Ctx {
             self.result.samples.push(ErrorSample {
                 kind,
                 connection: Some(conn.id),
-                message,
-                offset,
-                expected: bytes.map(|b| b.0),
-                got: bytes.map(|b| b.1),
+                message: at.message,
+                offset: at.offset,
+                expected: at.bytes.map(|b| b.0),
+                got: at.bytes.map(|b| b.1),
                 at_s: now as f64 / 1e9,
                 detail: detail(),
             });
@@ -515,7 +523,7 @@ impl Ctx {
                     registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 {
                     let kind = ErrorKind::from_io(&e);
-                    self.fail(registry, conn, now, kind, None, None, None, || {
+                    self.fail(registry, conn, now, kind, ErrorAt::default(), || {
                         format!("registering a new connection: {e}")
                     });
                     return;
@@ -530,7 +538,7 @@ impl Ctx {
     fn connect_failed(&mut self, registry: &Registry, conn: &mut Conn, now: u64, e: io::Error) {
         let kind = ErrorKind::from_io(&e);
         let target = self.target;
-        self.fail(registry, conn, now, kind, None, None, None, || {
+        self.fail(registry, conn, now, kind, ErrorAt::default(), || {
             if kind == ErrorKind::AddrNotAvailable {
                 format!(
                     "connect to {target}: {e} (out of local ports, or a source address that is \
@@ -735,9 +743,11 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Corrupt,
-                        Some(msg),
-                        Some(0),
-                        None,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: Some(0),
+                            bytes: None,
+                        },
                         || {
                             format!(
                                 "extra bytes after the last echo: {n} byte(s) came back after \
@@ -795,9 +805,11 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Reset,
-                        Some(msg),
-                        None,
-                        None,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: None,
+                            bytes: None,
+                        },
                         || "write returned 0 bytes".into(),
                     );
                     return;
@@ -838,9 +850,18 @@ impl Ctx {
                 Err(e) => {
                     let kind = ErrorKind::from_io(&e);
                     let msg = conn.send_pos / size;
-                    self.fail(registry, conn, now, kind, Some(msg), None, None, || {
-                        format!("write: {e}")
-                    });
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        kind,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: None,
+                            bytes: None,
+                        },
+                        || format!("write: {e}"),
+                    );
                     return;
                 }
             }
@@ -874,9 +895,11 @@ impl Ctx {
                         conn,
                         now,
                         kind,
-                        Some(msg),
-                        Some(off),
-                        None,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: Some(off),
+                            bytes: None,
+                        },
                         || format!("{what} ({owed} message(s) still owed)"),
                     );
                     return;
@@ -897,9 +920,18 @@ impl Ctx {
                 Err(e) => {
                     let kind = ErrorKind::from_io(&e);
                     let msg = conn.recv_msg(size);
-                    self.fail(registry, conn, now, kind, Some(msg), None, None, || {
-                        format!("read: {e}")
-                    });
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        kind,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: None,
+                            bytes: None,
+                        },
+                        || format!("read: {e}"),
+                    );
                     return;
                 }
             }
@@ -932,9 +964,11 @@ impl Ctx {
                     conn,
                     now,
                     ErrorKind::Corrupt,
-                    Some(msg),
-                    Some(m.offset),
-                    Some((m.expected, m.got)),
+                    ErrorAt {
+                        message: Some(msg),
+                        offset: Some(m.offset),
+                        bytes: Some((m.expected, m.got)),
+                    },
                     || {
                         format!(
                             "connection {id} message {msg} byte {}: sent {:#04x}, got {:#04x}",
@@ -960,9 +994,11 @@ impl Ctx {
                 conn,
                 now,
                 ErrorKind::Corrupt,
-                Some(msg),
-                Some(off),
-                None,
+                ErrorAt {
+                    message: Some(msg),
+                    offset: Some(off),
+                    bytes: None,
+                },
                 || format!("{extra} more byte(s) came back than were sent (first: {got:#04x})"),
             );
             return false;
@@ -1034,9 +1070,7 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Timeout,
-                        None,
-                        None,
-                        None,
+                        ErrorAt::default(),
                         || format!("connect did not complete within {ms} ms"),
                     );
                 }
@@ -1061,9 +1095,11 @@ impl Ctx {
                                 conn,
                                 now,
                                 ErrorKind::Timeout,
-                                Some(msg),
-                                Some(off),
-                                None,
+                                ErrorAt {
+                                    message: Some(msg),
+                                    offset: Some(off),
+                                    bytes: None,
+                                },
                                 || format!("no complete echo within {ms} ms"),
                             );
                         }
