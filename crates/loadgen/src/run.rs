@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::report::{BuildInputs, Report};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
-use crate::worker::{INTERVAL_NS, ThreadMessage, Timing, WorkerSetup, run_worker};
+use crate::worker::{INTERVAL_NS, IntervalReport, Timing, WorkerSetup, run_worker};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -99,12 +99,16 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let config_arc = Arc::new(config.clone());
     let source_addrs = Arc::new(source_addrs);
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<ThreadMessage>();
+    let (tx, rx) = mpsc::channel::<IntervalReport>();
+    // Per thread: interval histograms handed back after they were added up, for reuse.
+    let mut recycle = Vec::new();
     let mut lives = Vec::new();
     let mut handles = Vec::new();
     for thread in 0..threads {
         let live = Arc::new(LiveCounters::default());
         lives.push(live.clone());
+        let (back_tx, back_rx) = mpsc::channel::<Histogram<u64>>();
+        recycle.push(back_tx);
         let setup = WorkerSetup {
             thread,
             config: config_arc.clone(),
@@ -115,6 +119,7 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             live,
             stop: stop.clone(),
             intervals: tx.clone(),
+            recycled: back_rx,
         };
         let handle = std::thread::Builder::new()
             .name(format!("loadgen-{thread}"))
@@ -128,6 +133,8 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let mut pending: BTreeMap<u64, (usize, Histogram<u64>)> = BTreeMap::new();
     let mut next_interval = 0u64;
     let mut last_interval: Option<(f64, u64)> = None;
+    // Emitted interval sums, reset for the next interval (no allocation per second).
+    let mut spare: Vec<Histogram<u64>> = Vec::new();
     let emit = |index: u64, h: &Histogram<u64>, observer: &mut dyn Observer| {
         observer.on_interval(
             Duration::from_nanos(index * INTERVAL_NS),
@@ -141,20 +148,25 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             stop.store(true, Ordering::Relaxed);
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ThreadMessage::Interval(r)) => {
-                let _ = r.thread;
-                let entry = pending
-                    .entry(r.index)
-                    .or_insert_with(|| (0, new_histogram()));
+            Ok(r) => {
+                let entry = pending.entry(r.index).or_insert_with(|| {
+                    let h = spare.pop().unwrap_or_else(new_histogram);
+                    (0, h)
+                });
                 entry.0 += 1;
                 let _ = entry.1.add(&r.latency);
+                if let Some(back) = recycle.get(r.thread) {
+                    let _ = back.send(r.latency);
+                }
                 while let Some((count, _)) = pending.get(&next_interval) {
                     if *count < threads {
                         break;
                     }
-                    if let Some((_, h)) = pending.remove(&next_interval) {
+                    if let Some((_, mut h)) = pending.remove(&next_interval) {
                         emit(next_interval, &h, observer);
                         last_interval = Some((h.len() as f64, h.value_at_quantile(0.99)));
+                        h.reset();
+                        spare.push(h);
                     }
                     next_interval += 1;
                 }

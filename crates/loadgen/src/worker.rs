@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 /// Scratch buffer size for reads and writes.
@@ -54,14 +54,10 @@ impl Timing {
 
 /// A finished interval histogram from one thread.
 pub(crate) struct IntervalReport {
+    /// The sending thread: the coordinator hands the histogram back to it for reuse.
     pub thread: usize,
     pub index: u64,
     pub latency: Histogram<u64>,
-}
-
-/// What a thread sends to the coordinating thread while it runs.
-pub(crate) enum ThreadMessage {
-    Interval(IntervalReport),
 }
 
 /// Everything a worker needs to start.
@@ -74,7 +70,10 @@ pub(crate) struct WorkerSetup {
     pub timing: Timing,
     pub live: Arc<LiveCounters>,
     pub stop: Arc<AtomicBool>,
-    pub intervals: Sender<ThreadMessage>,
+    pub intervals: Sender<IntervalReport>,
+    /// Interval histograms the coordinator has added up, handed back to be reset and reused
+    /// (so that no ~188 KB histogram is allocated per second per thread).
+    pub recycled: Receiver<Histogram<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +166,10 @@ struct Ctx {
     result: ThreadResult,
     interval: Histogram<u64>,
     interval_index: u64,
-    intervals: Sender<ThreadMessage>,
+    intervals: Sender<IntervalReport>,
+    recycled: Receiver<Histogram<u64>>,
+    /// Messages verified in the window so far, published to `live` at housekeeping.
+    live_verified: u64,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     open_loop: bool,
     per_conn_interval_ns: f64,
@@ -189,6 +191,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         live,
         stop,
         intervals,
+        recycled,
     } = setup;
     // CPU and wall time are counted over the measured window only.
     let mut window_started: Option<(u64, u64)> = None;
@@ -254,6 +257,8 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         interval: new_histogram(),
         interval_index: 0,
         intervals,
+        recycled,
+        live_verified: 0,
         heap: BinaryHeap::with_capacity(conns.len() + 1),
         open_loop: config.open_loop(),
         per_conn_interval_ns,
@@ -386,6 +391,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
 
     let end_ns = ctx.timing.now_ns();
     ctx.flush_intervals(end_ns, true);
+    ctx.live
+        .verified
+        .store(ctx.live_verified, Ordering::Relaxed);
     // Every connection is done here; stalls still open when it ended were counted then.
     for (i, conn) in conns.iter().enumerate() {
         let slot = &mut ctx.result.slots[i];
@@ -1030,7 +1038,7 @@ impl Ctx {
         // wait included, is in the histogram above all the same).
         if self.measuring(now) {
             self.result.messages_verified += 1;
-            self.live.verified.fetch_add(1, Ordering::Relaxed);
+            self.live_verified += 1;
             conn.messages_verified += 1;
         }
         // A stall is time with a message outstanding and no echo: from the later of the last
@@ -1046,18 +1054,29 @@ impl Ctx {
         }
         let current = (now - self.timing.measure_start_ns) / INTERVAL_NS;
         while self.interval_index < current || (last && self.interval_index == current) {
-            let latency = std::mem::replace(&mut self.interval, new_histogram());
-            let _ = self.intervals.send(ThreadMessage::Interval(IntervalReport {
+            let fresh = match self.recycled.try_recv() {
+                Ok(mut h) => {
+                    h.reset();
+                    h
+                }
+                // Only the first interval or two: the coordinator has not handed one back yet.
+                Err(_) => new_histogram(),
+            };
+            let latency = std::mem::replace(&mut self.interval, fresh);
+            let _ = self.intervals.send(IntervalReport {
                 thread: self.thread,
                 index: self.interval_index,
                 latency,
-            }));
+            });
             self.interval_index += 1;
         }
     }
 
     fn housekeeping(&mut self, registry: &Registry, conns: &mut [Conn], now: u64) {
         self.flush_intervals(now, false);
+        self.live
+            .verified
+            .store(self.live_verified, Ordering::Relaxed);
         let timeout_ns = self.config.timeout_ms * 1_000_000;
         let stall_ns = self.config.stall_threshold_ms * 1_000_000;
         let mut starved_now = 0u64;

@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards to the system allocator and only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
@@ -24,6 +26,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -67,4 +70,32 @@ fn allocations_do_not_grow_with_messages() {
             "depth {depth} rate {rate:?}: {small} allocations for 2,000 messages, {large} for 20,000"
         );
     }
+}
+
+fn bytes_for(target: &str, duration_ms: u64) -> u64 {
+    let mut c = config(target);
+    c.connections = 4;
+    c.threads = 2;
+    c.messages = None;
+    c.duration_ms = Some(duration_ms);
+    c.rate_per_s = Some(200.0);
+    let before = BYTES.load(Ordering::Relaxed);
+    let r = loadgen::run(&c).unwrap();
+    let after = BYTES.load(Ordering::Relaxed);
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    after - before
+}
+
+/// Interval histograms (~188 KB each) are reused, not allocated every second by every thread
+/// and by the coordinator: three more seconds add far less than one histogram's worth.
+#[test]
+fn interval_histograms_are_reused() {
+    let server = TestServer::start(Behavior::Echo);
+    let short = bytes_for(&server.target(), 1_100);
+    let long = bytes_for(&server.target(), 4_100);
+    eprintln!("{short} bytes allocated in 1.1 s, {long} in 4.1 s");
+    assert!(
+        long < short + 100_000,
+        "{short} bytes allocated in 1.1 s, {long} in 4.1 s"
+    );
 }
