@@ -11,6 +11,8 @@ struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// The counters are global: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 // SAFETY: forwards to the system allocator and only counts.
 unsafe impl GlobalAlloc for Counting {
@@ -53,6 +55,7 @@ fn allocations_for(target: &str, messages: u64, depth: u32, rate: Option<f64>) -
 
 #[test]
 fn allocations_do_not_grow_with_messages() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = TestServer::start(Behavior::Echo);
     for (depth, rate) in [(1, None), (4, None), (8, Some(40_000.0))] {
         // Warm up whatever is allocated once per process.
@@ -90,6 +93,7 @@ fn bytes_for(target: &str, duration_ms: u64) -> u64 {
 /// and by the coordinator: three more seconds add far less than one histogram's worth.
 #[test]
 fn interval_histograms_are_reused() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = TestServer::start(Behavior::Echo);
     let short = bytes_for(&server.target(), 1_100);
     let long = bytes_for(&server.target(), 4_100);
