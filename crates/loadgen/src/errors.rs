@@ -70,7 +70,6 @@ impl ErrorKind {
             io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => {
                 ErrorKind::AddrNotAvailable
             }
-            io::ErrorKind::UnexpectedEof => ErrorKind::Eof,
             _ => ErrorKind::Other,
         }
     }

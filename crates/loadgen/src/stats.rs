@@ -167,14 +167,28 @@ pub fn jain_fairness(xs: &[u64]) -> f64 {
     sum * sum / (xs.len() as f64 * sum_sq)
 }
 
-/// The median of `xs` (lower middle for even lengths); 0 for an empty list.
-pub fn median(xs: &[u64]) -> u64 {
+/// The median of `xs` (lower middle for even lengths); the default (0) for an empty list.
+/// Incomparable values (NaN) sort as equal.
+pub fn median<T: Copy + Default + PartialOrd>(xs: &[T]) -> T {
     if xs.is_empty() {
-        return 0;
+        return T::default();
     }
     let mut sorted = xs.to_vec();
-    sorted.sort_unstable();
+    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     sorted[(sorted.len() - 1) / 2]
+}
+
+/// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+            return 0;
+        }
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(ru.ru_utime) + ns(ru.ru_stime)
+    }
 }
 
 #[cfg(test)]
@@ -192,7 +206,8 @@ mod tests {
     fn median_of_odd_and_even_lists() {
         assert_eq!(median(&[3, 1, 2]), 2);
         assert_eq!(median(&[4, 1, 3, 2]), 2);
-        assert_eq!(median(&[]), 0);
+        assert_eq!(median::<u64>(&[]), 0);
+        assert_eq!(median(&[2.5, 0.5, 1.5]), 1.5);
     }
 
     #[test]

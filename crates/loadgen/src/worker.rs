@@ -14,7 +14,7 @@
 use crate::config::{Arrival, Config};
 use crate::errors::{ErrorKind, ErrorSample, MAX_SAMPLES};
 use crate::payload;
-use crate::stats::{LiveCounters, ThreadResult, new_histogram, record_ns_as_us};
+use crate::stats::{LiveCounters, ThreadResult, new_histogram, record_ns_as_us, thread_cpu_ns};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -1272,17 +1272,4 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<T
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
-}
-
-/// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
-            return 0;
-        }
-        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-        ns(ru.ru_utime) + ns(ru.ru_stime)
-    }
 }
