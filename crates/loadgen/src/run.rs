@@ -218,6 +218,10 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let duration_s = match measure_end_ns {
         Some(end) if !stop.load(Ordering::Relaxed) => (end - measure_start_ns) as f64 / 1e9,
         Some(end) => ran_ns.min(end - measure_start_ns) as f64 / 1e9,
+        // To the last echo: not the end of the drain (the wait for each connection's EOF).
+        None if merged.last_echo_ns > measure_start_ns => {
+            (merged.last_echo_ns - measure_start_ns) as f64 / 1e9
+        }
         None => ran_ns as f64 / 1e9,
     };
     let cpu_s = merged.cpu_ns as f64 / 1e9;

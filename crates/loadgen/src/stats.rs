@@ -85,6 +85,8 @@ pub struct ThreadResult {
     pub slots: Vec<SlotStats>,
     /// When the thread finished (ns since the run's base).
     pub finished_ns: u64,
+    /// When the last measured message was verified (ns since the run's base; 0 if none).
+    pub last_echo_ns: u64,
     /// CPU time of the thread during the measured window.
     pub cpu_ns: u64,
     /// Wall time of the thread during the measured window.
@@ -114,6 +116,7 @@ impl ThreadResult {
             ever_connected: false,
             slots: vec![SlotStats::default(); slots],
             finished_ns: 0,
+            last_echo_ns: 0,
             cpu_ns: 0,
             wall_ns: 0,
             max_busy_fraction: 0.0,
@@ -146,6 +149,7 @@ impl ThreadResult {
         self.ever_connected |= other.ever_connected;
         self.slots.extend(other.slots.iter().cloned());
         self.finished_ns = self.finished_ns.max(other.finished_ns);
+        self.last_echo_ns = self.last_echo_ns.max(other.last_echo_ns);
         self.cpu_ns += other.cpu_ns;
         self.wall_ns += other.wall_ns;
         self.max_busy_fraction = self.max_busy_fraction.max(other.max_busy_fraction);

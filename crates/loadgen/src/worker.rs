@@ -1039,6 +1039,7 @@ impl Ctx {
         if self.measuring(now) {
             self.result.messages_verified += 1;
             self.live_verified += 1;
+            self.result.last_echo_ns = now;
             conn.messages_verified += 1;
         }
         // A stall is time with a message outstanding and no echo: from the later of the last

@@ -191,3 +191,19 @@ fn warmup_messages_are_not_recorded() {
         r.latency_us.max
     );
 }
+
+/// A server that does not close on the client's half-close: the drain gives up after at most
+/// 1 s without an error, and a `--messages` run's duration still ends at the last echo.
+#[test]
+fn a_server_that_ignores_the_half_close_is_no_error_and_no_longer_run() {
+    let server = TestServer::start(Behavior::LingerAfterEof { ms: 5_000 });
+    let mut c = config(&server.target());
+    c.connections = 2;
+    c.messages = Some(200);
+    let started = std::time::Instant::now();
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.messages.verified, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert!(r.duration_s < 0.9, "duration {} s", r.duration_s);
+}

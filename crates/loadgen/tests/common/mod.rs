@@ -26,6 +26,8 @@ pub enum Behavior {
     GarbageAtEof(&'static [u8]),
     /// Hold every echo until `until_ms` after the server started (then echo faithfully).
     HoldUntil { until_ms: u64 },
+    /// A faithful echo that keeps the connection open for `ms` after the client's EOF.
+    LingerAfterEof { ms: u64 },
 }
 
 pub struct TestServer {
@@ -108,6 +110,9 @@ fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64, 
                 if let Behavior::GarbageAtEof(junk) = behavior {
                     let _ = stream.write_all(junk);
                 }
+                if let Behavior::LingerAfterEof { ms } = behavior {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
                 return;
             }
             Err(_) => return,
@@ -115,7 +120,10 @@ fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64, 
         };
         reads.fetch_add(1, Ordering::SeqCst);
         match behavior {
-            Behavior::Echo | Behavior::HoldLater { .. } | Behavior::GarbageAtEof(_) => {}
+            Behavior::Echo
+            | Behavior::HoldLater { .. }
+            | Behavior::GarbageAtEof(_)
+            | Behavior::LingerAfterEof { .. } => {}
             Behavior::HoldUntil { until_ms } => {
                 let left = Duration::from_millis(until_ms).saturating_sub(start.elapsed());
                 std::thread::sleep(left);
