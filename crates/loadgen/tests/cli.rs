@@ -71,6 +71,36 @@ fn json_report_validates_against_the_schema() {
     let mut extra = value;
     extra["surprise"] = serde_json::json!(1);
     assert!(!schema_validator().is_valid(&extra));
+
+    // An open-loop report (with `schedule`, loop lag and `held_back`) validates too.
+    let open = dir.path().join("open.json");
+    let out = loadgen()
+        .args(["--target", &server.target(), "--connections", "2"])
+        .args(["--rate", "400", "--duration", "500ms", "--warmup", "0s"])
+        .arg("--json")
+        .arg(&open)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&open).unwrap()).unwrap();
+    assert_valid(&value);
+    for key in [
+        "loop_p99_lag_us",
+        "loop_max_lag_us",
+        "loop_mean_lag_us",
+        "held_back",
+    ] {
+        assert!(
+            value["schedule"].get(key).is_some(),
+            "schedule.{key}: {value}"
+        );
+    }
 }
 
 #[test]
