@@ -174,7 +174,7 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
     let (trials, duration, warmup) = if args.smoke {
         (1, Duration::from_millis(500), Duration::from_millis(200))
     } else {
-        (3, Duration::from_millis(1500), Duration::from_millis(500))
+        (5, Duration::from_millis(1000), Duration::from_millis(300))
     };
     let duration = args.duration.unwrap_or(duration);
     if duration.is_zero() {
@@ -833,7 +833,7 @@ pub fn run_plan(
         records.len(),
         humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
     );
-    let summaries = summarize(&cells, &records, plan.seed);
+    let summaries = summarize(&cells, &records);
     write_summaries(run_dir, &summaries)?;
     let trials_file = TrialsFile {
         schema: TRIALS_SCHEMA.into(),
@@ -868,10 +868,11 @@ mod tests {
         assert_eq!(names, ["iterative", "thread", "pool"]);
         assert_eq!(plan.connections, [1, 16, 128]);
         assert_eq!(plan.sizes_bytes, [64]);
-        assert_eq!(plan.trials, 3);
+        // Five trials: the fewest whose interval of the median has ≥ 90% coverage.
+        assert_eq!(plan.trials, 5);
         assert_eq!(cells(&plan).len(), 9);
-        // About a minute: 27 trials of 2 s.
-        let total_ms = (plan.duration_ms + plan.warmup_ms) * 27;
+        // About a minute: 45 trials of 1.3 s.
+        let total_ms = (plan.duration_ms + plan.warmup_ms) * 45;
         assert!((40_000..=75_000).contains(&total_ms), "{total_ms}");
     }
 
@@ -949,7 +950,7 @@ mod tests {
             Some(1),
         );
         let joined = args.join(" ");
-        assert!(joined.starts_with("--target 127.0.0.1:5000 --connections 1 --size 64 --duration 1500ms --warmup 500ms --json /tmp/x.json --quiet"), "{joined}");
+        assert!(joined.starts_with("--target 127.0.0.1:5000 --connections 1 --size 64 --duration 1000ms --warmup 300ms --json /tmp/x.json --quiet"), "{joined}");
         assert!(
             joined.ends_with("--threads 1 --depth 4 --rate 1000"),
             "{joined}"

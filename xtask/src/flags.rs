@@ -114,13 +114,13 @@ pub struct BenchArgs {
     /// Open-loop total rate in messages/s (loadgen `--rate`); closed loop when absent.
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Trials per cell (default 3; 1 with --smoke).
+    /// Trials per cell (default 5, the fewest whose interval reaches 90% coverage; 1 with --smoke).
     #[arg(long)]
     pub trials: Option<u32>,
-    /// Measured time per trial (default 1500ms; 500ms with --smoke).
+    /// Measured time per trial (default 1s; 500ms with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Warm-up per trial, run but not recorded (default 500ms; 200ms with --smoke).
+    /// Warm-up per trial, run but not recorded (default 300ms; 200ms with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
     /// A few seconds for CI: one short trial per cell.

@@ -1,9 +1,9 @@
 //! Presentation of run directories: SVG plots (plotters) and an `index.html` that opens from
 //! disk, plus `cargo xtask report RUN_DIR`, which redraws everything from the stored JSON.
 //!
-//! Bench runs get `throughput.svg` (median messages/s per server and connection count with 95%
-//! interval bars), `latency_c<N>.svg` (the latency percentile spectrum per connection count,
-//! HdrHistogram style: log latency against "nines") and `cpu_per_message.svg` (server CPU µs per
+//! Bench runs get `throughput.svg` (median messages/s per server and connection count with
+//! order-statistic interval bars, coverage in the caption), `latency_c<N>.svg` (the latency
+//! percentile spectrum per connection count, HdrHistogram style: log latency against "nines") and `cpu_per_message.svg` (server CPU µs per
 //! message). Capacity runs get `capacity.svg` (latency against offered load, with the SLO).
 //! Try it: `cargo xtask report results/runs/<stamp>-bench`.
 
@@ -546,9 +546,22 @@ pub fn draw_bench(
     summaries: &[CellSummary],
 ) -> Result<Vec<String>> {
     let mut images = Vec::new();
+    let coverage = summaries
+        .iter()
+        .filter(|s| s.trials > 1)
+        .map(|s| s.messages_per_s_ci_coverage)
+        .fold(f64::INFINITY, f64::min);
+    let caption = if coverage.is_finite() {
+        format!(
+            "throughput: median of trials, bars = {:.0}% CI of median (order statistics)",
+            (coverage * 100.0).floor()
+        )
+    } else {
+        "throughput: median of trials".to_string()
+    };
     grouped_bars(
         &run_dir.join("throughput.svg"),
-        "throughput: median of trials, bars = 95% CI",
+        &caption,
         "messages/s",
         summaries,
         &|s| (s.trials > 0).then_some(s.messages_per_s_median),
@@ -637,7 +650,7 @@ pub fn run(run_dir: &Path) -> Result<()> {
                     trials.schema
                 );
             }
-            let summaries = summarize(&trials.cells, &trials.trials, trials.seed);
+            let summaries = summarize(&trials.cells, &trials.trials);
             write_summaries(run_dir, &summaries)?;
             let images = draw_bench(run_dir, &trials, &summaries)?;
             let mut table = Vec::new();
