@@ -241,7 +241,7 @@ pub struct LoadgenCost {
     pub cpu_s: f64,
     /// CPU time per verified message, µs.
     pub cpu_per_message_us: f64,
-    /// Mean fraction of wall time the client threads were on a CPU.
+    /// Fraction of wall time the busiest client thread was on a CPU during the window (0..1).
     pub busy_fraction: f64,
     /// True when the loadgen itself was the bottleneck (busy threads or schedule lag).
     pub saturated: bool,
@@ -315,11 +315,9 @@ impl Report {
             .iter()
             .filter(|s| s.max_gap_ns > stall_ns)
             .count() as u64;
-        let busy_fraction = if merged.wall_ns > 0 {
-            merged.cpu_ns as f64 / merged.wall_ns as f64
-        } else {
-            0.0
-        };
+        // The busiest thread, not the mean: one thread at 100% limits the load it offers even
+        // when the others idle.
+        let busy_fraction = merged.max_busy_fraction;
         let schedule = config.rate_per_s.map(|_| {
             let lag = &merged.schedule_lag;
             let own = &merged.loop_lag;
@@ -352,7 +350,7 @@ impl Report {
         }
         if busy_fraction > 0.9 {
             invalid_reasons.push(format!(
-                "the load generator was saturated: its threads were busy {:.0}% of the time",
+                "the load generator was saturated: its busiest thread was busy {:.0}% of the time",
                 busy_fraction * 100.0
             ));
         }

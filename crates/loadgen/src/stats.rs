@@ -85,10 +85,15 @@ pub struct ThreadResult {
     pub slots: Vec<SlotStats>,
     /// When the thread finished (ns since the run's base).
     pub finished_ns: u64,
+    /// When the last measured message was verified (ns since the run's base; 0 if none).
+    pub last_echo_ns: u64,
     /// CPU time of the thread during the measured window.
     pub cpu_ns: u64,
     /// Wall time of the thread during the measured window.
     pub wall_ns: u64,
+    /// The busiest thread's CPU time over its wall time during the measured window (capped at
+    /// 1 against clock rounding): one saturated thread limits the load even when others idle.
+    pub max_busy_fraction: f64,
 }
 
 impl ThreadResult {
@@ -111,8 +116,10 @@ impl ThreadResult {
             ever_connected: false,
             slots: vec![SlotStats::default(); slots],
             finished_ns: 0,
+            last_echo_ns: 0,
             cpu_ns: 0,
             wall_ns: 0,
+            max_busy_fraction: 0.0,
         }
     }
 
@@ -142,8 +149,10 @@ impl ThreadResult {
         self.ever_connected |= other.ever_connected;
         self.slots.extend(other.slots.iter().cloned());
         self.finished_ns = self.finished_ns.max(other.finished_ns);
+        self.last_echo_ns = self.last_echo_ns.max(other.last_echo_ns);
         self.cpu_ns += other.cpu_ns;
         self.wall_ns += other.wall_ns;
+        self.max_busy_fraction = self.max_busy_fraction.max(other.max_busy_fraction);
     }
 }
 
@@ -162,14 +171,28 @@ pub fn jain_fairness(xs: &[u64]) -> f64 {
     sum * sum / (xs.len() as f64 * sum_sq)
 }
 
-/// The median of `xs` (lower middle for even lengths); 0 for an empty list.
-pub fn median(xs: &[u64]) -> u64 {
+/// The median of `xs` (lower middle for even lengths); the default (0) for an empty list.
+/// Incomparable values (NaN) sort as equal.
+pub fn median<T: Copy + Default + PartialOrd>(xs: &[T]) -> T {
     if xs.is_empty() {
-        return 0;
+        return T::default();
     }
     let mut sorted = xs.to_vec();
-    sorted.sort_unstable();
+    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     sorted[(sorted.len() - 1) / 2]
+}
+
+/// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+            return 0;
+        }
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(ru.ru_utime) + ns(ru.ru_stime)
+    }
 }
 
 #[cfg(test)]
@@ -187,7 +210,8 @@ mod tests {
     fn median_of_odd_and_even_lists() {
         assert_eq!(median(&[3, 1, 2]), 2);
         assert_eq!(median(&[4, 1, 3, 2]), 2);
-        assert_eq!(median(&[]), 0);
+        assert_eq!(median::<u64>(&[]), 0);
+        assert_eq!(median(&[2.5, 0.5, 1.5]), 1.5);
     }
 
     #[test]

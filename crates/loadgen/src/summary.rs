@@ -94,7 +94,7 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
     )?;
     writeln!(
         w,
-        "loadgen cost  {:.2} s CPU, {:.2} µs CPU per message, threads {:.0}% busy",
+        "loadgen cost  {:.2} s CPU, {:.2} µs CPU per message, busiest thread {:.0}% busy",
         report.loadgen.cpu_s,
         report.loadgen.cpu_per_message_us,
         report.loadgen.busy_fraction * 100.0
@@ -193,6 +193,7 @@ mod tests {
             .collect();
         t.cpu_ns = 500_000_000;
         t.wall_ns = 4_000_000_000;
+        t.max_busy_fraction = 0.125;
         Report::build(
             &config,
             crate::env::capture(),

@@ -185,6 +185,12 @@ fn a_refused_target_does_not_blame_the_loadgen() {
     assert!(r.unreachable());
     let s = r.schedule.expect("open loop reports its schedule");
     assert!(!s.behind, "{s:?}");
+    assert!(!r.loadgen.saturated, "{:?}", r.loadgen);
+    assert!(
+        (0.0..=1.05).contains(&r.loadgen.busy_fraction),
+        "{:?}",
+        r.loadgen
+    );
     assert!(
         r.invalid_reasons.iter().all(|x| !x.contains("fell behind")),
         "{:?}",

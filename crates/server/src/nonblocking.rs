@@ -20,12 +20,127 @@
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy event-loop`.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Config;
 use crate::registry::Conn;
+use crate::server::Shared;
 use crate::session::Outcome;
 use crate::stats::ErrorKind;
+use crate::strategy::Dispatch;
+
+/// How often a loop scans its connections' deadlines: a few times per timeout (at most 1/8
+/// late), at least every 5 ms, at most every second.
+pub fn scan_period(config: &Config) -> Duration {
+    (config.idle_timeout.min(config.write_timeout) / 8)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// How the acceptor wakes a loop thread that may be blocked waiting for I/O.
+pub trait Wake: Send {
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
+/// loop thread, used in turn.
+pub struct LoopThreads<W: Wake> {
+    loops: Vec<LoopHandle<W>>,
+    next: usize,
+    shared: Arc<Shared>,
+}
+
+/// One loop thread as the acceptor sees it.
+pub struct LoopHandle<W> {
+    pub incoming: Sender<Conn>,
+    pub waker: W,
+    pub thread: JoinHandle<()>,
+}
+
+impl<W: Wake> LoopThreads<W> {
+    pub fn new(loops: Vec<LoopHandle<W>>, shared: &Arc<Shared>) -> Self {
+        LoopThreads {
+            loops,
+            next: 0,
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl<W: Wake> Dispatch for LoopThreads<W> {
+    fn dispatch(&mut self, conn: Conn) {
+        let target = &self.loops[self.next];
+        self.next = (self.next + 1) % self.loops.len();
+        if let Err(err) = target.incoming.send(conn) {
+            // The loop is gone (it cannot panic outside a connection); the connection closes.
+            drop(err.0);
+            self.shared.counters.error(ErrorKind::Io);
+            return;
+        }
+        if let Err(err) = target.waker.wake() {
+            eprintln!("echo-server: could not wake a loop thread: {err}");
+        }
+    }
+
+    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
+    fn finish(self: Box<Self>) {
+        let mut running = Vec::with_capacity(self.loops.len());
+        for handle in self.loops {
+            let LoopHandle {
+                incoming,
+                waker,
+                thread,
+            } = handle;
+            drop(incoming);
+            if let Err(err) = waker.wake() {
+                eprintln!("echo-server: could not wake a loop thread: {err}");
+            }
+            // The waker lives until the loop ended: closing its descriptor could take the
+            // wake-up out of the loop's poll set before the loop saw it.
+            running.push((thread, waker));
+        }
+        for (thread, _waker) in running {
+            if thread.join().is_err() {
+                eprintln!("echo-server: a loop thread panicked outside a connection");
+            }
+        }
+    }
+}
+
+/// A loop thread's side of its channel: connections from the acceptor, and whether the acceptor
+/// still sends any (a loop ends once it stopped and the loop's connections are closed).
+pub struct Incoming {
+    receiver: Receiver<Conn>,
+    accepting: bool,
+}
+
+impl Incoming {
+    pub fn new(receiver: Receiver<Conn>) -> Self {
+        Incoming {
+            receiver,
+            accepting: true,
+        }
+    }
+
+    /// The next connection waiting, if any; notices when the acceptor has stopped.
+    pub fn take(&mut self) -> Option<Conn> {
+        match self.receiver.try_recv() {
+            Ok(conn) => Some(conn),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.accepting = false;
+                None
+            }
+        }
+    }
+
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+}
 
 /// What the connection needs next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,11 +222,7 @@ impl Session {
     pub fn received(&mut self, data: &[u8], now: Instant, config: &Config) {
         self.bytes_in += data.len() as u64;
         self.idle_since = now;
-        if let Some(trigger) = &config.panic_trigger
-            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
-        {
-            panic!("panic trigger received (test hook)");
-        }
+        config.check_panic_trigger(data);
     }
 
     /// Accounts for `n` bytes written back.

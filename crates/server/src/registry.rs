@@ -9,7 +9,7 @@
 //! then saw (EOF after the cut, EPIPE on a blocked write); any other counts its own outcome.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,16 +21,26 @@ use crate::stats::Counters;
 /// Open connections by id.
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Log connections that end in an error or a timeout (`--verbose`).
+    log_connections: bool,
     next_id: AtomicU64,
     /// Descriptor of each open connection, and whether the drain has shut it down already.
     open: Mutex<HashMap<u64, (RawFd, bool)>>,
 }
 
 impl Registry {
+    pub fn new(log_connections: bool) -> Self {
+        Registry {
+            log_connections,
+            ..Registry::default()
+        }
+    }
+
     /// Admits a freshly accepted stream: counts it open and remembers its descriptor.
     pub fn admit(
         self: &Arc<Self>,
         stream: TcpStream,
+        peer: SocketAddr,
         accepted_at: Instant,
         counters: &Arc<Counters>,
     ) -> Conn {
@@ -42,6 +52,7 @@ impl Registry {
                 id,
                 registry: Arc::clone(self),
                 counters: Arc::clone(counters),
+                peer,
                 ended: false,
             },
             stream,
@@ -123,9 +134,26 @@ impl<S> Conn<S> {
     pub fn finish(mut self, outcome: Outcome, bytes_in: u64, bytes_out: u64) {
         let counters = Arc::clone(&self.registration.counters);
         counters.add_bytes(bytes_in, bytes_out);
-        if !self.registration.end() {
-            counters.count_outcome(outcome);
+        if self.registration.end() {
+            return;
         }
+        counters.count_outcome(outcome);
+        if self.registration.registry.log_connections {
+            let how = match outcome {
+                Outcome::Completed => return,
+                Outcome::TimedOut => "timed out".to_string(),
+                Outcome::Failed(kind) => format!("failed ({} error)", kind.name()),
+            };
+            eprintln!(
+                "echo-server: connection from {} {how} after {bytes_in} bytes in, {bytes_out} out",
+                self.registration.peer
+            );
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.registration.peer
     }
 
     /// Converts the stream (e.g. into a mio or tokio stream over the same socket), keeping the
@@ -165,6 +193,7 @@ struct Registration {
     id: u64,
     registry: Arc<Registry>,
     counters: Arc<Counters>,
+    peer: SocketAddr,
     ended: bool,
 }
 

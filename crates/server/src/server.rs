@@ -101,10 +101,12 @@ impl Server {
     /// Binds, starts the strategy and the accept loop, and returns once connections are accepted.
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let config_addr = config.addr;
         let listener = bind(config.addr, config.backlog)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the bound address", e))?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config_addr,
+            source,
+        })?;
         let poll = Poll::new().map_err(|e| Error::io("creating the accept poller", e))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("creating a waker", e))?,
@@ -115,21 +117,26 @@ impl Server {
                 LISTENER,
                 Interest::READABLE,
             )
-            .map_err(|e| Error::io("registering the listener", e))?;
+            .map_err(|source| Error::Bind {
+                addr: config_addr,
+                source,
+            })?;
 
+        let log_connections = config.log_connections;
         let shared = Arc::new(Shared {
             config,
             counters: Arc::new(Counters::default()),
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Registry::new(log_connections)),
             stopping: AtomicBool::new(false),
             accept_gate: Mutex::new(true),
         });
         // A second descriptor of the listening socket, so that `stop()` can close it (refuse new
         // connections) even while the acceptor is busy in a session (`iterative`) or blocked
         // handing a connection over (`pool --overflow block`).
-        let listener_for_stop = listener
-            .try_clone()
-            .map_err(|e| Error::io("duplicating the listener", e))?;
+        let listener_for_stop = listener.try_clone().map_err(|source| Error::Bind {
+            addr: config_addr,
+            source,
+        })?;
         let dispatch = strategy::start(&shared)?;
         let acceptor_shared = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -236,10 +243,10 @@ impl Drop for Server {
 /// TIME_WAIT), the given backlog, nonblocking for the poller.
 fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| Error::io("creating the listening socket", e))?;
+        .map_err(|e| Error::Bind { addr, source: e })?;
     socket
         .set_reuse_address(true)
-        .map_err(|e| Error::io("setting SO_REUSEADDR", e))?;
+        .map_err(|e| Error::Bind { addr, source: e })?;
     socket.bind(&addr.into()).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => Error::AddrInUse(addr),
         _ => Error::Bind { addr, source: e },
@@ -249,7 +256,7 @@ fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
         .map_err(|e| Error::Bind { addr, source: e })?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| Error::io("making the listener nonblocking", e))?;
+        .map_err(|e| Error::Bind { addr, source: e })?;
     Ok(socket.into())
 }
 
@@ -285,7 +292,7 @@ fn accept_loop(
                 break 'serve;
             }
             match listener.accept() {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     backing_off = false;
                     counters.accepted.fetch_add(1, Relaxed);
                     if counters.open_now() >= shared.config.max_connections as u64
@@ -295,7 +302,9 @@ fn accept_loop(
                         drop(stream);
                         continue;
                     }
-                    let conn = shared.registry.admit(stream, Instant::now(), counters);
+                    let conn = shared
+                        .registry
+                        .admit(stream, peer, Instant::now(), counters);
                     drop(gate);
                     dispatch.dispatch(conn);
                 }

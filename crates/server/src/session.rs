@@ -77,13 +77,7 @@ fn serve(
             Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
         };
         totals.bytes_in += n as u64;
-        if let Some(trigger) = &config.panic_trigger
-            && buffer[..n]
-                .windows(trigger.len())
-                .any(|w| w == trigger.as_slice())
-        {
-            panic!("panic trigger received (test hook)");
-        }
+        config.check_panic_trigger(&buffer[..n]);
         match stream.write_all(&buffer[..n]) {
             Ok(()) => totals.bytes_out += n as u64,
             Err(err) if is_timeout(&err) => return Outcome::TimedOut,

@@ -10,12 +10,14 @@
 //! Connections end with a reset (SO_LINGER 0) so that 10,000 client ports do not sit in
 //! TIME_WAIT on a machine shared with other tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use echo_server::Strategy;
+
+mod common;
 
 const CONNECTIONS: usize = 10_000;
 const BUDGET_KIB_PER_CONNECTION: u64 = 8;
@@ -63,16 +65,7 @@ fn rss_per_connection_kib(strategy: Strategy) -> f64 {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn echo-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening on")
-        .parse()
-        .expect("address");
+    let addr = common::listening_addr(&mut BufReader::new(child.stdout.take().expect("stdout")));
     let pid = child.id();
     let _child = KillOnDrop(child);
 

@@ -17,14 +17,13 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
-use super::Dispatch;
+use super::{Dispatch, LiveSessions};
 use crate::Error;
 use crate::registry::Conn;
 use crate::server::Shared;
@@ -34,7 +33,7 @@ use crate::stats::ErrorKind;
 pub struct AsyncTokio {
     runtime: Runtime,
     /// Sessions spawned and not yet ended, so `finish` can wait for them.
-    live: Arc<AtomicUsize>,
+    live: LiveSessions,
     shared: Arc<Shared>,
 }
 
@@ -49,7 +48,7 @@ impl AsyncTokio {
             .map_err(|e| Error::io("starting the tokio runtime", e))?;
         Ok(AsyncTokio {
             runtime,
-            live: Arc::new(AtomicUsize::new(0)),
+            live: LiveSessions::default(),
             shared: Arc::clone(shared),
         })
     }
@@ -58,7 +57,7 @@ impl AsyncTokio {
 impl Dispatch for AsyncTokio {
     fn dispatch(&mut self, conn: Conn) {
         let shared = Arc::clone(&self.shared);
-        let live = LiveGuard::new(&self.live);
+        let live = self.live.guard();
         self.runtime.spawn(async move {
             let _live = live;
             run(conn, &shared).await;
@@ -68,27 +67,8 @@ impl Dispatch for AsyncTokio {
     /// Waits for the sessions to end (the server's drain cuts those that outlive it), then stops
     /// the runtime.
     fn finish(self: Box<Self>) {
-        let limit = Instant::now() + self.shared.config.drain_timeout + Duration::from_secs(10);
-        while self.live.load(Ordering::Acquire) > 0 && Instant::now() < limit {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.live.wait_for_none(&self.shared);
         self.runtime.shutdown_timeout(Duration::from_secs(1));
-    }
-}
-
-/// Counts a spawned session until its task ends (also when the task is dropped unfinished).
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl LiveGuard {
-    fn new(live: &Arc<AtomicUsize>) -> Self {
-        live.fetch_add(1, Ordering::AcqRel);
-        LiveGuard(Arc::clone(live))
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -174,11 +154,7 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
             };
             totals.0 += n as u64;
             let data = &scratch[..n];
-            if let Some(trigger) = &config.panic_trigger
-                && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
-            {
-                panic!("panic trigger received (test hook)");
-            }
+            config.check_panic_trigger(data);
             let mut written = 0;
             while written < n {
                 match stream.try_write(&data[written..]) {

@@ -24,16 +24,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::Receiver;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
-use super::Dispatch;
 use crate::Error;
-use crate::nonblocking::Session;
+use crate::nonblocking::{Incoming, LoopHandle, LoopThreads, Session, Wake, scan_period};
 use crate::registry::Conn;
 use crate::server::{RateLimitedLog, Shared};
 use crate::session::Outcome;
@@ -103,108 +101,65 @@ fn push_bounded(
 }
 
 /// The acceptor's side: one channel and eventfd per loop, used in turn.
-pub struct Uring {
-    loops: Vec<LoopHandle>,
-    next: usize,
-    shared: Arc<Shared>,
+pub type Uring = LoopThreads<EventFd>;
+
+/// The eventfd that wakes a ring loop (its read is always in flight on the ring).
+pub struct EventFd(Arc<OwnedFd>);
+
+impl Wake for EventFd {
+    fn wake(&self) -> io::Result<()> {
+        signal(&self.0)
+    }
 }
 
-struct LoopHandle {
-    incoming: Sender<Conn>,
-    wake: Arc<OwnedFd>,
-    thread: JoinHandle<()>,
-}
-
-impl Uring {
-    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
-        let loops = (0..shared.config.loops)
-            .map(|i| {
-                let wake = Arc::new(eventfd().map_err(|e| Error::io("creating an eventfd", e))?);
-                let (incoming, receiver) = crossbeam_channel::unbounded();
-                let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-                let loop_wake = Arc::clone(&wake);
-                let loop_shared = Arc::clone(shared);
-                // The ring is created on the thread that uses it (a single-issuer ring must be
-                // submitted to by the thread that created it); setup errors come back here.
-                let thread = std::thread::Builder::new()
-                    .name(format!("uring-{i}"))
-                    .spawn(
-                        move || match RingLoop::new(receiver, loop_wake, loop_shared) {
-                            Ok(mut ring_loop) => {
-                                let _ = ready_tx.send(Ok(()));
-                                ring_loop.arm_wake();
-                                ring_loop.run();
-                            }
-                            Err(err) => {
-                                let _ = ready_tx.send(Err(err));
-                            }
-                        },
-                    )
-                    .map_err(|e| Error::io("spawning a ring loop", e))?;
-                match ready_rx.recv() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => {
-                        let _ = thread.join();
-                        return Err(err);
-                    }
-                    Err(_) => {
-                        let _ = thread.join();
-                        return Err(Error::io(
-                            "setting up io_uring",
-                            io::Error::other("the ring thread ended before it was ready"),
-                        ));
-                    }
+/// Starts the ring loops; fails (with the kernel's answer) where io_uring is refused.
+pub fn start(shared: &Arc<Shared>) -> Result<Uring, Error> {
+    let loops = (0..shared.config.loops)
+        .map(|i| {
+            let wake = Arc::new(eventfd().map_err(|e| Error::io("creating an eventfd", e))?);
+            let (incoming, receiver) = crossbeam_channel::unbounded();
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+            let loop_wake = Arc::clone(&wake);
+            let loop_shared = Arc::clone(shared);
+            // The ring is created on the thread that uses it (a single-issuer ring must be
+            // submitted to by the thread that created it); setup errors come back here.
+            let thread = std::thread::Builder::new()
+                .name(format!("uring-{i}"))
+                .spawn(
+                    move || match RingLoop::new(receiver, loop_wake, loop_shared) {
+                        Ok(mut ring_loop) => {
+                            let _ = ready_tx.send(Ok(()));
+                            ring_loop.arm_wake();
+                            ring_loop.run();
+                        }
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                        }
+                    },
+                )
+                .map_err(|e| Error::io("spawning a ring loop", e))?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    let _ = thread.join();
+                    return Err(err);
                 }
-                Ok(LoopHandle {
-                    incoming,
-                    wake,
-                    thread,
-                })
+                Err(_) => {
+                    let _ = thread.join();
+                    return Err(Error::io(
+                        "setting up io_uring",
+                        io::Error::other("the ring thread ended before it was ready"),
+                    ));
+                }
+            }
+            Ok(LoopHandle {
+                incoming,
+                waker: EventFd(wake),
+                thread,
             })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Uring {
-            loops,
-            next: 0,
-            shared: Arc::clone(shared),
         })
-    }
-}
-
-impl Dispatch for Uring {
-    fn dispatch(&mut self, conn: Conn) {
-        let target = &self.loops[self.next];
-        self.next = (self.next + 1) % self.loops.len();
-        if let Err(err) = target.incoming.send(conn) {
-            drop(err.0); // the loop is gone; the connection closes
-            self.shared.counters.error(ErrorKind::Io);
-            return;
-        }
-        if let Err(err) = signal(&target.wake) {
-            eprintln!("echo-server: could not wake a ring loop: {err}");
-        }
-    }
-
-    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
-    fn finish(self: Box<Self>) {
-        let mut threads = Vec::with_capacity(self.loops.len());
-        for handle in self.loops {
-            drop(handle.incoming);
-            if let Err(err) = signal(&handle.wake) {
-                eprintln!("echo-server: could not wake a ring loop: {err}");
-            }
-            threads.push(handle.thread);
-        }
-        for thread in threads {
-            if thread.join().is_err() {
-                eprintln!("echo-server: a ring loop panicked outside a connection");
-            }
-        }
-    }
-}
-
-fn scan_period(config: &crate::Config) -> Duration {
-    (config.idle_timeout.min(config.write_timeout) / 8)
-        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(LoopThreads::new(loops, shared))
 }
 
 /// A ring for one thread: single issuer with deferred task work (completions are run when the
@@ -345,8 +300,7 @@ struct RingLoop {
     // Field order: the ring closes before the buffers it reads are freed.
     ring: IoUring,
     buffers: BufferRing,
-    incoming: Receiver<Conn>,
-    accepting: bool,
+    incoming: Incoming,
     wake: Arc<OwnedFd>,
     /// Target of the in-flight eventfd read (heap: its address must not move).
     wake_counter: Box<u64>,
@@ -386,8 +340,7 @@ impl RingLoop {
         Ok(RingLoop {
             ring,
             buffers,
-            incoming,
-            accepting: true,
+            incoming: Incoming::new(incoming),
             wake,
             wake_counter: Box::new(0),
             conns: Slab::new(),
@@ -403,7 +356,7 @@ impl RingLoop {
 
     fn run(mut self) {
         let mut next_scan = Instant::now() + self.scan_every;
-        while self.accepting || !self.conns.is_empty() {
+        while self.incoming.accepting() || !self.conns.is_empty() {
             if !self.wake_armed {
                 self.take_incoming();
                 self.arm_wake();
@@ -484,15 +437,8 @@ impl RingLoop {
     }
 
     fn take_incoming(&mut self) {
-        loop {
-            match self.incoming.try_recv() {
-                Ok(conn) => self.register(conn),
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.accepting = false;
-                    return;
-                }
-            }
+        while let Some(conn) = self.incoming.take() {
+            self.register(conn);
         }
     }
 
