@@ -274,7 +274,8 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
                 note.push_str(&format!(" {starved} starved"));
             }
             vec![
-                match s.server_workers {
+                // 0 means "not a worker-pool strategy" (iterative, thread): nothing to show.
+                match s.server_workers.filter(|&workers| workers > 0) {
                     Some(workers) => format!("{} (w={workers})", s.cell.server),
                     None => s.cell.server.clone(),
                 },
@@ -286,7 +287,7 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
                 } else {
                     "-".into()
                 },
-                if s.trials > 0 {
+                if s.trials > 1 {
                     format!(
                         "{}–{} ({:.0}%)",
                         format_count(s.messages_per_s_ci95.low),
@@ -678,6 +679,14 @@ mod tests {
                 .is_some_and(|l| l.starts_with("pool (w=1)")),
             "{text}"
         );
+        // Strategies without a pool report 0 workers: shown without a count.
+        records[0].server_workers = Some(0);
+        let mut out = Vec::new();
+        TerminalTable
+            .export(&summarize(&cells, &records), &mut out)
+            .expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(!text.contains("(w=0)"), "{text}");
     }
 
     #[test]

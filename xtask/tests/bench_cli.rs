@@ -312,7 +312,7 @@ fn all_strategies_are_the_ones_the_server_offers() {
         assert!(
             stdout
                 .lines()
-                .any(|line| line.starts_with(&format!("{strategy} (w="))),
+                .any(|line| line.starts_with(&format!("{strategy} "))),
             "{strategy} missing from\n{stdout}"
         );
     }
