@@ -1022,6 +1022,12 @@ impl Ctx {
         if was_full {
             conn.unblocked_ns = now;
         }
+        // A stall is time with a message outstanding and no echo: from the later of the last
+        // echo and this message's intended time (an idle connection is not stalled). Noted for
+        // warm-up messages too: one issued in the warm-up and held by the server into the window
+        // (a pool with fewer workers than connections) is exactly a starved connection.
+        self.note_gap(conn, now, p.intended_ns);
+        conn.last_progress_ns = now;
         if !p.measured {
             return;
         }
@@ -1042,10 +1048,6 @@ impl Ctx {
             self.result.last_echo_ns = now;
             conn.messages_verified += 1;
         }
-        // A stall is time with a message outstanding and no echo: from the later of the last
-        // echo and this message's intended time (an idle connection is not stalled).
-        self.note_gap(conn, now, p.intended_ns);
-        conn.last_progress_ns = now;
     }
 
     /// Sends the interval histograms that ended before `now` (all of them when `last`).

@@ -7,13 +7,17 @@ use common::{Behavior, TestServer};
 use echo_server::{Config as ServerConfig, Server, Strategy};
 
 fn run_against(strategy: Strategy) -> loadgen::Report {
+    run_with_warmup(strategy, 0)
+}
+
+fn run_with_warmup(strategy: Strategy, warmup_ms: u64) -> loadgen::Report {
     let mut sc = ServerConfig::loopback(strategy);
     sc.workers = 2;
     let server = Server::start(sc).expect("server starts");
     let mut c = loadgen::Config::new(server.local_addr().to_string());
     c.connections = 8;
     c.threads = 2;
-    c.warmup_ms = 0;
+    c.warmup_ms = warmup_ms;
     c.duration_ms = Some(2_500);
     c.stall_threshold_ms = 1_000;
     c.timeout_ms = 20_000;
@@ -41,6 +45,16 @@ fn pool_with_fewer_workers_than_connections_starves_and_warns() {
         )),
         "{text}"
     );
+}
+
+/// The usual case: the waiting connections' first messages go out during the warm-up and are
+/// still held by the pool when the window opens. They are starved all the same.
+#[test]
+fn connections_held_since_the_warm_up_are_starved_too() {
+    let r = run_with_warmup(Strategy::Pool, 300);
+    let conns = r.connections;
+    assert!(conns.starved >= 5, "{conns:?}");
+    assert!(conns.jain_fairness < 0.5, "{conns:?}");
 }
 
 #[test]
