@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::flags::BenchArgs;
+use crate::flags::{BenchArgs, RunArgs};
 use crate::loadgen_report::{ReportFigures, read_report};
 use crate::manifest::{Manifest, create_run_dir, write_json};
 use crate::shell::{self, Binaries, Readiness, ServerLaunch};
@@ -97,6 +97,20 @@ pub fn parse_server_spec(spec: &str) -> Result<ServerEntry> {
     })
 }
 
+/// A built-in strategy as a server entry; an unknown name is an input error listing the known.
+pub fn builtin_strategy(name: &str) -> Result<ServerEntry> {
+    if !KNOWN_STRATEGIES.contains(&name) {
+        return Err(input_error(format!(
+            "unknown strategy {name:?}; known: {}",
+            KNOWN_STRATEGIES.join(", ")
+        )));
+    }
+    Ok(ServerEntry {
+        name: name.to_string(),
+        command: None,
+    })
+}
+
 /// Validates flags into a plan (no processes started); bad input is an [`crate::InputError`].
 pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
     let mut servers = Vec::new();
@@ -160,7 +174,7 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
     let (trials, duration, warmup) = if args.smoke {
         (1, Duration::from_millis(500), Duration::from_millis(200))
     } else {
-        (3, Duration::from_millis(1500), Duration::from_millis(500))
+        (5, Duration::from_millis(1000), Duration::from_millis(300))
     };
     let duration = args.duration.unwrap_or(duration);
     if duration.is_zero() {
@@ -176,15 +190,39 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         trials: args.trials.unwrap_or(trials),
         duration_ms: duration.as_millis() as u64,
         warmup_ms: args.warmup.unwrap_or(warmup).as_millis() as u64,
-        pin: !args.no_pin,
+        pin: !args.run.no_pin,
         seed: args.seed.unwrap_or_else(rand::random),
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: args
-            .server_args
-            .as_deref()
-            .map(|text| text.split_whitespace().map(String::from).collect())
-            .unwrap_or_default(),
+        ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
+        server_args: args.run.server_args(),
     })
+}
+
+impl BenchPlan {
+    /// One cell, closed loop, one trial, no servers yet: what `capacity` and `regress` measure
+    /// (they set `servers`, `trials` or `rate_per_s` per step).
+    pub fn one_cell(
+        connections: u32,
+        size_bytes: u32,
+        duration: Duration,
+        warmup: Duration,
+        run: &RunArgs,
+    ) -> Self {
+        BenchPlan {
+            servers: vec![],
+            all_strategies: false,
+            connections: vec![connections],
+            sizes_bytes: vec![size_bytes],
+            depth: None,
+            rate_per_s: None,
+            trials: 1,
+            duration_ms: duration.as_millis() as u64,
+            warmup_ms: warmup.as_millis() as u64,
+            pin: !run.no_pin,
+            seed: 0,
+            ready_timeout_ms: run.ready_timeout.as_millis() as u64,
+            server_args: run.server_args(),
+        }
+    }
 }
 
 /// The matrix, grouped by size, then connections, then server (the table's order).
@@ -372,14 +410,6 @@ impl Progress {
             None => eprintln!("{line}"),
         }
     }
-
-    /// A line that is not a step.
-    pub fn note(&self, line: String) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
 }
 
 impl Drop for Progress {
@@ -441,6 +471,7 @@ impl TrialRunner<'_> {
             server_cpu_s: None,
             server_cpu_per_message_us: None,
             server_peak_rss_kib: None,
+            server_workers: None,
             failure: None,
         };
         let stats_path = paths.server_stats_json.as_deref().map(at);
@@ -467,7 +498,7 @@ impl TrialRunner<'_> {
         let warmup = Duration::from_millis(self.plan.warmup_ms);
         let cpu_at_warmup_end = std::thread::spawn(move || {
             std::thread::sleep(warmup);
-            shell::proc_cpu_seconds(pid).ok()
+            shell::group_cpu_seconds(pid).ok()
         });
         let args = loadgen_args(
             self.plan,
@@ -485,8 +516,8 @@ impl TrialRunner<'_> {
             &at(&paths.loadgen_log),
             timeout,
         )?;
-        let cpu_end = shell::proc_cpu_seconds(pid).ok();
-        record.server_peak_rss_kib = shell::proc_peak_rss_kib(pid).ok();
+        let cpu_end = shell::group_cpu_seconds(pid).ok();
+        record.server_peak_rss_kib = shell::group_peak_rss_kib(pid).ok();
         let (status, killed) = running.guard.stop()?;
         if killed {
             eprintln!(
@@ -499,6 +530,7 @@ impl TrialRunner<'_> {
                 running.name
             );
         }
+        record.server_workers = stats_path.as_deref().and_then(server_workers);
         record.loadgen_exit_code = outcome.status.and_then(|status| status.code());
         let report = at(&paths.loadgen_json);
         if outcome.timed_out {
@@ -532,6 +564,15 @@ impl TrialRunner<'_> {
         }
         Ok(record)
     }
+}
+
+/// The `workers` a built-in server reported in its `--stats-json` file, if it wrote one.
+pub fn server_workers(stats_json: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(stats_json).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("workers")?
+        .as_u64()
 }
 
 /// One line per finished trial.
@@ -686,9 +727,9 @@ pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<(
 pub fn run(args: &BenchArgs) -> Result<()> {
     let mut plan = plan_from_args(args)?;
     let root = shell::project_root();
-    let binaries = shell::binaries(&root, &args.build, None)?;
+    let binaries = shell::binaries(&root, &args.run.build, None)?;
     resolve_strategies(&mut plan, &binaries)?;
-    let run_dir = create_run_dir(&root, "bench", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "bench", args.run.out.as_deref())?;
     if plan.all_strategies {
         drop_unstartable_strategies(&mut plan, &binaries, &run_dir)?;
     }
@@ -721,10 +762,12 @@ pub fn run_plan(
     };
     manifest.versions.echo_server = version_of(&binaries.echo_server);
     manifest.versions.loadgen = version_of(&binaries.loadgen);
+    let pinning = Pinning::new(plan.pin);
+    manifest.server_cpus = pinning.server.clone();
+    manifest.loadgen_cpus = pinning.loadgen.clone();
     manifest.write(run_dir)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
 
-    let pinning = Pinning::new(plan.pin);
     let cells = cells(plan);
     let order = schedule(cells.len(), plan.trials, plan.seed);
     let per_trial = Duration::from_millis(plan.warmup_ms + plan.duration_ms);
@@ -795,7 +838,7 @@ pub fn run_plan(
         records.len(),
         humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
     );
-    let summaries = summarize(&cells, &records, plan.seed);
+    let summaries = summarize(&cells, &records);
     write_summaries(run_dir, &summaries)?;
     let trials_file = TrialsFile {
         schema: TRIALS_SCHEMA.into(),
@@ -830,10 +873,11 @@ mod tests {
         assert_eq!(names, ["iterative", "thread", "pool"]);
         assert_eq!(plan.connections, [1, 16, 128]);
         assert_eq!(plan.sizes_bytes, [64]);
-        assert_eq!(plan.trials, 3);
+        // Five trials: the fewest whose interval of the median has ≥ 90% coverage.
+        assert_eq!(plan.trials, 5);
         assert_eq!(cells(&plan).len(), 9);
-        // About a minute: 27 trials of 2 s.
-        let total_ms = (plan.duration_ms + plan.warmup_ms) * 27;
+        // About a minute: 45 trials of 1.3 s.
+        let total_ms = (plan.duration_ms + plan.warmup_ms) * 45;
         assert!((40_000..=75_000).contains(&total_ms), "{total_ms}");
     }
 
@@ -911,7 +955,7 @@ mod tests {
             Some(1),
         );
         let joined = args.join(" ");
-        assert!(joined.starts_with("--target 127.0.0.1:5000 --connections 1 --size 64 --duration 1500ms --warmup 500ms --json /tmp/x.json --quiet"), "{joined}");
+        assert!(joined.starts_with("--target 127.0.0.1:5000 --connections 1 --size 64 --duration 1000ms --warmup 300ms --json /tmp/x.json --quiet"), "{joined}");
         assert!(
             joined.ends_with("--threads 1 --depth 4 --rate 1000"),
             "{joined}"

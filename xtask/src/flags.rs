@@ -61,6 +61,37 @@ pub enum BuildProfile {
     Dev,
 }
 
+/// Flags every measuring command (`bench`, `capacity`, `regress`) shares: how the servers
+/// are started, where the run directory goes and how the binaries are obtained.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Run options")]
+pub struct RunArgs {
+    /// Extra arguments for every built-in strategy's server, e.g. '--workers 4 --queue 64'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub server_args: Option<String>,
+    /// Do not pin server and loadgen to separate cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Run directory (default: results/runs/<UTC stamp>-<command>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How long a server may take to print `listening on` (or accept, for an external server).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub ready_timeout: Duration,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+impl RunArgs {
+    /// `--server-args` split on whitespace.
+    pub fn server_args(&self) -> Vec<String> {
+        self.server_args
+            .as_deref()
+            .map(|text| text.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -83,35 +114,23 @@ pub struct BenchArgs {
     /// Open-loop total rate in messages/s (loadgen `--rate`); closed loop when absent.
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Trials per cell (default 3; 1 with --smoke).
+    /// Trials per cell (default 5, the fewest whose interval reaches 90% coverage; 1 with --smoke).
     #[arg(long)]
     pub trials: Option<u32>,
-    /// Extra arguments for every built-in strategy's server, e.g. '--workers 4 --queue 64'.
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    pub server_args: Option<String>,
-    /// Measured time per trial (default 1500ms; 500ms with --smoke).
+    /// Measured time per trial (default 1s; 500ms with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Warm-up per trial, run but not recorded (default 500ms; 200ms with --smoke).
+    /// Warm-up per trial, run but not recorded (default 300ms; 200ms with --smoke).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
-    /// Do not pin server and loadgen to separate cores.
-    #[arg(long)]
-    pub no_pin: bool,
     /// A few seconds for CI: one short trial per cell.
     #[arg(long)]
     pub smoke: bool,
-    /// Run directory (default: results/runs/<UTC stamp>-bench).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
     /// Seed for the shuffled trial order (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How long a server may take to print `listening on` (or accept, for `--server`).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub ready_timeout: Duration,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub run: RunArgs,
 }
 
 /// Flags of the hidden `fixture-echo` test server.
@@ -137,10 +156,8 @@ pub struct CapacityArgs {
     /// Or an external server command with `{port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
     pub server: Option<String>,
-    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    pub server_args: Option<String>,
-    /// The SLO, e.g. 'p99<=1ms' or 'p99<=1ms,p999<=5ms,errors=0'.
+    /// The SLO in loadgen's `--slo` syntax, upper bounds only: 'p99<=1ms' or
+    /// 'p99<=1ms,p999<=5ms,errors=0' (no errors clause: none tolerated).
     #[arg(long)]
     pub slo: String,
     /// Connections the open-loop load is spread over.
@@ -171,17 +188,8 @@ pub struct CapacityArgs {
     /// Total time for the search; it reports the bracket found when this runs out.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "110s")]
     pub budget: Duration,
-    /// Do not pin server and loadgen to separate cores.
-    #[arg(long)]
-    pub no_pin: bool,
-    /// Run directory (default: results/runs/<UTC stamp>-capacity).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// How long the server may take to become ready.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub ready_timeout: Duration,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub run: RunArgs,
 }
 
 /// What `regress` compares.
@@ -209,9 +217,6 @@ pub struct RegressArgs {
     /// The compared metric.
     #[arg(long, value_enum, default_value_t = Metric::Throughput)]
     pub metric: Metric,
-    /// Extra arguments for the built-in strategy's server, e.g. '--workers 16'.
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    pub server_args: Option<String>,
     /// Strategy both sides run.
     #[arg(long, default_value = "pool")]
     pub strategy: String,
@@ -234,15 +239,52 @@ pub struct RegressArgs {
     /// Warm-up per trial.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "300ms")]
     pub warmup: Duration,
-    /// Do not pin server and loadgen to separate cores.
-    #[arg(long)]
-    pub no_pin: bool,
-    /// Run directory (default: results/runs/<UTC stamp>-regress).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// How long a server may take to become ready.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub ready_timeout: Duration,
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub run: RunArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measuring_commands_share_the_run_flags() {
+        for command in ["bench", "capacity", "regress"] {
+            let mut argv = vec!["cargo xtask", command];
+            if command == "capacity" {
+                argv.extend(["--slo", "p99<=1ms"]);
+            }
+            argv.extend([
+                "--server-args",
+                "--workers 4 --queue 64",
+                "--no-pin",
+                "--out",
+                "somewhere",
+                "--ready-timeout",
+                "3s",
+                "--build-profile",
+                "dev",
+            ]);
+            let parsed = Xtask::try_parse_from(&argv).expect(command);
+            let run = match parsed.command {
+                Command::Bench(args) => args.run,
+                Command::Capacity(args) => args.run,
+                Command::Regress(args) => args.run,
+                other => panic!("{command} parsed as {other:?}"),
+            };
+            assert_eq!(run.server_args(), ["--workers", "4", "--queue", "64"]);
+            assert!(run.no_pin, "{command}");
+            assert_eq!(run.out, Some(PathBuf::from("somewhere")));
+            assert_eq!(run.ready_timeout, Duration::from_secs(3));
+            assert_eq!(run.build.build_profile, BuildProfile::Dev);
+            assert_eq!(run.build.bin_dir, None);
+        }
+        let defaults = Xtask::try_parse_from(["cargo xtask", "regress"]).expect("parses");
+        let Command::Regress(args) = defaults.command else {
+            panic!("not regress");
+        };
+        assert!(args.run.server_args().is_empty() && !args.run.no_pin);
+        assert_eq!(args.run.ready_timeout, Duration::from_secs(10));
+        assert_eq!(args.run.build.build_profile, BuildProfile::Release);
+    }
 }

@@ -4,7 +4,7 @@
 //! that flag and returns [`Interrupted`], so the error unwinds through the guards that own child
 //! processes, and their `Drop` stops the servers and load generators by PID before xtask exits
 //! non-zero (130). Children run in their own process groups, so a terminal's Ctrl-C reaches only
-//! xtask, which then stops them in order. Try it: `cargo xtask bench`, press Ctrl-C, then
+//! xtask, which then stops them in order. A second signal forces an immediate exit (130). Try it: `cargo xtask bench`, press Ctrl-C, then
 //! `pgrep echo-server` finds nothing.
 
 use std::sync::Arc;
@@ -33,6 +33,10 @@ pub fn install() -> anyhow::Result<()> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
+        // Registered first, so it runs before the flag is set: the first signal finds the flag
+        // clear and only sets it; a second one (the flag already set) exits at once with 130,
+        // for when stopping the children hangs.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag()))?;
         signal_hook::flag::register(signal, Arc::clone(flag()))?;
     }
     let _ = INSTALLED.set(());

@@ -19,7 +19,6 @@ pub mod merge;
 pub mod regress;
 pub mod report;
 pub mod shell;
-pub mod slo;
 pub mod stats;
 pub mod summary;
 

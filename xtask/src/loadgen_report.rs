@@ -3,11 +3,12 @@
 //! xtask reads only the keys it needs, as `serde_json::Value` pointers, so it stays decoupled
 //! from the loadgen's Rust types: keys are only ever added to that schema, never renamed.
 //! Keys from later issues (`valid`, `throughput.achieved_ratio`, …) are optional here.
+//! (`capacity` is the exception: it judges each step with `loadgen::slo::check`, so it reads
+//! its reports as `loadgen::Report`; a report that does not fit fails that step, naming why.)
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// The numbers xtask uses from one loadgen report.
@@ -93,7 +94,8 @@ pub fn read_report(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Decodes `histograms.<name>` (HdrHistogram V2 / V2-deflate, base64) from a report.
+/// Decodes `histograms.<name>` (HdrHistogram V2 / V2-deflate, base64) from a report, with
+/// loadgen's decoder.
 pub fn histogram(
     report: &serde_json::Value,
     name: &str,
@@ -104,18 +106,15 @@ pub fn histogram(
     else {
         return Ok(None);
     };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .with_context(|| format!("histograms.{name} is not base64"))?;
-    let histogram = hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|error| anyhow::anyhow!("histograms.{name}: {error:?}"))?;
+    let histogram =
+        loadgen::report::decode_histogram(encoded).with_context(|| format!("histograms.{name}"))?;
     Ok(Some(histogram))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 
     fn sample_report() -> serde_json::Value {

@@ -36,6 +36,13 @@ pub struct Manifest {
     pub versions: Versions,
     /// Command-specific configuration (the bench plan, the SLO …).
     pub config: serde_json::Value,
+    /// CPUs the server was pinned to (None: not pinned). A built-in strategy sizes its default
+    /// worker count from these, so on 2 cores a pinned server sees one CPU.
+    #[serde(default)]
+    pub server_cpus: Option<Vec<usize>>,
+    /// CPUs the loadgen was pinned to (None: not pinned).
+    #[serde(default)]
+    pub loadgen_cpus: Option<Vec<usize>>,
 }
 
 /// Versions of the tools involved.
@@ -72,6 +79,8 @@ impl Manifest {
             os: std::env::consts::OS.to_string(),
             git_commit,
             git_dirty,
+            server_cpus: None,
+            loadgen_cpus: None,
             versions: Versions {
                 xtask: env!("CARGO_PKG_VERSION").to_string(),
                 rustc: command_output("rustc", &["--version"], root),

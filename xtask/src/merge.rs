@@ -17,20 +17,12 @@ pub fn run(inputs: &[PathBuf], output: &Path) -> Result<()> {
         return Err(crate::input_error("merge needs at least two reports"));
     }
     let merged = loadgen::merge::merge_files(inputs, output)?;
-    let merged = serde_json::to_value(&merged)?;
     eprintln!(
         "merged {} reports: {} messages verified, {} msg/s, p99 {} µs → {}",
         inputs.len(),
-        merged
-            .pointer("/messages/verified")
-            .unwrap_or(&serde_json::Value::Null),
-        merged
-            .pointer("/throughput/messages_per_s")
-            .and_then(serde_json::Value::as_f64)
-            .map_or("-".into(), crate::summary::format_count),
-        merged
-            .pointer("/latency_us/p99")
-            .unwrap_or(&serde_json::Value::Null),
+        merged.messages.verified,
+        crate::summary::format_count(merged.throughput.messages_per_s),
+        merged.latency_us.p99,
         output.display()
     );
     Ok(())

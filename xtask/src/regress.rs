@@ -19,7 +19,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{BenchPlan, Pinning, ServerEntry, TrialRunner, parse_server_spec};
+use crate::bench::{
+    BenchPlan, Pinning, ServerEntry, TrialRunner, builtin_strategy, parse_server_spec,
+};
 use crate::flags::{Metric, RegressArgs};
 use crate::loadgen_report::ReportFigures;
 use crate::manifest::{Manifest, create_run_dir, write_json};
@@ -72,6 +74,68 @@ pub fn parse_threshold(text: &str) -> Result<f64> {
         )));
     }
     Ok(value)
+}
+
+/// What one pair contributes: a ratio for the estimate, or why it is excluded; and whether the
+/// candidate failed outright (errors or nothing verified), which fails the gate by itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairOutcome {
+    pub ratio: Option<f64>,
+    pub excluded: Option<String>,
+    pub candidate_failure: Option<String>,
+}
+
+/// Judges one pair. A pair is excluded when either side's loadgen said `valid: false` (its
+/// numbers cannot be trusted), either side verified nothing, or the baseline had errors. A
+/// candidate with errors or nothing verified fails the gate whatever the ratios say: an echo
+/// server that drops or corrupts messages is broken, not merely slow.
+pub fn judge_pair(
+    metric: Metric,
+    pair: usize,
+    baseline: &ReportFigures,
+    candidate: &ReportFigures,
+) -> PairOutcome {
+    let mut problems = Vec::new();
+    for (label, figures) in [("baseline", baseline), ("candidate", candidate)] {
+        if figures.messages_verified == 0 {
+            problems.push(format!("{label} verified no messages"));
+        } else if figures.valid == Some(false) {
+            problems.push(format!(
+                "{label} measurement invalid ({})",
+                figures.invalid_reasons.join("; ")
+            ));
+        }
+    }
+    if baseline.errors_total > 0 {
+        problems.push(format!("baseline had {} errors", baseline.errors_total));
+    }
+    let candidate_failure = if candidate.errors_total > 0 {
+        Some(format!(
+            "pair {pair}: candidate had {} errors",
+            candidate.errors_total
+        ))
+    } else if candidate.messages_verified == 0 {
+        Some(format!("pair {pair}: candidate verified no messages"))
+    } else {
+        None
+    };
+    if problems.is_empty() {
+        PairOutcome {
+            ratio: Some(pair_ratio(
+                metric,
+                metric_value(metric, baseline),
+                metric_value(metric, candidate),
+            )),
+            excluded: None,
+            candidate_failure,
+        }
+    } else {
+        PairOutcome {
+            ratio: None,
+            excluded: Some(format!("pair {pair}: {}", problems.join("; "))),
+            candidate_failure,
+        }
+    }
 }
 
 /// ABBA order: for pair i, which side runs first (`true` = baseline first).
@@ -128,9 +192,13 @@ pub struct RegressFile {
     pub trials: Vec<RegressTrial>,
     /// Per usable pair, candidate vs baseline (below 1 = slower).
     pub ratios: Vec<f64>,
-    /// Pairs left out of the estimate, and why (neither side verified any message).
+    /// Pairs left out of the estimate, and why (either side invalid or verified nothing, or
+    /// the baseline had errors).
     #[serde(default)]
     pub excluded_pairs: Vec<String>,
+    /// Why the candidate fails the gate regardless of the ratios (errors, nothing verified).
+    #[serde(default)]
+    pub candidate_failures: Vec<String>,
     pub estimate: RatioEstimate,
     pub verdict: Verdict,
 }
@@ -186,8 +254,13 @@ pub fn resolve_ref(root: &Path, git_ref: &str) -> Result<String> {
 
 /// Checks `commit` out in a fresh temporary worktree (detached), removed again on drop.
 fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
-    let parent = tempfile_dir()?;
-    let path = parent.join(format!(
+    // A regress killed hard (a second Ctrl-C, SIGKILL) leaves a registered worktree whose
+    // directory may be gone; prune those records first so they never pile up.
+    let _ = Command::new("git")
+        .args(["worktree", "prune"])
+        .current_dir(root)
+        .status();
+    let path = std::env::temp_dir().join(format!(
         "echolab-baseline-{}-{}",
         &commit[..commit.len().min(12)],
         std::process::id()
@@ -214,7 +287,7 @@ fn checkout_worktree(root: &Path, commit: &str) -> Result<Worktree> {
 fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binaries> {
     let worktree = checkout_worktree(root, commit)?;
     let target = root.join("target").join("xtask-regress");
-    let built = shell::build_binaries(&worktree.path, args.build.build_profile, Some(&target))?;
+    let built = shell::build_binaries(&worktree.path, args.run.build.build_profile, Some(&target))?;
     // Keep copies outside the worktree's lifetime (the target dir is shared and cached).
     let keep = target.join(format!("bin-{}", &commit[..commit.len().min(12)]));
     std::fs::create_dir_all(&keep)?;
@@ -227,12 +300,6 @@ fn build_baseline(root: &Path, commit: &str, args: &RegressArgs) -> Result<Binar
         echo_server,
         loadgen,
     })
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir();
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// `cargo xtask regress`.
@@ -262,18 +329,12 @@ pub fn run(args: &RegressArgs) -> Result<()> {
             "give --baseline REF, or --baseline-server and --candidate-server",
         ));
     }
-    if !crate::bench::KNOWN_STRATEGIES.contains(&args.strategy.as_str()) {
-        return Err(input_error(format!("unknown strategy {:?}", args.strategy)));
-    }
+    let strategy = builtin_strategy(&args.strategy)?;
     let baseline_commit = match (&external, &args.baseline) {
         (None, Some(git_ref)) => Some(resolve_ref(&root, git_ref)?),
         _ => None,
     };
-    let candidate_binaries = shell::binaries(&root, &args.build, None)?;
-    let strategy_entry = |name: &str| ServerEntry {
-        name: name.to_string(),
-        command: None,
-    };
+    let candidate_binaries = shell::binaries(&root, &args.run.build, None)?;
     let (baseline_binaries, baseline, candidate) = match external {
         Some((baseline, candidate)) => (
             candidate_binaries.clone(),
@@ -299,32 +360,27 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                     label: "baseline".into(),
                     git_ref: args.baseline.clone(),
                     commit: Some(commit),
-                    server: strategy_entry(&args.strategy),
+                    server: strategy.clone(),
                 },
                 Side {
                     label: "candidate".into(),
                     git_ref: Some("working tree".into()),
                     commit: command_output("git", &["rev-parse", "HEAD"], &root),
-                    server: strategy_entry(&args.strategy),
+                    server: strategy,
                 },
             )
         }
     };
-    let run_dir = create_run_dir(&root, "regress", args.out.as_deref())?;
+    let run_dir = create_run_dir(&root, "regress", args.run.out.as_deref())?;
     let plan = BenchPlan {
-        servers: vec![],
-        all_strategies: false,
-        connections: vec![args.connections],
-        sizes_bytes: vec![args.size],
-        depth: None,
-        rate_per_s: None,
         trials: args.trials,
-        duration_ms: args.duration.as_millis() as u64,
-        warmup_ms: args.warmup.as_millis() as u64,
-        pin: !args.no_pin,
-        seed: 0,
-        ready_timeout_ms: args.ready_timeout.as_millis() as u64,
-        server_args: crate::capacity::split_args(args.server_args.as_deref()),
+        ..BenchPlan::one_cell(
+            args.connections,
+            args.size,
+            args.duration,
+            args.warmup,
+            &args.run,
+        )
     };
     Manifest::collect(
         "regress",
@@ -364,6 +420,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     let mut trials = Vec::new();
     let mut ratios = Vec::new();
     let mut excluded_pairs = Vec::new();
+    let mut candidate_failures = Vec::new();
     let mut order = 0;
     for pair in 0..args.trials as usize {
         let sides = if baseline_first(pair) {
@@ -377,8 +434,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 (&baseline, &baseline_side_binaries),
             ]
         };
-        let mut values = [f64::NAN; 2];
-        let mut problems = Vec::new();
+        let mut pair_figures: [Option<ReportFigures>; 2] = [None, None];
         for (side, binaries) in sides {
             interrupt::check()?;
             let runner = TrialRunner {
@@ -415,10 +471,6 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 },
                 figures.errors_total
             );
-            values[usize::from(side.label == "candidate")] = value;
-            if figures.messages_verified == 0 {
-                problems.push(format!("{} verified no messages", side.label));
-            }
             if figures.valid == Some(false) {
                 eprintln!(
                     "  note: {} pair {pair}: loadgen says: {}",
@@ -434,19 +486,27 @@ pub fn run(args: &RegressArgs) -> Result<()> {
                 valid: figures.valid,
                 report: record.loadgen_json.clone(),
             });
+            pair_figures[usize::from(side.label == "candidate")] = Some(figures);
         }
-        // Only a pair where neither side answered says nothing about the change.
-        if problems.len() < 2 {
-            ratios.push(pair_ratio(args.metric, values[0], values[1]));
-        } else {
-            let why = format!("pair {pair}: {}", problems.join("; "));
+        let [Some(baseline_figures), Some(candidate_figures)] = &pair_figures else {
+            bail!("pair {pair} lacks a side");
+        };
+        let outcome = judge_pair(args.metric, pair, baseline_figures, candidate_figures);
+        if let Some(ratio) = outcome.ratio {
+            ratios.push(ratio);
+        }
+        if let Some(why) = outcome.excluded {
             eprintln!("  excluded {why}");
             excluded_pairs.push(why);
         }
+        if let Some(failure) = outcome.candidate_failure {
+            eprintln!("  gate: {failure}");
+            candidate_failures.push(failure);
+        }
     }
-    if ratios.len() < 6 {
+    if ratios.len() < 6 && candidate_failures.is_empty() {
         bail!(
-            "only {} of {} pairs measured anything ({}); no verdict. For pool or rayon with \
+            "only {} of {} pairs gave a valid measurement on both sides ({}); no verdict. For pool or rayon with \
              more connections than workers, raise --server-args '--workers N' or lower --connections",
             ratios.len(),
             args.trials,
@@ -467,6 +527,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
         trials,
         ratios,
         excluded_pairs,
+        candidate_failures,
         estimate,
         verdict,
     };
@@ -474,6 +535,12 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     write_regress_index(&run_dir)?;
     println!("{}", verdict_line(&file));
     println!("run directory: {}", run_dir.display());
+    if !file.candidate_failures.is_empty() {
+        bail!(
+            "the candidate fails the gate: an echo server must not err or go silent ({})",
+            file.candidate_failures.join(" | ")
+        );
+    }
     if verdict == Verdict::Slower {
         bail!(
             "the candidate is slower than the baseline beyond the {:.1}% threshold with 95% confidence",
@@ -589,6 +656,79 @@ mod tests {
         let stalled =
             paired_ratio_median(&[0.5, 0.52, 0.49, 40.0, 0.51, 0.5, 0.48, 0.53, 0.5, 0.47]);
         assert_eq!(verdict(&stalled, 0.05), Verdict::Slower);
+    }
+
+    #[test]
+    fn invalid_pairs_are_excluded_and_candidate_errors_fail() {
+        let figures = |rate: f64, valid: Option<bool>, errors: u64| ReportFigures {
+            messages_per_s: rate,
+            messages_verified: 1000,
+            duration_s: 1.0,
+            p50_us: 10.0,
+            p90_us: 10.0,
+            p99_us: 10.0,
+            p999_us: 10.0,
+            max_us: 10.0,
+            errors_total: errors,
+            valid,
+            invalid_reasons: vec!["loadgen saturated".into()],
+            saturated: None,
+            achieved_ratio: None,
+            target_per_s: None,
+            starved: None,
+        };
+        let good = judge_pair(
+            Metric::Throughput,
+            0,
+            &figures(1000.0, Some(true), 0),
+            &figures(500.0, None, 0),
+        );
+        assert_eq!(good.ratio, Some(0.5));
+        assert_eq!(good.excluded, None);
+        assert_eq!(good.candidate_failure, None);
+        for (baseline, candidate) in [
+            (
+                figures(1000.0, Some(false), 0),
+                figures(500.0, Some(true), 0),
+            ),
+            (
+                figures(1000.0, Some(true), 0),
+                figures(500.0, Some(false), 0),
+            ),
+            (
+                figures(1000.0, Some(true), 2),
+                figures(500.0, Some(true), 0),
+            ),
+        ] {
+            let outcome = judge_pair(Metric::Throughput, 3, &baseline, &candidate);
+            assert_eq!(outcome.ratio, None, "{outcome:?}");
+            assert!(
+                outcome
+                    .excluded
+                    .as_deref()
+                    .is_some_and(|why| why.starts_with("pair 3: ")),
+                "{outcome:?}"
+            );
+        }
+        let erring = judge_pair(
+            Metric::P99,
+            1,
+            &figures(1000.0, Some(true), 0),
+            &figures(1000.0, Some(true), 7),
+        );
+        assert_eq!(erring.ratio, Some(1.0));
+        assert_eq!(
+            erring.candidate_failure.as_deref(),
+            Some("pair 1: candidate had 7 errors")
+        );
+        let mut silent = figures(0.0, Some(false), 0);
+        silent.messages_verified = 0;
+        let dead = judge_pair(Metric::Throughput, 2, &figures(1000.0, None, 0), &silent);
+        assert_eq!(dead.ratio, None);
+        assert_eq!(
+            dead.candidate_failure.as_deref(),
+            Some("pair 2: candidate verified no messages")
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Presentation of run directories: SVG plots (plotters) and an `index.html` that opens from
 //! disk, plus `cargo xtask report RUN_DIR`, which redraws everything from the stored JSON.
 //!
-//! Bench runs get `throughput.svg` (median messages/s per server and connection count with 95%
-//! interval bars), `latency_c<N>.svg` (the latency percentile spectrum per connection count,
-//! HdrHistogram style: log latency against "nines") and `cpu_per_message.svg` (server CPU µs per
+//! Bench runs get `throughput.svg` (median messages/s per server and connection count with
+//! order-statistic interval bars, coverage in the caption), `latency_c<N>.svg` (the latency
+//! percentile spectrum per connection count, HdrHistogram style: log latency against "nines") and `cpu_per_message.svg` (server CPU µs per
 //! message). Capacity runs get `capacity.svg` (latency against offered load, with the SLO).
 //! Try it: `cargo xtask report results/runs/<stamp>-bench`.
 
@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use crate::bench::{TRIALS_SCHEMA, TrialsFile, write_summaries};
@@ -42,6 +43,71 @@ fn color(index: usize) -> RGBColor {
 
 fn plot_error(error: impl std::fmt::Debug) -> anyhow::Error {
     anyhow::anyhow!("drawing: {error:?}")
+}
+
+/// A white `WIDTH`×`HEIGHT` SVG canvas at `path`.
+fn canvas(path: &Path) -> Result<DrawingArea<SVGBackend<'_>, Shift>> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    Ok(root)
+}
+
+/// The chart frame every plot uses: a caption and room for the axis labels.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    title_size: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", title_size))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80);
+    builder
+}
+
+/// A legend entry that is a short line in `style`.
+fn legend_line(
+    style: impl Into<ShapeStyle>,
+) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> + 'static {
+    let style = style.into();
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style)
+}
+
+/// A line series in the `index`-th color, with its legend entry.
+fn draw_line<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    index: usize,
+    name: String,
+    points: Vec<(f64, f64)>,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series(LineSeries::new(points, color(index).stroke_width(2)))
+        .map_err(plot_error)?
+        .label(name)
+        .legend(legend_line(color(index).stroke_width(2)));
+    Ok(())
+}
+
+/// Draws the legend (upper left, on a light background) and writes the file.
+fn finish<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    root: &DrawingArea<SVGBackend<'b>, Shift>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
 }
 
 /// Server names in first-seen order.
@@ -87,8 +153,7 @@ fn grouped_bars(
         .fold(0.0_f64, f64::max)
         .max(1e-9)
         * 1.15;
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(path)?;
     let group_labels: Vec<String> = groups
         .iter()
         .map(|(size, connections)| {
@@ -113,11 +178,7 @@ fn grouped_bars(
             String::new()
         }
     };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
+    let mut chart = frame(&root, title, 22)
         .build_cartesian_2d(0.0..groups.len() as f64, 0.0..top)
         .map_err(plot_error)?;
     chart
@@ -176,15 +237,7 @@ fn grouped_bars(
             });
         chart.draw_series(whiskers).map_err(plot_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// "Nines" of a quantile: 0.9 → 1, 0.99 → 2, 0.999 → 3.
@@ -220,13 +273,8 @@ pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Resu
         .iter()
         .flat_map(|(_, points)| points.iter().map(|p| p.1))
         .fold((f64::INFINITY, 0.0_f64), |(l, h), v| (l.min(v), h.max(v)));
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
+    let root = canvas(path)?;
+    let mut chart = frame(&root, title, 22)
         .build_cartesian_2d(0.0..5.25, ((low * 0.8).max(0.5)..high * 1.5).log_scale())
         .map_err(plot_error)?;
     chart
@@ -248,23 +296,9 @@ pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Resu
         .draw()
         .map_err(plot_error)?;
     for (index, (name, points)) in series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(points, color(index).stroke_width(2)))
-            .map_err(plot_error)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
-            });
+        draw_line(&mut chart, index, name, points)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
+    finish(&mut chart, &root)
 }
 
 /// Latency against offered load for a capacity search, with the SLO limits as lines.
@@ -307,8 +341,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
     if !min_rate.is_finite() || !low.is_finite() {
         bail!("no capacity steps with latency to draw");
     }
-    let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
+    let root = canvas(&path)?;
     let title = format!(
         "{}: latency vs offered load (SLO {}){}",
         file.server.name,
@@ -317,11 +350,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
             .map(|c| format!(", capacity {} msg/s", format_count(c as f64)))
             .unwrap_or_default()
     );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
+    let mut chart = frame(&root, &title, 20)
         .build_cartesian_2d(
             (min_rate * 0.8..max_rate * 1.25).log_scale(),
             ((low * 0.7).max(0.5)..high * 2.0).log_scale(),
@@ -336,16 +365,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
         .draw()
         .map_err(plot_error)?;
     for (index, (name, points)) in series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(
-                points.clone(),
-                color(index).stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
-            });
+        draw_line(&mut chart, index, name, points.clone())?;
         chart
             .draw_series(
                 points
@@ -369,7 +389,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
                 clause.key,
                 format_count(clause.limit_us)
             ))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+            .legend(legend_line(RED));
     }
     // Failed steps as crosses near the x axis.
     let fails: Vec<(f64, f64)> = steps
@@ -384,14 +404,7 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
                 .map(|p| Cross::new(p, 5, RED.stroke_width(2))),
         )
         .map_err(plot_error)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
+    finish(&mut chart, &root)?;
     write_index(
         run_dir,
         &format!("capacity of {}", file.server.name),
@@ -403,7 +416,8 @@ pub fn draw_capacity(run_dir: &Path, file: &CapacityFile) -> Result<()> {
                     first_fail_per_s: file.first_fail_per_s,
                     steps: vec![],
                     stopped_because: file.stopped_because.clone(),
-                }
+                },
+                file.loadgen_limit_per_s
             )),
             capacity_steps_html(file)
         ),
@@ -533,9 +547,22 @@ pub fn draw_bench(
     summaries: &[CellSummary],
 ) -> Result<Vec<String>> {
     let mut images = Vec::new();
+    let coverage = summaries
+        .iter()
+        .filter(|s| s.trials > 1)
+        .map(|s| s.messages_per_s_ci_coverage)
+        .fold(f64::INFINITY, f64::min);
+    let caption = if coverage.is_finite() {
+        format!(
+            "throughput: median of trials, bars = {:.0}% CI of median (order statistics)",
+            (coverage * 100.0).floor()
+        )
+    } else {
+        "throughput: median of trials".to_string()
+    };
     grouped_bars(
         &run_dir.join("throughput.svg"),
-        "throughput: median of trials, bars = 95% CI",
+        &caption,
         "messages/s",
         summaries,
         &|s| (s.trials > 0).then_some(s.messages_per_s_median),
@@ -624,7 +651,7 @@ pub fn run(run_dir: &Path) -> Result<()> {
                     trials.schema
                 );
             }
-            let summaries = summarize(&trials.cells, &trials.trials, trials.seed);
+            let summaries = summarize(&trials.cells, &trials.trials);
             write_summaries(run_dir, &summaries)?;
             let images = draw_bench(run_dir, &trials, &summaries)?;
             let mut table = Vec::new();

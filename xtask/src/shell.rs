@@ -327,13 +327,9 @@ pub struct ServerLaunch {
 
 impl ServerLaunch {
     /// An external server from a shell command with `{port}`: picks a free loopback port,
-    /// substitutes it, runs `sh -c 'exec CMD'`.
+    /// substitutes it, runs `sh -c 'exec CMD'`. The template was checked for `{port}` when the
+    /// flag was parsed ([`crate::bench::parse_server_spec`]).
     pub fn external(name: &str, command_template: &str) -> Result<Self> {
-        if !command_template.contains("{port}") {
-            return Err(crate::input_error(format!(
-                "server command for {name} has no {{port}} placeholder: {command_template}"
-            )));
-        }
         let port = free_port()?;
         let command = command_template.replace("{port}", &port.to_string());
         Ok(Self {
@@ -479,6 +475,78 @@ pub fn proc_cpu_seconds(pid: u32) -> Result<f64> {
     parse_proc_stat_cpu_ticks(&stat)
         .map(|ticks| ticks as f64 / clock_ticks_per_second())
         .with_context(|| format!("parsing {path}"))
+}
+
+/// CPU time of a whole process group in seconds: utime + stime + cutime + cstime of every live
+/// process whose process group is `pgid`. A server xtask starts leads its own group, so this
+/// also counts the workers of a forking server (and, through cutime/cstime, the children they
+/// already reaped), which `/proc/PID/stat` of the leader alone misses.
+pub fn group_cpu_seconds(pgid: u32) -> Result<f64> {
+    let mut ticks = 0;
+    let mut found = false;
+    for (stat, _) in group_members(pgid)? {
+        ticks += parse_proc_stat_cpu_ticks(&stat)? + parse_proc_stat_child_ticks(&stat)?;
+        found = true;
+    }
+    anyhow::ensure!(found, "no process in group {pgid}");
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// The largest peak RSS (`VmHWM`, KiB) of any live process in group `pgid`.
+pub fn group_peak_rss_kib(pgid: u32) -> Result<u64> {
+    group_members(pgid)?
+        .into_iter()
+        .filter_map(|(_, pid)| proc_peak_rss_kib(pid).ok())
+        .max()
+        .with_context(|| format!("no VmHWM for process group {pgid}"))
+}
+
+/// `(stat line, pid)` of every live process whose process group (field 5) is `pgid`.
+fn group_members(pgid: u32) -> Result<Vec<(String, u32)>> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .context("listing /proc")?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Processes come and go while we read: a vanished one is simply skipped.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if parse_proc_stat_pgrp(&stat).ok() == Some(pgid) {
+            members.push((stat, pid));
+        }
+    }
+    Ok(members)
+}
+
+/// The fields after the command name of a `/proc/PID/stat` line; `fields[0]` is field 3.
+fn stat_fields(stat: &str) -> Result<Vec<&str>> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let after_name = stat
+        .rfind(')')
+        .map(|end| &stat[end + 1..])
+        .context("no ')' in stat line")?;
+    Ok(after_name.split_whitespace().collect())
+}
+
+/// The process group (field 5) from a `/proc/PID/stat` line.
+pub fn parse_proc_stat_pgrp(stat: &str) -> Result<u32> {
+    Ok(stat_fields(stat)?.get(2).context("no pgrp")?.parse()?)
+}
+
+/// cutime + cstime (fields 16 and 17): CPU of children already waited for, in clock ticks.
+pub fn parse_proc_stat_child_ticks(stat: &str) -> Result<u64> {
+    let fields = stat_fields(stat)?;
+    let cutime: i64 = fields.get(13).context("no cutime")?.parse()?;
+    let cstime: i64 = fields.get(14).context("no cstime")?.parse()?;
+    Ok((cutime + cstime).max(0) as u64)
 }
 
 /// utime + stime (fields 14 and 15) from a `/proc/PID/stat` line, in clock ticks.
@@ -636,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn external_servers_need_a_port_placeholder() {
+    fn external_servers_get_a_free_loopback_port() {
         let launch = ServerLaunch::external("s", "socat TCP-LISTEN:{port} PIPE").expect("valid");
         let Readiness::Connect(addr) = launch.readiness else {
             panic!("external servers are ready when they accept");
@@ -646,7 +714,38 @@ mod tests {
             launch.args[1],
             format!("exec socat TCP-LISTEN:{} PIPE", addr.port())
         );
-        let error = ServerLaunch::external("s", "socat PIPE").expect_err("no {port}");
-        assert_eq!(crate::exit_code(&error), 2);
+    }
+
+    #[test]
+    fn group_cpu_counts_a_forked_worker_the_leader_does_not_show() {
+        use std::os::unix::process::CommandExt;
+        // The leader only sleeps; its forked child burns CPU.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done & exec sleep 30"])
+            .process_group(0)
+            .spawn()
+            .expect("sh starts");
+        let pgid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut group = 0.0;
+        while std::time::Instant::now() < deadline {
+            group = group_cpu_seconds(pgid).unwrap_or(0.0);
+            if group >= 0.2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let leader = proc_cpu_seconds(pgid).unwrap_or(f64::NAN);
+        let members = group_members(pgid).map(|m| m.len()).unwrap_or(0);
+        let peak = group_peak_rss_kib(pgid).unwrap_or(0);
+        // SAFETY: kill(2) on the process group this test created.
+        unsafe {
+            libc::kill(-(pgid as i32), libc::SIGKILL);
+        }
+        let _ = child.wait();
+        assert!(members >= 2, "leader and forked child: {members}");
+        assert!(group >= 0.2, "group CPU {group}");
+        assert!(leader < 0.1, "the sleeping leader itself used {leader}");
+        assert!(peak > 0);
     }
 }

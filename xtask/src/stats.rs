@@ -1,12 +1,8 @@
-//! Statistics for small samples from a noisy machine: median, spread, bootstrap confidence
-//! intervals for a median, paired ratios (median with a sign-test interval, the one `regress`
-//! uses; and a t-interval on log ratios for comparison).
+//! Statistics for small samples from a noisy machine: median, spread, an order-statistic
+//! (sign-test) confidence interval for a median with its exact coverage, and paired ratios
+//! (median with a sign-test interval, the one `regress` uses).
 //!
-//! All pure functions over `&[f64]`; randomness comes from a caller-seeded RNG so a run can be
-//! reproduced exactly. Tested on fixed samples below.
-
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+//! All pure, deterministic functions over `&[f64]`. Tested on fixed samples below.
 
 /// The median (mean of the two middle values for an even count); `NaN` for no samples.
 pub fn median(samples: &[f64]) -> f64 {
@@ -70,84 +66,64 @@ impl Interval {
     }
 }
 
-/// Percentile bootstrap 95% confidence interval of the median: `resamples` resamples with
-/// replacement from `samples`, seeded. With a single sample the interval is that sample.
-pub fn bootstrap_median_ci(samples: &[f64], resamples: usize, seed: u64) -> Interval {
-    if samples.len() < 2 {
-        let value = samples.first().copied().unwrap_or(f64::NAN);
-        return Interval {
-            low: value,
-            high: value,
+/// An order-statistic (sign-test) confidence interval for a median and its exact coverage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MedianInterval {
+    pub interval: Interval,
+    /// The probability (0..=1) that `[x(k), x(n−k+1)]` covers the true median of a continuous
+    /// distribution: `1 − 2·P(Binomial(n, ½) ≤ k − 1)`. It depends on `n` only.
+    pub coverage: f64,
+}
+
+/// Coverage of `[x(k), x(n−k+1)]` for the median of `n` samples (see [`MedianInterval`]).
+pub fn order_statistic_coverage(n: usize, k: usize) -> f64 {
+    if n == 0 || k == 0 || 2 * k > n + 1 {
+        return 0.0;
+    }
+    let total = 2f64.powi(n as i32);
+    let mut coefficient = 1.0; // C(n, j)
+    let mut tail = 0.0;
+    for j in 0..k {
+        tail += coefficient / total;
+        coefficient = coefficient * (n - j) as f64 / (j + 1) as f64;
+    }
+    (1.0 - 2.0 * tail).max(0.0)
+}
+
+/// The distribution-free confidence interval for the median of `samples`: the order statistics
+/// `[x(k), x(n−k+1)]` with the largest `k` whose coverage is still at least 95% (n ≥ 6), or the
+/// sample range (`k = 1`) for smaller `n`, whose coverage is only `1 − 2^(1−n)`: 75% at n = 3,
+/// 87.5% at 4, 93.75% at 5. The coverage is returned so callers label the interval honestly
+/// (a percentile bootstrap of the median at n ≤ 5 also lands on min and max but claims 95%).
+pub fn median_ci(samples: &[f64]) -> MedianInterval {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return MedianInterval {
+            interval: Interval {
+                low: f64::NAN,
+                high: f64::NAN,
+            },
+            coverage: 0.0,
         };
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut resample = vec![0.0; samples.len()];
-    let mut medians = Vec::with_capacity(resamples);
-    for _ in 0..resamples {
-        for slot in resample.iter_mut() {
-            *slot = samples[rng.random_range(0..samples.len())];
-        }
-        medians.push(median(&resample));
-    }
-    Interval {
-        low: quantile(&medians, 0.025),
-        high: quantile(&medians, 0.975),
+    let k = sign_test_rank(n).unwrap_or(1);
+    MedianInterval {
+        interval: Interval {
+            low: sorted[k - 1],
+            high: sorted[n - k],
+        },
+        coverage: order_statistic_coverage(n, k),
     }
 }
 
-/// Two-sided 95% Student t critical value for `degrees_of_freedom`.
-pub fn t_critical_95(degrees_of_freedom: usize) -> f64 {
-    const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match degrees_of_freedom {
-        0 => f64::INFINITY,
-        1..=30 => TABLE[degrees_of_freedom - 1],
-        31..=60 => 2.000,
-        61..=120 => 1.980,
-        _ => 1.960,
-    }
-}
-
-/// The geometric mean of paired ratios and its 95% interval (t-interval on the log ratios).
+/// A paired estimate of candidate/baseline: the ratio, its interval and how many pairs.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RatioEstimate {
     pub ratio: f64,
     pub ci: Interval,
     pub pairs: usize,
-}
-
-/// Estimates candidate/baseline from paired ratios (each > 0).
-pub fn paired_ratio(ratios: &[f64]) -> RatioEstimate {
-    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
-    let n = logs.len();
-    if n == 0 {
-        return RatioEstimate {
-            ratio: f64::NAN,
-            ci: Interval {
-                low: f64::NAN,
-                high: f64::NAN,
-            },
-            pairs: 0,
-        };
-    }
-    let mean = logs.iter().sum::<f64>() / n as f64;
-    let half_width = if n < 2 {
-        f64::INFINITY
-    } else {
-        let variance = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        t_critical_95(n - 1) * (variance / n as f64).sqrt()
-    };
-    RatioEstimate {
-        ratio: mean.exp(),
-        ci: Interval {
-            low: (mean - half_width).exp(),
-            high: (mean + half_width).exp(),
-        },
-        pairs: n,
-    }
 }
 
 /// Order-statistic rank `k` (1-based) such that `[x(k), x(n−k+1)]` covers the median with at
@@ -223,41 +199,50 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_interval_contains_median_and_stays_within_range() {
-        let samples = [98.0, 100.0, 101.0, 103.0, 99.0, 102.0, 100.5];
-        let ci = bootstrap_median_ci(&samples, 2000, 7);
-        assert!(ci.low <= 100.5 && 100.5 <= ci.high, "{ci:?}");
-        assert!(ci.low >= 98.0 && ci.high <= 103.0, "{ci:?}");
-        assert!(ci.high - ci.low < 5.0, "{ci:?}");
-        // Seeded: the same seed gives the same interval.
-        assert_eq!(ci, bootstrap_median_ci(&samples, 2000, 7));
+    fn median_interval_coverage_is_exact_for_small_samples() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(median_ci(&[1.0]).coverage, 0.0));
+        assert!(close(median_ci(&[1.0, 2.0, 3.0]).coverage, 0.75));
+        assert!(close(median_ci(&[1.0, 2.0, 3.0, 4.0]).coverage, 0.875));
+        assert!(close(
+            median_ci(&[1.0, 2.0, 3.0, 4.0, 5.0]).coverage,
+            0.9375
+        ));
+        assert!(close(order_statistic_coverage(6, 1), 1.0 - 2.0 / 64.0));
+        for n in 6..40 {
+            let ci = median_ci(&(0..n).map(f64::from).collect::<Vec<_>>());
+            assert!(ci.coverage >= 0.95, "n={n}: {}", ci.coverage);
+        }
     }
 
     #[test]
-    fn separated_samples_have_disjoint_intervals() {
-        let fast = bootstrap_median_ci(&[200.0, 205.0, 198.0, 202.0, 201.0], 1000, 1);
-        let slow = bootstrap_median_ci(&[100.0, 104.0, 98.0, 101.0, 99.0], 1000, 1);
+    fn median_interval_uses_order_statistics() {
+        // n = 3..5: the range; never claimed as 95%.
+        let ci = median_ci(&[103.0, 98.0, 100.0]);
+        assert_eq!(
+            ci.interval,
+            Interval {
+                low: 98.0,
+                high: 103.0
+            }
+        );
+        assert!(ci.coverage < 0.95);
+        // n = 9: k = 2, so the second smallest and second largest.
+        let samples = [98.0, 100.0, 101.0, 103.0, 99.0, 102.0, 100.5, 90.0, 110.0];
+        let ci = median_ci(&samples);
+        assert_eq!(
+            ci.interval,
+            Interval {
+                low: 98.0,
+                high: 103.0
+            }
+        );
+        assert!(ci.coverage >= 0.95);
+        let fast = median_ci(&[200.0, 205.0, 198.0, 202.0, 201.0]).interval;
+        let slow = median_ci(&[100.0, 104.0, 98.0, 101.0, 99.0]).interval;
         assert!(!fast.overlaps(&slow));
-        let close = bootstrap_median_ci(&[199.0, 204.0, 197.0, 210.0, 190.0], 1000, 1);
+        let close = median_ci(&[199.0, 204.0, 197.0, 210.0, 190.0]).interval;
         assert!(fast.overlaps(&close));
-    }
-
-    #[test]
-    fn paired_ratio_on_fixed_samples() {
-        // Ratios 0.9, 1.0, 1.1: log mean ≈ −0.00336 → geometric mean ≈ 0.99666.
-        let estimate = paired_ratio(&[0.9, 1.0, 1.1]);
-        assert!((estimate.ratio - 0.996_655).abs() < 1e-5, "{estimate:?}");
-        // sd of logs ≈ 0.10034; t(2) = 4.303; half width = 4.303 × 0.10034 / √3 ≈ 0.2493.
-        assert!((estimate.ci.low - (-0.003_353_f64 - 0.249_28).exp()).abs() < 1e-3);
-        assert!((estimate.ci.high - (-0.003_353_f64 + 0.249_28).exp()).abs() < 1e-3);
-        assert_eq!(estimate.pairs, 3);
-    }
-
-    #[test]
-    fn constant_ratios_give_a_point_interval() {
-        let estimate = paired_ratio(&[0.5, 0.5, 0.5, 0.5]);
-        assert!((estimate.ratio - 0.5).abs() < 1e-12);
-        assert!((estimate.ci.low - 0.5).abs() < 1e-12 && (estimate.ci.high - 0.5).abs() < 1e-12);
     }
 
     #[test]
@@ -292,12 +277,5 @@ mod tests {
         );
         // Too few pairs: no bounded interval.
         assert_eq!(paired_ratio_median(&[0.5, 0.5, 0.5]).ci.high, f64::INFINITY);
-    }
-
-    #[test]
-    fn t_table_edges() {
-        assert_eq!(t_critical_95(1), 12.706);
-        assert_eq!(t_critical_95(30), 2.042);
-        assert_eq!(t_critical_95(1000), 1.960);
     }
 }

@@ -1,8 +1,9 @@
 //! Per-cell summaries of bench trials and their presentation.
 //!
 //! *Compute*: [`summarize`] turns trial records into one [`CellSummary`] per cell (median,
-//! spread, bootstrap 95% interval, latency, errors, server CPU and memory) and marks a winner
-//! per (connections, size) only where intervals do not overlap. *Present*: one [`Exporter`] per
+//! spread, an order-statistic interval of the median with its real coverage, latency, errors,
+//! server CPU and memory) and marks a winner per (connections, size) only where intervals of at
+//! least [`MIN_COVERAGE_FOR_WINNER`] coverage do not overlap. *Present*: one [`Exporter`] per
 //! format — [`TerminalTable`], [`MarkdownTable`], [`CsvTable`] — each writing to any `Write`.
 
 use std::io::{self, Write};
@@ -59,6 +60,10 @@ pub struct TrialRecord {
     pub server_cpu_per_message_us: Option<f64>,
     /// Server peak RSS (`VmHWM`) at the end of the trial, KiB.
     pub server_peak_rss_kib: Option<u64>,
+    /// Worker threads / loops the server reported (`workers` of its `--stats-json`); built-in
+    /// strategies only. Shows when pinning shrank a default pool to one worker.
+    #[serde(default)]
+    pub server_workers: Option<u64>,
     /// Why the trial produced no figures (server failed to start, loadgen crashed, …).
     pub failure: Option<String>,
 }
@@ -77,27 +82,36 @@ pub struct CellSummary {
     pub starved_connections: Option<u64>,
     pub messages_per_s_median: f64,
     pub messages_per_s_spread_percent: f64,
+    /// Order-statistic (sign-test) interval of the median. The name is kept for compatibility;
+    /// its real coverage is `messages_per_s_ci_coverage` (75% at 3 trials, 87.5% at 4, 93.75%
+    /// at 5, at least 95% from 6).
     pub messages_per_s_ci95: Interval,
+    /// Coverage (0..=1) of `messages_per_s_ci95`; 0 in summaries written before it existed.
+    #[serde(default)]
+    pub messages_per_s_ci_coverage: f64,
     /// Medians over trials of each trial's percentile.
     pub p50_us: f64,
     pub p99_us: f64,
     pub errors: u64,
     pub server_cpu_per_message_us: Option<f64>,
     pub server_peak_rss_kib: Option<u64>,
+    /// Most workers the server reported in any trial (built-in strategies).
+    #[serde(default)]
+    pub server_workers: Option<u64>,
     /// Highest median for its (connections, size) and its interval overlaps no other's.
     pub winner: bool,
 }
 
-/// Summarizes `records` per cell, in the order of `cells`; `seed` drives the bootstrap.
-pub fn summarize(cells: &[Cell], records: &[TrialRecord], seed: u64) -> Vec<CellSummary> {
+/// Summarizes `records` per cell, in the order of `cells`.
+pub fn summarize(cells: &[Cell], records: &[TrialRecord]) -> Vec<CellSummary> {
     let mut summaries: Vec<CellSummary> = cells
         .iter()
-        .enumerate()
-        .map(|(index, cell)| {
+        .map(|cell| {
             let of_cell: Vec<&TrialRecord> = records.iter().filter(|r| &r.cell == cell).collect();
             let figures: Vec<&ReportFigures> =
                 of_cell.iter().filter_map(|r| r.figures.as_ref()).collect();
             let throughput: Vec<f64> = figures.iter().map(|f| f.messages_per_s).collect();
+            let ci = stats::median_ci(&throughput);
             let cpu: Vec<f64> = of_cell
                 .iter()
                 .filter_map(|r| r.server_cpu_per_message_us)
@@ -110,16 +124,14 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord], seed: u64) -> Vec<Cell
                 starved_connections: figures.iter().filter_map(|f| f.starved).max(),
                 messages_per_s_median: stats::median(&throughput),
                 messages_per_s_spread_percent: stats::spread_percent(&throughput),
-                messages_per_s_ci95: stats::bootstrap_median_ci(
-                    &throughput,
-                    2000,
-                    seed.wrapping_add(index as u64),
-                ),
+                messages_per_s_ci95: ci.interval,
+                messages_per_s_ci_coverage: ci.coverage,
                 p50_us: stats::median(&figures.iter().map(|f| f.p50_us).collect::<Vec<_>>()),
                 p99_us: stats::median(&figures.iter().map(|f| f.p99_us).collect::<Vec<_>>()),
                 errors: figures.iter().map(|f| f.errors_total).sum(),
                 server_cpu_per_message_us: (!cpu.is_empty()).then(|| stats::median(&cpu)),
                 server_peak_rss_kib: of_cell.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+                server_workers: of_cell.iter().filter_map(|r| r.server_workers).max(),
                 winner: false,
             }
         })
@@ -128,12 +140,14 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord], seed: u64) -> Vec<Cell
     summaries
 }
 
-/// Fewer trials than this per cell give no interval worth comparing, so no winner.
-pub const MIN_TRIALS_FOR_WINNER: usize = 3;
+/// Intervals with less coverage than this (fewer than 5 trials) are too weak to name a winner:
+/// at 3 trials two identical servers would get a "winner" about one time in ten.
+pub const MIN_COVERAGE_FOR_WINNER: f64 = 0.90;
 
 /// Marks, per (connections, size), the cell with the highest median as winner when its
-/// interval overlaps no other cell's interval in that group (and every cell there has at least
-/// [`MIN_TRIALS_FOR_WINNER`] trials).
+/// interval overlaps no other cell's interval in that group and every interval there has at
+/// least [`MIN_COVERAGE_FOR_WINNER`] coverage. Only a clean cell (no failed or invalid trial, no
+/// errors, no starved connection) can win.
 pub fn mark_winners(summaries: &mut [CellSummary]) {
     let groups: Vec<(u32, u32)> = summaries
         .iter()
@@ -147,15 +161,22 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
         if members.len() < 2
             || members
                 .iter()
-                .any(|&i| summaries[i].trials < MIN_TRIALS_FOR_WINNER)
+                .any(|&i| summaries[i].messages_per_s_ci_coverage < MIN_COVERAGE_FOR_WINNER)
         {
             continue;
         }
-        let Some(&best) = members.iter().max_by(|&&a, &&b| {
-            summaries[a]
-                .messages_per_s_median
-                .total_cmp(&summaries[b].messages_per_s_median)
-        }) else {
+        // A cell with failed or invalid trials, errors or starved connections measured
+        // something other than an echo server doing its job: it may not win.
+        let Some(&best) =
+            members
+                .iter()
+                .filter(|&&i| is_clean(&summaries[i]))
+                .max_by(|&&a, &&b| {
+                    summaries[a]
+                        .messages_per_s_median
+                        .total_cmp(&summaries[b].messages_per_s_median)
+                })
+        else {
             continue;
         };
         let separated = members.iter().filter(|&&i| i != best).all(|&i| {
@@ -165,6 +186,15 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
         });
         summaries[best].winner = separated;
     }
+}
+
+/// True when every trial of the cell produced a valid, error-free report with no starved
+/// connection.
+fn is_clean(summary: &CellSummary) -> bool {
+    summary.failed_trials == 0
+        && summary.invalid_trials == 0
+        && summary.errors == 0
+        && summary.starved_connections.unwrap_or(0) == 0
 }
 
 /// One output format of the summary.
@@ -219,7 +249,7 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
         "size",
         "msg/s (median)",
         "spread",
-        "95% CI of median",
+        "CI of median (cover.)",
         "p50 µs",
         "p99 µs",
         "errors",
@@ -244,7 +274,11 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
                 note.push_str(&format!(" {starved} starved"));
             }
             vec![
-                s.cell.server.clone(),
+                // 0 means "not a worker-pool strategy" (iterative, thread): nothing to show.
+                match s.server_workers.filter(|&workers| workers > 0) {
+                    Some(workers) => format!("{} (w={workers})", s.cell.server),
+                    None => s.cell.server.clone(),
+                },
                 s.cell.connections.to_string(),
                 s.cell.size_bytes.to_string(),
                 format_count(s.messages_per_s_median),
@@ -253,11 +287,16 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
                 } else {
                     "-".into()
                 },
-                format!(
-                    "{}–{}",
-                    format_count(s.messages_per_s_ci95.low),
-                    format_count(s.messages_per_s_ci95.high)
-                ),
+                if s.trials > 1 {
+                    format!(
+                        "{}–{} ({:.0}%)",
+                        format_count(s.messages_per_s_ci95.low),
+                        format_count(s.messages_per_s_ci95.high),
+                        (s.messages_per_s_ci_coverage * 100.0).floor()
+                    )
+                } else {
+                    "-".into()
+                },
                 format_us(s.p50_us),
                 format_us(s.p99_us),
                 s.errors.to_string(),
@@ -270,8 +309,11 @@ fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>
     (header, rows)
 }
 
-const WINNER_NOTE: &str =
-    "* fastest for its connection count and size, with a 95% interval that overlaps no other's";
+const WINNER_NOTE: &str = "* fastest for its connection count and size, with an interval of \
+     ≥ 90% coverage that overlaps no other's";
+
+const COVERAGE_NOTE: &str = "CI of median: order-statistic (sign-test) interval; its coverage \
+     is 75% at 3 trials, 87.5% at 4, 93.75% at 5, ≥ 95% from 6; winners need ≥ 90%";
 
 /// Aligned plain-text table for the terminal.
 #[derive(Debug, Default)]
@@ -316,6 +358,7 @@ impl Exporter for TerminalTable {
         if summaries.iter().any(|s| s.winner) {
             writeln!(out, "{WINNER_NOTE}")?;
         }
+        writeln!(out, "{COVERAGE_NOTE}")?;
         Ok(())
     }
 }
@@ -344,6 +387,7 @@ impl Exporter for MarkdownTable {
         if summaries.iter().any(|s| s.winner) {
             writeln!(out, "\n{WINNER_NOTE}")?;
         }
+        writeln!(out, "\n{COVERAGE_NOTE}")?;
         Ok(())
     }
 }
@@ -358,7 +402,7 @@ impl Exporter for CsvTable {
             out,
             "server,connections,size_bytes,trials,failed_trials,invalid_trials,messages_per_s_median,\
              messages_per_s_spread_percent,messages_per_s_ci95_low,messages_per_s_ci95_high,\
-             p50_us,p99_us,errors,server_cpu_per_message_us,server_peak_rss_kib,winner"
+             messages_per_s_ci_coverage,p50_us,p99_us,errors,server_cpu_per_message_us,server_peak_rss_kib,winner"
         )?;
         let optional = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.3}"));
         for s in summaries {
@@ -369,7 +413,7 @@ impl Exporter for CsvTable {
             };
             writeln!(
                 out,
-                "{server},{},{},{},{},{},{:.1},{:.2},{:.1},{:.1},{:.1},{:.1},{},{},{},{}",
+                "{server},{},{},{},{},{},{:.1},{:.2},{:.1},{:.1},{:.4},{:.1},{:.1},{},{},{},{}",
                 s.cell.connections,
                 s.cell.size_bytes,
                 s.trials,
@@ -379,6 +423,7 @@ impl Exporter for CsvTable {
                 s.messages_per_s_spread_percent,
                 s.messages_per_s_ci95.low,
                 s.messages_per_s_ci95.high,
+                s.messages_per_s_ci_coverage,
                 s.p50_us,
                 s.p99_us,
                 s.errors,
@@ -434,6 +479,7 @@ mod tests {
             server_cpu_s: Some(0.5),
             server_cpu_per_message_us: Some(rate / 10_000.0),
             server_peak_rss_kib: Some(2048 + trial as u64),
+            server_workers: None,
             failure: None,
         }
     }
@@ -453,7 +499,7 @@ mod tests {
             records.push(record(cells[1].clone(), trial as u32, b, 150.0, 0));
             records.push(record(cells[2].clone(), trial as u32, c, 250.0, 0));
         }
-        summarize(&cells, &records, 42)
+        summarize(&cells, &records)
     }
 
     #[test]
@@ -489,12 +535,67 @@ mod tests {
                 0,
             ));
         }
-        let summaries = summarize(&cells, &records, 1);
+        let summaries = summarize(&cells, &records);
         assert!(!summaries[0].winner);
         assert!(summaries[1].winner);
-        // With two trials per cell there is no interval worth comparing: no winner.
-        let summaries = summarize(&cells, &records[..4], 1);
+        // With four trials per cell (87.5% intervals) there is no winner, however separated.
+        let summaries = summarize(&cells, &records[..8]);
         assert!(summaries.iter().all(|s| !s.winner));
+        assert_eq!(summaries[0].messages_per_s_ci_coverage, 0.875);
+        // Three trials: the interval is the range, 75% coverage, and never a winner.
+        let summaries = summarize(&cells, &records[..6]);
+        assert_eq!(
+            summaries[1].messages_per_s_ci95,
+            Interval {
+                low: 200.0,
+                high: 202.0
+            }
+        );
+        assert_eq!(summaries[1].messages_per_s_ci_coverage, 0.75);
+        assert!(summaries.iter().all(|s| !s.winner));
+    }
+
+    #[test]
+    fn bad_trials_never_win() {
+        let cells = vec![cell("slow", 1), cell("fast", 1)];
+        let clean = |trial: u32| {
+            let mut records = Vec::new();
+            for t in 0..trial {
+                records.push(record(cells[0].clone(), t, 100.0 + t as f64, 10.0, 0));
+                records.push(record(cells[1].clone(), t, 200.0 + t as f64, 10.0, 0));
+            }
+            records
+        };
+        assert!(summarize(&cells, &clean(5))[1].winner);
+        type Spoil = fn(&mut TrialRecord);
+        let spoilers: [(&str, Spoil); 4] = [
+            ("errors", |r| {
+                if let Some(f) = r.figures.as_mut() {
+                    f.errors_total = 3;
+                }
+            }),
+            ("invalid", |r| {
+                if let Some(f) = r.figures.as_mut() {
+                    f.valid = Some(false);
+                }
+            }),
+            ("starved", |r| {
+                if let Some(f) = r.figures.as_mut() {
+                    f.starved = Some(1);
+                }
+            }),
+            ("failed", |r| {
+                r.figures = None;
+                r.failure = Some("server exited".into());
+            }),
+        ];
+        for (what, spoil) in spoilers {
+            let mut records = clean(6);
+            // The fast cell's sixth trial is bad; five good ones remain for its interval.
+            spoil(&mut records[11]);
+            let summaries = summarize(&cells, &records);
+            assert!(!summaries[1].winner, "{what}: {summaries:?}");
+        }
     }
 
     #[test]
@@ -504,7 +605,7 @@ mod tests {
         failed.figures = None;
         failed.failure = Some("server exited".into());
         let records = vec![record(cells[0].clone(), 0, 500.0, 10.0, 0), failed];
-        let summaries = summarize(&cells, &records, 1);
+        let summaries = summarize(&cells, &records);
         assert_eq!(summaries[0].trials, 1);
         assert_eq!(summaries[0].failed_trials, 1);
         assert_eq!(summaries[0].messages_per_s_median, 500.0);
@@ -518,7 +619,9 @@ mod tests {
             .expect("writes to a Vec");
         let text = String::from_utf8(out).expect("utf-8");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[4].contains("75% at 3 trials"), "{text}");
+        assert!(lines[2].contains("(75%)"), "{text}");
         assert!(lines[0].starts_with("server"), "{text}");
         assert!(lines[0].contains("msg/s (median)") && lines[0].contains("p99 µs"));
         assert!(lines[1].starts_with("iterative"));
@@ -558,6 +661,32 @@ mod tests {
             lines[1].starts_with("iterative,16,64,3,0,0,100.0,20.00,"),
             "{csv}"
         );
+    }
+
+    #[test]
+    fn the_table_shows_the_servers_real_worker_count() {
+        let cells = vec![cell("pool", 16)];
+        let mut records = vec![record(cells[0].clone(), 0, 100.0, 10.0, 0)];
+        records[0].server_workers = Some(1);
+        let summaries = summarize(&cells, &records);
+        assert_eq!(summaries[0].server_workers, Some(1));
+        let mut out = Vec::new();
+        TerminalTable.export(&summaries, &mut out).expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("pool (w=1)")),
+            "{text}"
+        );
+        // Strategies without a pool report 0 workers: shown without a count.
+        records[0].server_workers = Some(0);
+        let mut out = Vec::new();
+        TerminalTable
+            .export(&summarize(&cells, &records), &mut out)
+            .expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(!text.contains("(w=0)"), "{text}");
     }
 
     #[test]

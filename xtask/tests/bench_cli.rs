@@ -9,10 +9,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{bin_dir, binaries, processes_mentioning, xtask_binary};
+use common::{
+    binaries, files_ending, fixture_echo, processes_mentioning, read_json, run_to_exit, xtask,
+    xtask_run,
+};
 use xtask::bench::{BenchPlan, ServerEntry, run_plan};
 use xtask::manifest::Manifest;
 use xtask::shell::project_root;
@@ -38,7 +41,7 @@ fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
 #[test]
 fn tiny_bench_writes_a_complete_run_directory() {
     let run_dir = tempfile::tempdir().expect("temp dir");
-    let fixture = format!("{} fixture-echo --port {{port}}", xtask_binary());
+    let fixture = fixture_echo("0ms");
     let plan = tiny_plan(vec![
         ServerEntry {
             name: "pool".into(),
@@ -60,6 +63,16 @@ fn tiny_bench_writes_a_complete_run_directory() {
         assert!(summary.messages_per_s_median > 0.0, "{summary:?}");
         assert!(summary.p99_us >= summary.p50_us, "{summary:?}");
         assert!(summary.server_peak_rss_kib.unwrap_or(0) > 0, "{summary:?}");
+        assert!(
+            summary.server_cpu_per_message_us.is_some_and(|us| us > 0.0),
+            "{summary:?}"
+        );
+        // Built-in strategies report their real worker count; external servers cannot.
+        assert_eq!(
+            summary.server_workers.is_some_and(|w| w >= 1),
+            summary.cell.server == "pool",
+            "{summary:?}"
+        );
     }
 
     let manifest = Manifest::read(run_dir.path()).expect("manifest parses back");
@@ -76,65 +89,51 @@ fn tiny_bench_writes_a_complete_run_directory() {
     assert_eq!(manifest.config["trials"], 2);
     assert_eq!(manifest.config["seed"], 7);
     assert!(manifest.versions.echo_server.is_some());
+    // Pinned on 2+ cores: both CPU sets recorded, disjoint.
+    if manifest.cores >= 2 {
+        let server = manifest.server_cpus.clone().expect("server CPUs recorded");
+        let loadgen = manifest
+            .loadgen_cpus
+            .clone()
+            .expect("loadgen CPUs recorded");
+        assert!(
+            server.iter().all(|cpu| !loadgen.contains(cpu)),
+            "{manifest:?}"
+        );
+    }
 
     let trials_dir = run_dir.path().join("trials");
-    let reports = std::fs::read_dir(&trials_dir)
-        .expect("trials dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".loadgen.json"))
-        .count();
-    assert_eq!(reports, 8, "one loadgen report per trial");
-    let trials: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run_dir.path().join("trials.json")).expect("trials.json"),
-    )
-    .expect("parses");
+    let reports = files_ending(&trials_dir, ".loadgen.json");
+    assert_eq!(reports.len(), 8, "one loadgen report per trial");
+    let trials = read_json(&run_dir.path().join("trials.json"));
     assert_eq!(trials["trials"].as_array().map(Vec::len), Some(8));
     let markdown = std::fs::read_to_string(run_dir.path().join("summary.md")).expect("md");
-    assert!(markdown.contains("| pool | 4 | 64 |"), "{markdown}");
+    assert!(markdown.contains("| pool (w="), "{markdown}");
+    assert!(markdown.contains(") | 4 | 64 |"), "{markdown}");
     let csv = std::fs::read_to_string(run_dir.path().join("summary.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 5, "{csv}");
     // The pool server wrote its own counters on SIGTERM.
-    let stats = std::fs::read_dir(&trials_dir)
-        .expect("trials dir")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".server.json"))
-        .count();
-    assert_eq!(stats, 4, "pool stats JSON per pool trial");
+    let stats = files_ending(&trials_dir, ".server.json");
+    assert_eq!(stats.len(), 4, "pool stats JSON per pool trial");
 
     // `cargo xtask merge` adds two trials' reports exactly.
-    let pool_reports: Vec<std::path::PathBuf> = std::fs::read_dir(&trials_dir)
-        .expect("trials dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            name.contains("-pool-c4-") && name.ends_with(".loadgen.json")
-        })
+    let pool_reports: Vec<&std::path::PathBuf> = reports
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("-pool-c4-"))
         .collect();
     assert_eq!(pool_reports.len(), 2);
     let merged_path = run_dir.path().join("merged.json");
-    let output = Command::new(xtask_binary())
-        .arg("merge")
-        .args(&pool_reports)
-        .arg("-o")
-        .arg(&merged_path)
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_to_exit(
+        xtask(["merge"])
+            .args(&pool_reports)
+            .arg("-o")
+            .arg(&merged_path),
+        0,
     );
-    let read = |path: &std::path::Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
-    };
     let (a, b, merged) = (
-        read(&pool_reports[0]),
-        read(&pool_reports[1]),
-        read(&merged_path),
+        read_json(pool_reports[0]),
+        read_json(pool_reports[1]),
+        read_json(&merged_path),
     );
     let verified = |r: &serde_json::Value| r["messages"]["verified"].as_u64().expect("count");
     assert_eq!(verified(&merged), verified(&a) + verified(&b));
@@ -159,7 +158,7 @@ fn tiny_bench_writes_a_complete_run_directory() {
     for needle in [
         "<img src=\"throughput.svg\"",
         "<img src=\"latency_c4.svg\"",
-        "<td>pool</td>",
+        "<td>pool (w=",
     ] {
         assert!(index.contains(needle), "index.html lacks {needle}");
     }
@@ -177,12 +176,10 @@ fn tiny_bench_writes_a_complete_run_directory() {
 
 #[test]
 fn unknown_strategy_exits_2_before_building() {
-    let output = Command::new(xtask_binary())
-        .args(["bench", "--strategies", "pool,fibers", "--smoke"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, stderr) = run_to_exit(
+        &mut xtask(["bench", "--strategies", "pool,fibers", "--smoke"]),
+        2,
+    );
     assert!(stderr.contains("unknown strategy \"fibers\""), "{stderr}");
 }
 
@@ -191,25 +188,23 @@ fn server_that_never_listens_fails_cleanly() {
     let out = tempfile::tempdir().expect("temp dir");
     let marker = format!("{}.{}", 7, std::process::id());
     let started = Instant::now();
-    let output = Command::new(xtask_binary())
-        .args([
-            "bench",
-            "--strategies",
-            "none",
-            "--smoke",
-            "--ready-timeout",
-            "1s",
-        ])
-        .arg("--server")
-        .arg(format!("mute=sleep {marker} # {{port}}"))
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mute = format!("mute=sleep {marker} # {{port}}");
+    let (_, stderr) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--strategies",
+                "none",
+                "--smoke",
+                "--ready-timeout",
+                "1s",
+                "--server",
+                &mute,
+            ],
+            out.path(),
+        ),
+        1,
+    );
     assert!(
         stderr.contains("mute did not accept connections on 127.0.0.1:"),
         "{stderr}"
@@ -225,8 +220,8 @@ fn server_that_never_listens_fails_cleanly() {
 fn ctrl_c_stops_server_and_loadgen() {
     let out = tempfile::tempdir().expect("temp dir");
     let marker = out.path().display().to_string();
-    let mut child = Command::new(xtask_binary())
-        .args([
+    let mut child = xtask_run(
+        [
             "bench",
             "--strategies",
             "pool",
@@ -238,15 +233,13 @@ fn ctrl_c_stops_server_and_loadgen() {
             "60s",
             "--warmup",
             "0ms",
-        ])
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
+        ],
+        out.path(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starts");
     let stderr = child.stderr.take().expect("stderr");
     let lines = std::thread::spawn(move || {
         BufReader::new(stderr)
@@ -283,44 +276,35 @@ fn ctrl_c_stops_server_and_loadgen() {
 #[test]
 fn bin_dir_must_hold_both_binaries() {
     let empty = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(xtask_binary())
-        .args(["bench", "--smoke", "--bin-dir"])
-        .arg(empty.path())
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+    let (_, stderr) = run_to_exit(
+        xtask(["bench", "--smoke", "--bin-dir"]).arg(empty.path()),
+        2,
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
 #[test]
 fn all_strategies_are_the_ones_the_server_offers() {
     let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(xtask_binary())
-        .args([
-            "bench",
-            "--strategies",
-            "all",
-            "--connections",
-            "1",
-            "--trials",
-            "1",
-            "--duration",
-            "200ms",
-            "--warmup",
-            "0ms",
-            "--no-pin",
-        ])
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--strategies",
+                "all",
+                "--connections",
+                "1",
+                "--trials",
+                "1",
+                "--duration",
+                "200ms",
+                "--warmup",
+                "0ms",
+                "--no-pin",
+            ],
+            out.path(),
+        ),
+        0,
     );
     let offered = xtask::bench::offered_strategies(&binaries().echo_server).expect("lists");
     assert!(offered.len() >= 3, "{offered:?}");
@@ -334,4 +318,37 @@ fn all_strategies_are_the_ones_the_server_offers() {
     }
     let manifest = Manifest::read(out.path()).expect("manifest");
     assert_eq!(manifest.config["pin"], false);
+}
+
+#[test]
+fn a_forking_server_that_never_listens_leaves_no_process_behind() {
+    // The server command forks a grandchild (`sleep … &`) before exec'ing: stopping only the
+    // PID xtask started would leave the grandchild running; the whole group must go.
+    let out = tempfile::tempdir().expect("temp dir");
+    let marker = format!("{}.{}", 8, std::process::id());
+    let forking = format!("forking=sleep {marker}1 & exec sleep {marker}2 # {{port}}");
+    let (_, stderr) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--strategies",
+                "none",
+                "--smoke",
+                "--ready-timeout",
+                "1s",
+                "--server",
+                &forking,
+            ],
+            out.path(),
+        ),
+        1,
+    );
+    assert!(
+        stderr.contains("forking did not accept connections"),
+        "{stderr}"
+    );
+    assert!(
+        processes_mentioning(&format!("sleep {marker}")).is_empty(),
+        "the forking server or its grandchild was left running"
+    );
 }

@@ -1,82 +1,76 @@
 //! `cargo xtask regress` both ways, on port 0 with short trials: a server against itself is
-//! not `slower` (exit 0), a server that sleeps 2 ms before every echo is `slower` (exit 1); bad
-//! input (an unknown git ref, a bad threshold) exits 2 before anything runs.
+//! not `slower` (exit 0), a server that sleeps 4 ms before every echo (against one that sleeps 200 µs) is `slower` (exit 1); bad
+//! input (an unknown git ref, a bad threshold, an unknown strategy …) exits 2 before anything runs.
 
 mod common;
 
-use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use common::{bin_dir, binaries, xtask_binary};
+use common::{fixture_echo, processes_mentioning, read_json, run_to_exit, xtask, xtask_run};
 
 /// The regress runs of this file take turns: three paired measurements at once on two cores
 /// would mostly measure each other.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn regress(extra: &[String]) -> Output {
+/// Runs `regress` with short trials and `extra`, asserts it exits with `code` and wrote a
+/// consistent `regress.json`; returns its stdout and stderr.
+fn regress(extra: &[&str], code: i32) -> (String, String) {
+    regress_with(extra, "4", code)
+}
+
+/// [`regress`] with `connections` connections per trial.
+fn regress_with(extra: &[&str], connections: &str, code: i32) -> (String, String) {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(xtask_binary())
-        .args([
-            "regress",
-            "--duration",
-            "400ms",
-            "--warmup",
-            "100ms",
-            "--connections",
-            "4",
-        ])
-        .args(extra)
-        .arg("--bin-dir")
-        .arg(bin_dir())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .expect("runs");
-    if output.status.code() != Some(2) {
-        let file: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.path().join("regress.json")).expect("regress.json"),
-        )
-        .expect("parses");
-        assert_eq!(file["schema"], "echolab.xtask.regress/1");
-        let pairs = file["estimate"]["pairs"].as_u64().expect("pairs");
-        assert_eq!(
-            file["trials"].as_array().map(Vec::len),
-            Some(2 * pairs as usize)
-        );
-        assert!(out.path().join("index.html").exists());
-    }
-    output
-}
-
-fn fixture(delay: &str) -> String {
-    format!(
-        "{} fixture-echo --port {{port}} --delay {delay} --buffer-size 64",
-        xtask_binary()
-    )
+    let mut argv: Vec<&str> = vec![
+        "regress",
+        "--duration",
+        "400ms",
+        "--warmup",
+        "100ms",
+        "--connections",
+        connections,
+    ];
+    argv.extend(extra);
+    let outputs = run_to_exit(&mut xtask_run(argv, out.path()), code);
+    assert!(
+        out.path().join("regress.json").exists(),
+        "no verdict:\n{}\n{}",
+        outputs.0,
+        outputs.1
+    );
+    let file = read_json(&out.path().join("regress.json"));
+    assert_eq!(file["schema"], "echolab.xtask.regress/1");
+    let pairs = file["estimate"]["pairs"].as_u64().expect("pairs") as usize;
+    let excluded = file["excluded_pairs"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        file["trials"].as_array().map(Vec::len),
+        Some(2 * (pairs + excluded))
+    );
+    assert!(out.path().join("index.html").exists());
+    outputs
 }
 
 #[test]
 fn a_server_against_itself_is_not_slower() {
-    let server = format!(
-        "{} --addr 127.0.0.1:{{port}} --strategy thread",
-        binaries().echo_server.display()
+    // A server that answers in 200 µs: a full-speed echo would saturate the loadgen in closed
+    // loop on a busy 2-core machine, making pairs invalid (excluded), so no verdict at all.
+    let server = fixture_echo("200us");
+    let (stdout, _) = regress(
+        &[
+            "--trials",
+            "6",
+            "--threshold",
+            "10%",
+            "--baseline-server",
+            &server,
+            "--candidate-server",
+            &server,
+        ],
+        0,
     );
-    let output = regress(&[
-        "--trials".into(),
-        "6".into(),
-        "--threshold".into(),
-        "10%".into(),
-        "--baseline-server".into(),
-        server.clone(),
-        "--candidate-server".into(),
-        server,
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("verdict: no change") || stdout.contains("verdict: faster"),
         "{stdout}"
@@ -85,17 +79,17 @@ fn a_server_against_itself_is_not_slower() {
 
 #[test]
 fn a_server_that_sleeps_per_message_is_slower() {
-    let output = regress(&[
-        "--trials".into(),
-        "6".into(),
-        "--baseline-server".into(),
-        fixture("0ms"),
-        "--candidate-server".into(),
-        fixture("2ms"),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (stdout, stderr) = regress(
+        &[
+            "--trials",
+            "6",
+            "--baseline-server",
+            &fixture_echo("200us"),
+            "--candidate-server",
+            &fixture_echo("4ms"),
+        ],
+        1,
+    );
     assert!(stdout.contains("verdict: slower"), "{stdout}");
     assert!(
         stderr.contains("slower than the baseline beyond the 5.0% threshold"),
@@ -106,55 +100,84 @@ fn a_server_that_sleeps_per_message_is_slower() {
 #[test]
 fn the_p99_metric_sees_the_sleep_too() {
     // p99 is noisier than throughput on a shared machine: more pairs and a longer sleep.
-    let output = regress(&[
-        "--trials".into(),
-        "6".into(),
-        "--metric".into(),
-        "p99".into(),
-        "--baseline-server".into(),
-        fixture("0ms"),
-        "--candidate-server".into(),
-        // p99 of an unloaded echo reaches a few ms on a busy 2-core machine (seen: 2.7 ms while
-        // other builds ran), so the sleep must stand well clear of that noise.
-        fixture("20ms"),
-    ]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let (stdout, stderr) = regress_with(
+        &[
+            "--trials",
+            "6",
+            "--metric",
+            "p99",
+            "--baseline-server",
+            &fixture_echo("200us"),
+            "--candidate-server",
+            // p99 of an unloaded echo reaches a few ms on a busy 2-core machine (seen: 2.7 ms
+            // while other builds ran), so the sleep must stand well clear of that noise; yet
+            // 16 connections × 400 ms must still give loadgen its 100 latency samples on a
+            // loaded machine (4 connections at 20 ms gave 80: invalid, the pairs excluded).
+            &fixture_echo("10ms"),
+        ],
+        "16",
+        1,
+    );
+    // Exit 1 must come from the verdict, not from some other failure.
+    assert!(stdout.contains("verdict: slower"), "{stdout}");
+    assert!(
+        stderr.contains("slower than the baseline beyond the 5.0% threshold"),
+        "{stderr}"
     );
 }
 
 #[test]
 fn unknown_git_ref_and_bad_threshold_exit_2() {
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline", "no-such-ref-7f3a9c"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("\"no-such-ref-7f3a9c\" is not a commit"),
-        "{stderr}"
+    for (args, says) in [
+        (
+            vec!["regress", "--baseline", "no-such-ref-7f3a9c"],
+            "\"no-such-ref-7f3a9c\" is not a commit",
+        ),
+        (
+            vec!["regress", "--baseline", "HEAD", "--threshold", "lots"],
+            "--threshold \"lots\": expected e.g. 5% or 0.05",
+        ),
+        (
+            vec!["regress", "--baseline-server", "x {port}"],
+            "--baseline-server and --candidate-server go together",
+        ),
+        (
+            vec!["regress", "--baseline", "HEAD", "--trials", "3"],
+            "at least 6 pairs",
+        ),
+        (
+            vec!["regress", "--baseline", "HEAD", "--strategy", "fibers"],
+            "unknown strategy \"fibers\"; known: iterative,",
+        ),
+    ] {
+        let (_, stderr) = run_to_exit(&mut xtask(&args), 2);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_server_that_never_listens_fails_and_leaves_no_process() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let marker = format!("{}.{}", 11, std::process::id());
+    let mute = format!("sleep {marker} & exec sleep {marker} # {{port}}");
+    let (_, stderr) = run_to_exit(
+        &mut xtask_run(
+            [
+                "regress",
+                "--ready-timeout",
+                "1s",
+                "--baseline-server",
+                &mute,
+                "--candidate-server",
+                &mute,
+            ],
+            out.path(),
+        ),
+        1,
     );
-
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline", "HEAD", "--threshold", "lots"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline-server", "x {port}"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-
-    let output = Command::new(xtask_binary())
-        .args(["regress", "--baseline", "HEAD", "--trials", "3"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 6 pairs"));
+    assert!(stderr.contains("did not accept connections"), "{stderr}");
+    assert!(
+        processes_mentioning(&format!("sleep {marker}")).is_empty(),
+        "the mute server was left running"
+    );
 }

@@ -14,6 +14,7 @@ mod mio_echo;
 
 use echo_server::{Config as ServerConfig, Server, Strategy};
 use loadgen::baseline::{BaselineConfig, run_blocking};
+use loadgen::stats::median;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,11 +23,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,7 +121,7 @@ fn main() -> anyhow::Result<()> {
     println!("load average at end: {}", load_average());
     let best = |xs: &[f64]| xs.iter().copied().fold(0.0, f64::max);
     let (best_ours, best_theirs) = (best(&ours), best(&theirs));
-    let (a, b) = (median(&mut ours), median(&mut theirs));
+    let (a, b) = (median(&ours), median(&theirs));
     let ratio = a / b;
     println!(
         "median: loadgen {a:.0} msg/s, blocking {b:.0} msg/s, ratio {ratio:.2}x ({})",

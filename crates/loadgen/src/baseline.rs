@@ -6,6 +6,7 @@
 //! same server in one run.
 
 use crate::payload;
+use crate::stats::thread_cpu_ns;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -143,16 +144,4 @@ fn client(
     }
     totals.cpu_ns = cpu_at_start.map_or(0, |c| thread_cpu_ns().saturating_sub(c));
     totals
-}
-
-fn thread_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
-            return 0;
-        }
-        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-        ns(ru.ru_utime) + ns(ru.ru_stime)
-    }
 }

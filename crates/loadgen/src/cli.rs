@@ -1,6 +1,6 @@
 //! The command line: flags (clap derive) → [`Config`] → [`crate::run_with`] → summary on stdout,
 //! files, and an exit code: 0 ok, 1 errors above `--max-errors` or target unreachable or the run
-//! failed, 2 usage, 3 an `--slo` not met. `main.rs` only calls [`main_with`].
+//! failed, 2 usage, 3 a run that succeeded missed its `--slo`. `main.rs` only calls [`main_with`].
 
 use crate::config::{Arrival, Config, default_threads};
 use crate::run::{Observer, Progress};
@@ -277,6 +277,21 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         let _ = writeln!(stderr, "error: {e}");
         return EXIT_USAGE;
     }
+    // Bad --source-addrs text is a usage error (2), found before anything runs.
+    let sources = match crate::run::parse_source_addrs(&config.source_addrs) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: bad --source-addrs: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    // A target that does not resolve is left to the run (exit 1); a family mismatch is usage.
+    if let Ok(target) = crate::run::resolve(&config.target)
+        && let Err(e) = crate::run::check_source_family(target, &sources)
+    {
+        let _ = writeln!(stderr, "error: {e:#}");
+        return EXIT_USAGE;
+    }
     let slo = match config.slo.as_deref().map(crate::slo::parse_slo).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -348,8 +363,8 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         for line in &verdict.lines {
             let _ = writeln!(stdout, "{line}");
         }
-        if !verdict.met {
-            // Also when the run failed otherwise: the SLO verdict is what the caller asked for.
+        // 3 only for a run that succeeded: a failed run (1) stays failed, whatever the SLO.
+        if !verdict.met && code == EXIT_OK {
             code = EXIT_SLO;
         }
     }

@@ -66,8 +66,10 @@ impl ErrorKind {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe => ErrorKind::Reset,
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
-            io::ErrorKind::AddrNotAvailable => ErrorKind::AddrNotAvailable,
-            io::ErrorKind::UnexpectedEof => ErrorKind::Eof,
+            // EADDRINUSE comes from bind/connect when a source address has no local port left.
+            io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => {
+                ErrorKind::AddrNotAvailable
+            }
             _ => ErrorKind::Other,
         }
     }

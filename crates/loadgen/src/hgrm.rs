@@ -1,14 +1,21 @@
 //! The HdrHistogram percentile distribution text format (`.hgrm`, `--hgrm FILE`): what
-//! HdrHistogram's `outputPercentileDistribution` prints and its online plotter reads. Values are
-//! microseconds (scaling ratio 1).
+//! HdrHistogram's `outputPercentileDistribution` prints and its online plotter reads. The
+//! histogram holds microseconds; the file's values are **milliseconds** (µs / 1000, the
+//! `outputValueUnitScalingRatio` of 1000 that wrk2 uses), because the plotter
+//! (hdrhistogram.github.io/HdrHistogram/plotFiles.html) labels its axis in milliseconds. Three
+//! decimals keep microsecond resolution.
 
 use hdrhistogram::Histogram;
 use std::io::{self, Write};
 
+/// Microseconds per millisecond: the value scaling ratio of the file.
+pub const VALUE_UNIT_RATIO: f64 = 1000.0;
+
 /// Ticks per half distance to 100%, as HdrHistogram's default output uses.
 const TICKS_PER_HALF_DISTANCE: u32 = 5;
 
-/// Writes the percentile distribution of `h` in the HdrHistogram `.hgrm` format.
+/// Writes the percentile distribution of `h` (µs) in the HdrHistogram `.hgrm` format, values in
+/// milliseconds.
 pub fn write_hgrm(h: &Histogram<u64>, w: &mut impl Write) -> io::Result<()> {
     let digits = usize::from(h.sigfig());
     writeln!(
@@ -21,7 +28,7 @@ pub fn write_hgrm(h: &Histogram<u64>, w: &mut impl Write) -> io::Result<()> {
         for v in h.iter_quantiles(TICKS_PER_HALF_DISTANCE) {
             total += v.count_since_last_iteration();
             let q = v.quantile_iterated_to();
-            let value = v.value_iterated_to() as f64;
+            let value = v.value_iterated_to() as f64 / VALUE_UNIT_RATIO;
             if q < 1.0 {
                 writeln!(
                     w,
@@ -36,7 +43,7 @@ pub fn write_hgrm(h: &Histogram<u64>, w: &mut impl Write) -> io::Result<()> {
     let (mean, stdev) = if h.is_empty() {
         (0.0, 0.0)
     } else {
-        (h.mean(), h.stdev())
+        (h.mean() / VALUE_UNIT_RATIO, h.stdev() / VALUE_UNIT_RATIO)
     };
     let sub_buckets = (2.0 * 10f64.powi(i32::from(h.sigfig())))
         .log2()
@@ -49,7 +56,7 @@ pub fn write_hgrm(h: &Histogram<u64>, w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
         "#[Max     = {:12.digits$}, Total count    = {:12}]",
-        h.max() as f64,
+        h.max() as f64 / VALUE_UNIT_RATIO,
         h.len()
     )?;
     writeln!(
@@ -82,12 +89,13 @@ mod tests {
             .map(|l| l.split_whitespace().collect())
             .collect();
         assert!(data.len() > 20);
-        assert_eq!(data[0][0], "1.000");
+        // 1 µs is 0.001 ms.
+        assert_eq!(data[0][0], "0.001");
         let last = data.last().unwrap();
         assert_eq!(last[1], "1.000000000000");
         assert_eq!(last[2], "1000");
         assert!(
-            text.contains("#[Max     =     1000.000, Total count    =         1000]"),
+            text.contains("#[Max     =        1.000, Total count    =         1000]"),
             "{text}"
         );
         assert!(text.contains("SubBuckets     =         2048"), "{text}");

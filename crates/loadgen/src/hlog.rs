@@ -1,7 +1,10 @@
 //! The HdrHistogram interval log (`.hlog`, `--hlog FILE`): one latency histogram per second of
 //! the measured window, readable by HistogramLogProcessor and HistogramLogAnalyzer. Written with
 //! hdrhistogram's `interval_log` module; timestamps are seconds since the window start
-//! (`BaseTime`), values (and the `Interval_Max` column) in microseconds.
+//! (`BaseTime`). The histograms hold **microseconds**; HistogramLogProcessor assumes
+//! nanoseconds (its default `-outputValueUnitRatio` is 1000000, ns → ms), so pass
+//! `-outputValueUnitRatio 1000` to get milliseconds out of it. The `Interval_Max` column is in
+//! milliseconds (max µs / 1000), as HdrHistogram's own writer prints it for a ns histogram.
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -41,7 +44,11 @@ impl HlogWriter {
             return Ok(());
         }
         IntervalLogWriterBuilder::new()
-            .add_comment("echolab loadgen latency log; values in microseconds")
+            .add_comment(
+                "echolab loadgen latency log; histogram values in microseconds \
+                 (HistogramLogProcessor -outputValueUnitRatio 1000 for milliseconds); \
+                 Interval_Max in milliseconds",
+            )
             .with_start_time(window_start)
             .with_base_time(window_start)
             .begin_log_with(&mut self.out, &mut self.serializer)?;
@@ -62,8 +69,9 @@ impl HlogWriter {
         latency: &Histogram<u64>,
     ) -> anyhow::Result<()> {
         self.header(window_start)?;
-        let mut writer =
-            IntervalLogWriterBuilder::new().begin_log_with(&mut self.out, &mut self.serializer)?;
+        let mut writer = IntervalLogWriterBuilder::new()
+            .with_max_value_divisor(crate::hgrm::VALUE_UNIT_RATIO)
+            .begin_log_with(&mut self.out, &mut self.serializer)?;
         writer
             .write_histogram(latency, start, length, None)
             .map_err(|e| anyhow::anyhow!("writing an interval histogram: {e}"))?;

@@ -2,10 +2,14 @@
 //! same time (on one or many hosts, aligned with `--start-at`) into one report.
 //!
 //! Histograms are decoded and added exactly, so the merged percentiles are those of all the
-//! samples together (no averaging of percentiles); counts, bytes and errors add up. Throughput is
-//! the total over the longest window. Jain's index is recombined exactly from each report's sum
-//! and sum of squares; the merged median per connection is the median of the reports' medians
-//! (an approximation). Reports with different schema ids or message sizes are refused.
+//! samples together (no averaging of percentiles); counts, bytes and errors add up. `duration_s`
+//! is the combined time span of the windows (earliest window start to latest window end, from
+//! each report's start time and warm-up), and throughput is the total over it. Jain's index is
+//! recombined exactly from each report's sum and sum of squares; the merged median per
+//! connection is the median of the reports' medians (an approximation). Error samples are in time
+//! order, `at_s` counted from the earliest report's start. Reports with different schema ids,
+//! message sizes, loop kinds (open vs closed), depths or arrivals are refused, and so is the same
+//! file given twice.
 
 use crate::errors::ErrorKind;
 use crate::report::{Percentiles, Report, Schedule, decode_histogram, encode_histogram};
@@ -15,7 +19,15 @@ use std::path::{Path, PathBuf};
 /// Reads, merges and writes reports; returns the merged report.
 pub fn merge_files(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Report> {
     let mut reports = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for path in inputs {
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(key) {
+            bail!(
+                "{} is given twice: a report merged with itself counts its load twice",
+                path.display()
+            );
+        }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let report: Report = serde_json::from_str(&text)
@@ -47,7 +59,49 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
                 r.config.size_bytes
             );
         }
+        let kind = |r: &Report| {
+            if r.config.open_loop() {
+                "open loop (--rate)"
+            } else {
+                "closed loop"
+            }
+        };
+        if r.config.open_loop() != first.config.open_loop() {
+            bail!(
+                "cannot merge an open-loop and a closed-loop report: {} and {}",
+                kind(first),
+                kind(r)
+            );
+        }
+        if r.config.depth != first.config.depth {
+            bail!(
+                "cannot merge reports with different --depth: {:?} and {:?}",
+                first.config.depth,
+                r.config.depth
+            );
+        }
+        if r.config.open_loop() && r.config.arrival != first.config.arrival {
+            bail!(
+                "cannot merge reports with different --arrival: {:?} and {:?}",
+                first.config.arrival,
+                r.config.arrival
+            );
+        }
     }
+    // Each window starts `warmup` after its report's start time.
+    let window_start = |r: &Report| r.env.start_unix_s + r.config.warmup_ms as f64 / 1000.0;
+    let earliest_start = reports
+        .iter()
+        .map(|r| r.env.start_unix_s)
+        .fold(f64::INFINITY, f64::min);
+    let span_start = reports
+        .iter()
+        .map(window_start)
+        .fold(f64::INFINITY, f64::min);
+    let span_end = reports
+        .iter()
+        .map(|r| window_start(r) + r.duration_s)
+        .fold(f64::NEG_INFINITY, f64::max);
     let mut out = first.clone();
     let mut latency = decode_histogram(&first.histograms.latency_us)?;
     let mut service = decode_or_empty(&first.histograms.service_time_us)?;
@@ -65,7 +119,7 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
     }
     let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
     let sumf = |f: &dyn Fn(&Report) -> f64| reports.iter().map(f).sum::<f64>();
-    out.duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
+    out.duration_s = (span_end - span_start).max(0.0);
     out.messages.sent = sum(&|r| r.messages.sent);
     out.messages.verified = sum(&|r| r.messages.verified);
     out.bytes.sent = sum(&|r| r.bytes.sent);
@@ -98,6 +152,21 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
             p99_lag_us: schedules.iter().map(|s| s.p99_lag_us).max().unwrap_or(0),
             mean_lag_us: schedules.iter().map(|s| s.mean_lag_us).fold(0.0, f64::max),
             behind: schedules.iter().any(|s| s.behind),
+            loop_max_lag_us: schedules
+                .iter()
+                .map(|s| s.loop_max_lag_us)
+                .max()
+                .unwrap_or(0),
+            loop_p99_lag_us: schedules
+                .iter()
+                .map(|s| s.loop_p99_lag_us)
+                .max()
+                .unwrap_or(0),
+            loop_mean_lag_us: schedules
+                .iter()
+                .map(|s| s.loop_mean_lag_us)
+                .fold(0.0, f64::max),
+            held_back: schedules.iter().map(|s| s.held_back).sum(),
         });
     }
     // Connections: Jain's index from n, Σx and Σx² (Σx² = (Σx)² / (n·J)).
@@ -143,11 +212,25 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
             sum(&|r| r.errors.by_kind.get(k).copied().unwrap_or(0)),
         );
     }
-    out.errors.samples = reports
+    let mut samples: Vec<_> = reports
         .iter()
-        .flat_map(|r| r.errors.samples.iter().cloned())
-        .take(crate::errors::MAX_SAMPLES)
+        .flat_map(|r| {
+            let offset = r.env.start_unix_s - earliest_start;
+            r.errors.samples.iter().cloned().map(move |mut s| {
+                s.at_s += offset;
+                s
+            })
+        })
         .collect();
+    samples.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    samples.truncate(crate::errors::MAX_SAMPLES);
+    out.errors.samples = samples;
+    if let Some(earliest) = reports
+        .iter()
+        .min_by(|a, b| a.env.start_unix_s.total_cmp(&b.env.start_unix_s))
+    {
+        out.env = earliest.env.clone();
+    }
     out.loadgen.threads = reports.iter().map(|r| r.loadgen.threads).sum();
     out.loadgen.cpu_s = sumf(&|r| r.loadgen.cpu_s);
     out.loadgen.cpu_per_message_us = if out.messages.verified > 0 {
@@ -155,7 +238,10 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
     } else {
         0.0
     };
-    out.loadgen.busy_fraction = sumf(&|r| r.loadgen.busy_fraction) / reports.len() as f64;
+    out.loadgen.busy_fraction = reports
+        .iter()
+        .map(|r| r.loadgen.busy_fraction)
+        .fold(0.0, f64::max);
     out.loadgen.saturated = reports.iter().any(|r| r.loadgen.saturated);
     out.valid = reports.iter().all(|r| r.valid);
     out.invalid_reasons = reports
@@ -244,7 +330,11 @@ mod tests {
         let mut config_both = config.clone();
         config_both.connections = 8;
         let one = report(&config_both, &both);
-        let merged = merge_reports(&[report(&config, &a), report(&config, &b)]).unwrap();
+        let ra = report(&config, &a);
+        let mut rb = report(&config, &b);
+        // Run together: the same start, so the combined span is the one window.
+        rb.env = ra.env.clone();
+        let merged = merge_reports(&[ra, rb]).unwrap();
 
         assert_eq!(merged.latency_us, one.latency_us);
         assert_eq!(merged.service_time_us, one.service_time_us);
@@ -283,8 +373,70 @@ mod tests {
         assert!(err.contains("different message sizes"), "{err}");
         let mut c = a.clone();
         c.schema = "echolab.loadgen/2".into();
-        let err = merge_reports(&[a, c]).unwrap_err().to_string();
+        let err = merge_reports(&[a.clone(), c]).unwrap_err().to_string();
         assert!(err.contains("different schemas"), "{err}");
         assert!(merge_reports(&[]).is_err());
+
+        let mut open = a.clone();
+        open.config.rate_per_s = Some(100.0);
+        let err = merge_reports(&[a.clone(), open.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("open-loop and a closed-loop"), "{err}");
+        let mut deeper = a.clone();
+        deeper.config.depth = Some(4);
+        let err = merge_reports(&[a.clone(), deeper]).unwrap_err().to_string();
+        assert!(err.contains("different --depth"), "{err}");
+        let mut poisson = open.clone();
+        poisson.config.arrival = crate::config::Arrival::Poisson;
+        let err = merge_reports(&[open, poisson]).unwrap_err().to_string();
+        assert!(err.contains("different --arrival"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        crate::cli::write_json(&a, &path).unwrap();
+        let err = merge_files(&[path.clone(), path], &dir.path().join("out.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("given twice"), "{err}");
+    }
+
+    #[test]
+    fn merge_spans_the_windows_and_orders_error_samples_in_time() {
+        let config = Config::new("127.0.0.1:1");
+        let mut a = report(&config, &sample(1, 0, 2, 200));
+        let mut b = a.clone();
+        // b started 1.5 s after a; both measured 2 s: together they span 3.5 s.
+        b.env.start_unix_s = a.env.start_unix_s + 1.5;
+        let sample_at = |at_s: f64, detail: &str| crate::errors::ErrorSample {
+            kind: ErrorKind::Timeout,
+            connection: Some(0),
+            message: None,
+            offset: None,
+            expected: None,
+            got: None,
+            at_s,
+            detail: detail.into(),
+        };
+        a.errors.samples = vec![sample_at(2.0, "a late")];
+        b.errors.samples = vec![sample_at(0.1, "b early")];
+        let merged = merge_reports(&[a.clone(), b.clone()]).unwrap();
+        assert!(
+            (merged.duration_s - 3.5).abs() < 1e-6,
+            "{}",
+            merged.duration_s
+        );
+        let per_s = (a.messages.verified + b.messages.verified) as f64 / 3.5;
+        assert!((merged.throughput.messages_per_s - per_s).abs() < 1e-6);
+        let details: Vec<&str> = merged
+            .errors
+            .samples
+            .iter()
+            .map(|s| s.detail.as_str())
+            .collect();
+        // b's error came 1.6 s after a's start, a's at 2.0 s.
+        assert_eq!(details, ["b early", "a late"]);
+        assert!((merged.errors.samples[0].at_s - 1.6).abs() < 1e-6);
+        assert_eq!(merged.env.start_unix_s, a.env.start_unix_s);
     }
 }

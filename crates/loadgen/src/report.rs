@@ -31,7 +31,9 @@ pub struct Report {
     pub config: Config,
     /// Where and when it ran.
     pub env: Env,
-    /// Length of the measured window in seconds (to the last completion).
+    /// Length of the measured window in seconds: the planned window for a `--duration` run
+    /// (echoes completing after it are not counted as verified), the time to the last echo for
+    /// a `--messages` run.
     pub duration_s: f64,
     /// Message counts in the measured window.
     pub messages: Messages,
@@ -76,7 +78,7 @@ fn default_true() -> bool {
 pub struct Messages {
     /// Measured messages whose first byte was written.
     pub sent: u64,
-    /// Measured messages whose every byte came back as sent.
+    /// Measured messages whose every byte came back as sent, inside the measured window.
     pub verified: u64,
 }
 
@@ -152,17 +154,41 @@ impl Percentiles {
     }
 }
 
+/// Loop lateness (p99 of `loop_lag_us`) above which the load generator is `behind`.
+pub const BEHIND_LOOP_P99_US: u64 = 10_000;
+
 /// `schedule` (open loop only)
+///
+/// Two lags: the *send lag* (`*_lag_us`) is first byte written minus intended time and includes
+/// waiting for the server (the `--depth` cap full, socket backpressure, a reconnect); the *loop
+/// lag* (`loop_*_lag_us`) is only the loop's own lateness: when it issued a message minus when
+/// it could have (the intended time, or later when the connection could not take it). Only the
+/// loop lag says the load generator fell behind.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Schedule {
-    /// Largest delay of an actual send behind its intended time (µs).
+    /// Largest delay of a first-byte write behind its intended time (µs), waiting for the server
+    /// included.
     pub max_lag_us: u64,
     /// 99th percentile of that delay (µs).
     pub p99_lag_us: u64,
     /// Mean delay (µs).
     pub mean_lag_us: f64,
-    /// True when the loadgen fell behind its schedule (sends late or rate not achieved).
+    /// True when the load generator itself fell behind its schedule: p99 of the loop lag above
+    /// [`BEHIND_LOOP_P99_US`]. A slow or stalled server does not make it true.
     pub behind: bool,
+    /// Largest lateness of the loop itself in issuing a message (µs).
+    #[serde(default)]
+    pub loop_max_lag_us: u64,
+    /// 99th percentile of the loop's lateness (µs).
+    #[serde(default)]
+    pub loop_p99_lag_us: u64,
+    /// Mean lateness of the loop (µs).
+    #[serde(default)]
+    pub loop_mean_lag_us: f64,
+    /// Measured messages whose intended time came while their connection could not take them
+    /// (the `--depth` cap was full or it was connecting): held back by the server.
+    #[serde(default)]
+    pub held_back: u64,
 }
 
 /// `connections`
@@ -182,7 +208,8 @@ pub struct Connections {
     /// Jain's fairness index over messages per connection slot (1 = perfectly even).
     #[serde(default)]
     pub jain_fairness: f64,
-    /// Connection slots that went longer than the stall threshold without a verified echo.
+    /// Connection slots that went longer than the stall threshold with a message outstanding
+    /// and no verified echo (idle time between messages does not count).
     #[serde(default)]
     pub starved: u64,
 }
@@ -214,7 +241,7 @@ pub struct LoadgenCost {
     pub cpu_s: f64,
     /// CPU time per verified message, µs.
     pub cpu_per_message_us: f64,
-    /// Mean fraction of wall time the client threads were on a CPU.
+    /// Fraction of wall time the busiest client thread was on a CPU during the window (0..1).
     pub busy_fraction: f64,
     /// True when the loadgen itself was the bottleneck (busy threads or schedule lag).
     pub saturated: bool,
@@ -288,20 +315,25 @@ impl Report {
             .iter()
             .filter(|s| s.max_gap_ns > stall_ns)
             .count() as u64;
-        let busy_fraction = if merged.wall_ns > 0 {
-            merged.cpu_ns as f64 / merged.wall_ns as f64
-        } else {
-            0.0
-        };
-        let schedule = config.rate_per_s.map(|target| {
+        // The busiest thread, not the mean: one thread at 100% limits the load it offers even
+        // when the others idle.
+        let busy_fraction = merged.max_busy_fraction;
+        let schedule = config.rate_per_s.map(|_| {
             let lag = &merged.schedule_lag;
-            let achieved = messages_per_s / target;
-            let max_lag_us = lag.max();
+            let own = &merged.loop_lag;
+            let mean = |h: &Histogram<u64>| if h.is_empty() { 0.0 } else { h.mean() };
+            // Only the loop's own lateness blames the load generator: sends held back by the
+            // depth cap, socket backpressure or errors are the server's doing, and an achieved
+            // rate below the target with an on-time loop is the server's throughput.
             Schedule {
-                max_lag_us,
+                max_lag_us: lag.max(),
                 p99_lag_us: lag.value_at_quantile(0.99),
-                mean_lag_us: if lag.is_empty() { 0.0 } else { lag.mean() },
-                behind: achieved < 0.99 || lag.value_at_quantile(0.99) > 10_000,
+                mean_lag_us: mean(lag),
+                behind: own.value_at_quantile(0.99) > BEHIND_LOOP_P99_US,
+                loop_max_lag_us: own.max(),
+                loop_p99_lag_us: own.value_at_quantile(0.99),
+                loop_mean_lag_us: mean(own),
+                held_back: merged.held_back,
             }
         });
         let behind = schedule.is_some_and(|s| s.behind);
@@ -318,13 +350,15 @@ impl Report {
         }
         if busy_fraction > 0.9 {
             invalid_reasons.push(format!(
-                "the load generator was saturated: its threads were busy {:.0}% of the time",
+                "the load generator was saturated: its busiest thread was busy {:.0}% of the time",
                 busy_fraction * 100.0
             ));
         }
         if behind {
             invalid_reasons.push(
-                "the load generator fell behind its open-loop schedule (see schedule.*)".into(),
+                "the load generator fell behind its open-loop schedule: its loop issued \
+                 messages late (see schedule.loop_*)"
+                    .into(),
             );
         }
         let total_errors: u64 = merged.errors.iter().sum();

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::report::{BuildInputs, Report};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
-use crate::worker::{INTERVAL_NS, ThreadMessage, Timing, WorkerSetup, run_worker};
+use crate::worker::{INTERVAL_NS, IntervalReport, Timing, WorkerSetup, run_worker};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -75,6 +75,7 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
     let target = resolve(&config.target)?;
     let source_addrs = parse_source_addrs(&config.source_addrs)?;
+    check_source_family(target, &source_addrs)?;
     raise_nofile_limit(config.connections as u64 + 64)?;
     if let Some(at) = config.start_at_unix_s {
         wait_until_unix(at);
@@ -98,12 +99,16 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let config_arc = Arc::new(config.clone());
     let source_addrs = Arc::new(source_addrs);
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<ThreadMessage>();
+    let (tx, rx) = mpsc::channel::<IntervalReport>();
+    // Per thread: interval histograms handed back after they were added up, for reuse.
+    let mut recycle = Vec::new();
     let mut lives = Vec::new();
     let mut handles = Vec::new();
     for thread in 0..threads {
         let live = Arc::new(LiveCounters::default());
         lives.push(live.clone());
+        let (back_tx, back_rx) = mpsc::channel::<Histogram<u64>>();
+        recycle.push(back_tx);
         let setup = WorkerSetup {
             thread,
             config: config_arc.clone(),
@@ -114,6 +119,7 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             live,
             stop: stop.clone(),
             intervals: tx.clone(),
+            recycled: back_rx,
         };
         let handle = std::thread::Builder::new()
             .name(format!("loadgen-{thread}"))
@@ -127,6 +133,8 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let mut pending: BTreeMap<u64, (usize, Histogram<u64>)> = BTreeMap::new();
     let mut next_interval = 0u64;
     let mut last_interval: Option<(f64, u64)> = None;
+    // Emitted interval sums, reset for the next interval (no allocation per second).
+    let mut spare: Vec<Histogram<u64>> = Vec::new();
     let emit = |index: u64, h: &Histogram<u64>, observer: &mut dyn Observer| {
         observer.on_interval(
             Duration::from_nanos(index * INTERVAL_NS),
@@ -140,20 +148,25 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             stop.store(true, Ordering::Relaxed);
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ThreadMessage::Interval(r)) => {
-                let _ = r.thread;
-                let entry = pending
-                    .entry(r.index)
-                    .or_insert_with(|| (0, new_histogram()));
+            Ok(r) => {
+                let entry = pending.entry(r.index).or_insert_with(|| {
+                    let h = spare.pop().unwrap_or_else(new_histogram);
+                    (0, h)
+                });
                 entry.0 += 1;
                 let _ = entry.1.add(&r.latency);
+                if let Some(back) = recycle.get(r.thread) {
+                    let _ = back.send(r.latency);
+                }
                 while let Some((count, _)) = pending.get(&next_interval) {
                     if *count < threads {
                         break;
                     }
-                    if let Some((_, h)) = pending.remove(&next_interval) {
+                    if let Some((_, mut h)) = pending.remove(&next_interval) {
                         emit(next_interval, &h, observer);
                         last_interval = Some((h.len() as f64, h.value_at_quantile(0.99)));
+                        h.reset();
+                        spare.push(h);
                     }
                     next_interval += 1;
                 }
@@ -205,6 +218,10 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     let duration_s = match measure_end_ns {
         Some(end) if !stop.load(Ordering::Relaxed) => (end - measure_start_ns) as f64 / 1e9,
         Some(end) => ran_ns.min(end - measure_start_ns) as f64 / 1e9,
+        // To the last echo: not the end of the drain (the wait for each connection's EOF).
+        None if merged.last_echo_ns > measure_start_ns => {
+            (merged.last_echo_ns - measure_start_ns) as f64 / 1e9
+        }
         None => ran_ns as f64 / 1e9,
     };
     let cpu_s = merged.cpu_ns as f64 / 1e9;
@@ -220,8 +237,19 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     )
 }
 
+/// Fails when a source address is not of the target's address family (IPv4 vs IPv6).
+pub fn check_source_family(target: SocketAddr, sources: &[IpAddr]) -> anyhow::Result<()> {
+    if let Some(bad) = sources.iter().find(|a| a.is_ipv4() != target.is_ipv4()) {
+        bail!(
+            "source address {bad} is not of the target's address family ({target}): give \
+             --source-addrs of the same family (IPv4 or IPv6) as --target"
+        );
+    }
+    Ok(())
+}
+
 /// Resolves `host:port` to its first socket address.
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+pub fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     target
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve target {target:?} (expected HOST:PORT)"))?
@@ -298,19 +326,6 @@ pub fn raise_nofile_limit(needed: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// User + system CPU seconds of this process so far.
-pub fn process_cpu_s() -> f64 {
-    // SAFETY: rusage is plain old data filled by getrusage.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
-            return 0.0;
-        }
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
 }
 
 /// Sleeps until the given UNIX time (returns at once if it has passed).

@@ -40,7 +40,8 @@ pub struct SlotStats {
     pub slot: usize,
     /// Messages verified in the measured window.
     pub messages: u64,
-    /// Longest time without a verified echo inside the measured window.
+    /// Longest time inside the measured window with a message outstanding and no verified
+    /// echo (from the later of the last echo and the outstanding message's intended time).
     pub max_gap_ns: u64,
 }
 
@@ -53,8 +54,17 @@ pub struct ThreadResult {
     pub service: Histogram<u64>,
     /// Connect time (µs).
     pub connect: Histogram<u64>,
-    /// Open loop: actual first-byte write minus intended send time (µs).
+    /// Open loop: actual first-byte write minus intended send time (µs); includes waiting for
+    /// the server (the `--depth` cap, socket backpressure, a reconnect).
     pub schedule_lag: Histogram<u64>,
+    /// Open loop: the loop's own lateness (µs): when it issued a message minus when it could
+    /// have, i.e. the later of the intended time and the moment the connection could take
+    /// another message (the cap freed, the connection opened). Waiting for the server is not in
+    /// it.
+    pub loop_lag: Histogram<u64>,
+    /// Open loop: measured messages whose intended time came while the connection could not
+    /// take them (the `--depth` cap was full, or it was connecting).
+    pub held_back: u64,
     /// Measured messages whose first byte was written.
     pub messages_sent: u64,
     /// Measured messages verified in full.
@@ -75,10 +85,15 @@ pub struct ThreadResult {
     pub slots: Vec<SlotStats>,
     /// When the thread finished (ns since the run's base).
     pub finished_ns: u64,
+    /// When the last measured message was verified (ns since the run's base; 0 if none).
+    pub last_echo_ns: u64,
     /// CPU time of the thread during the measured window.
     pub cpu_ns: u64,
     /// Wall time of the thread during the measured window.
     pub wall_ns: u64,
+    /// The busiest thread's CPU time over its wall time during the measured window (capped at
+    /// 1 against clock rounding): one saturated thread limits the load even when others idle.
+    pub max_busy_fraction: f64,
 }
 
 impl ThreadResult {
@@ -89,6 +104,8 @@ impl ThreadResult {
             service: new_histogram(),
             connect: new_histogram(),
             schedule_lag: new_histogram(),
+            loop_lag: new_histogram(),
+            held_back: 0,
             messages_sent: 0,
             messages_verified: 0,
             bytes_sent: 0,
@@ -99,8 +116,10 @@ impl ThreadResult {
             ever_connected: false,
             slots: vec![SlotStats::default(); slots],
             finished_ns: 0,
+            last_echo_ns: 0,
             cpu_ns: 0,
             wall_ns: 0,
+            max_busy_fraction: 0.0,
         }
     }
 
@@ -114,6 +133,8 @@ impl ThreadResult {
         add(&mut self.service, &other.service);
         add(&mut self.connect, &other.connect);
         add(&mut self.schedule_lag, &other.schedule_lag);
+        add(&mut self.loop_lag, &other.loop_lag);
+        self.held_back += other.held_back;
         self.messages_sent += other.messages_sent;
         self.messages_verified += other.messages_verified;
         self.bytes_sent += other.bytes_sent;
@@ -128,8 +149,10 @@ impl ThreadResult {
         self.ever_connected |= other.ever_connected;
         self.slots.extend(other.slots.iter().cloned());
         self.finished_ns = self.finished_ns.max(other.finished_ns);
+        self.last_echo_ns = self.last_echo_ns.max(other.last_echo_ns);
         self.cpu_ns += other.cpu_ns;
         self.wall_ns += other.wall_ns;
+        self.max_busy_fraction = self.max_busy_fraction.max(other.max_busy_fraction);
     }
 }
 
@@ -148,14 +171,28 @@ pub fn jain_fairness(xs: &[u64]) -> f64 {
     sum * sum / (xs.len() as f64 * sum_sq)
 }
 
-/// The median of `xs` (lower middle for even lengths); 0 for an empty list.
-pub fn median(xs: &[u64]) -> u64 {
+/// The median of `xs` (lower middle for even lengths); the default (0) for an empty list.
+/// Incomparable values (NaN) sort as equal.
+pub fn median<T: Copy + Default + PartialOrd>(xs: &[T]) -> T {
     if xs.is_empty() {
-        return 0;
+        return T::default();
     }
     let mut sorted = xs.to_vec();
-    sorted.sort_unstable();
+    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     sorted[(sorted.len() - 1) / 2]
+}
+
+/// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+            return 0;
+        }
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(ru.ru_utime) + ns(ru.ru_stime)
+    }
 }
 
 #[cfg(test)]
@@ -173,7 +210,8 @@ mod tests {
     fn median_of_odd_and_even_lists() {
         assert_eq!(median(&[3, 1, 2]), 2);
         assert_eq!(median(&[4, 1, 3, 2]), 2);
-        assert_eq!(median(&[]), 0);
+        assert_eq!(median::<u64>(&[]), 0);
+        assert_eq!(median(&[2.5, 0.5, 1.5]), 1.5);
     }
 
     #[test]

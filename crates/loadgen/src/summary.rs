@@ -94,7 +94,7 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
     )?;
     writeln!(
         w,
-        "loadgen cost  {:.2} s CPU, {:.2} µs CPU per message, threads {:.0}% busy",
+        "loadgen cost  {:.2} s CPU, {:.2} µs CPU per message, busiest thread {:.0}% busy",
         report.loadgen.cpu_s,
         report.loadgen.cpu_per_message_us,
         report.loadgen.busy_fraction * 100.0
@@ -102,17 +102,22 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
     if let Some(s) = &report.schedule {
         writeln!(
             w,
-            "schedule      target {:.1} msg/s, achieved {:.1}% of it; send lag p99 {} µs, max {} µs",
+            "schedule      target {:.1} msg/s, achieved {:.1}% of it; send lag p99 {} µs, max {} µs; \
+             loop lag p99 {} µs, max {} µs; {} held back by the server",
             report.throughput.target_per_s.unwrap_or(0.0),
             report.throughput.achieved_ratio.unwrap_or(0.0) * 100.0,
             s.p99_lag_us,
-            s.max_lag_us
+            s.max_lag_us,
+            s.loop_p99_lag_us,
+            s.loop_max_lag_us,
+            s.held_back
         )?;
         if s.behind {
             writeln!(
                 w,
-                "WARNING: the load generator fell behind its schedule: the server was offered \
-                 less than the target rate, so these numbers describe a lower load."
+                "WARNING: the load generator fell behind its schedule (its own loop issued \
+                 messages late): the server was offered less than the target rate, so these \
+                 numbers describe a lower load."
             )?;
         }
     }
@@ -160,6 +165,7 @@ mod tests {
             record_ns_as_us(&mut t.latency, 20_000 + i * 1_000);
             record_ns_as_us(&mut t.service, 20_000 + i * 100);
             record_ns_as_us(&mut t.schedule_lag, 50_000 + i * 30);
+            record_ns_as_us(&mut t.loop_lag, 12_000_000 + i * 30);
         }
         t.messages_sent = 1_001;
         t.messages_verified = 1_000;
@@ -187,6 +193,7 @@ mod tests {
             .collect();
         t.cpu_ns = 500_000_000;
         t.wall_ns = 4_000_000_000;
+        t.max_busy_fraction = 0.125;
         Report::build(
             &config,
             crate::env::capture(),

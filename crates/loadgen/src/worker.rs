@@ -1,7 +1,7 @@
 //! One client thread: a mio poll loop over its share of nonblocking connections.
 //!
-//! Each connection is a small state machine (idle → connecting → open → done) over two byte
-//! counters: `send_pos` (bytes written) and `recv_pos` (bytes verified). Messages all have the
+//! Each connection is a small state machine (idle → connecting → open → draining → done) over
+//! two byte counters: `send_pos` (bytes written) and `recv_pos` (bytes verified). Messages all have the
 //! same size, so a stream position names a message and an offset without any framing. Messages
 //! that have been issued but not fully verified sit in `in_flight` (front = the one being
 //! received), each with its intended send time (open loop: from the schedule; closed loop: when it
@@ -14,7 +14,7 @@
 use crate::config::{Arrival, Config};
 use crate::errors::{ErrorKind, ErrorSample, MAX_SAMPLES};
 use crate::payload;
-use crate::stats::{LiveCounters, ThreadResult, new_histogram, record_ns_as_us};
+use crate::stats::{LiveCounters, ThreadResult, new_histogram, record_ns_as_us, thread_cpu_ns};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 /// Scratch buffer size for reads and writes.
@@ -33,6 +33,8 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 /// Wait before a churn slot reconnects after a failed connection.
 const RETRY_NS: u64 = 10_000_000;
+/// Longest wait for the server's EOF after the last echo of a connection.
+const DRAIN_MAX_NS: u64 = 1_000_000_000;
 /// Length of one interval histogram.
 pub(crate) const INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -52,14 +54,10 @@ impl Timing {
 
 /// A finished interval histogram from one thread.
 pub(crate) struct IntervalReport {
+    /// The sending thread: the coordinator hands the histogram back to it for reuse.
     pub thread: usize,
     pub index: u64,
     pub latency: Histogram<u64>,
-}
-
-/// What a thread sends to the coordinating thread while it runs.
-pub(crate) enum ThreadMessage {
-    Interval(IntervalReport),
 }
 
 /// Everything a worker needs to start.
@@ -72,7 +70,10 @@ pub(crate) struct WorkerSetup {
     pub timing: Timing,
     pub live: Arc<LiveCounters>,
     pub stop: Arc<AtomicBool>,
-    pub intervals: Sender<ThreadMessage>,
+    pub intervals: Sender<IntervalReport>,
+    /// Interval histograms the coordinator has added up, handed back to be reset and reused
+    /// (so that no ~188 KB histogram is allocated per second per thread).
+    pub recycled: Receiver<Histogram<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,21 @@ enum Phase {
     Idle,
     Connecting,
     Open,
+    /// Every echo is in; our write side is shut down and we read to EOF: any byte that still
+    /// arrives is `corrupt` (more came back than was sent).
+    Draining,
     Done,
+}
+
+/// Where in the stream an error happened (fields that do not apply are `None`).
+#[derive(Debug, Clone, Copy, Default)]
+struct ErrorAt {
+    /// Message sequence number on the connection.
+    message: Option<u64>,
+    /// Byte offset within that message.
+    offset: Option<u64>,
+    /// The byte sent and the byte received (corruption).
+    bytes: Option<(u8, u8)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +117,10 @@ struct Conn {
     stream: Option<TcpStream>,
     phase: Phase,
     retry_at_ns: u64,
+    /// Draining: give up waiting for the server's EOF at this time.
+    drain_deadline_ns: u64,
+    /// Draining: connect again (churn) rather than finish once the EOF came.
+    reconnect_after_drain: bool,
     connect_started_ns: u64,
     send_pos: u64,
     recv_pos: u64,
@@ -114,12 +133,15 @@ struct Conn {
     next_intended_ns: u64,
     schedule_k: u64,
     heap_due: Option<u64>,
+    /// When the connection last became able to take another message (opened, or the cap on
+    /// messages in flight freed a place): a message due before that was held back by the
+    /// server, not by the loop.
+    unblocked_ns: u64,
     rng: u64,
     // fairness
     messages_verified: u64,
     last_progress_ns: u64,
     max_gap_ns: u64,
-    finished_ns: Option<u64>,
 }
 
 impl Conn {
@@ -144,7 +166,10 @@ struct Ctx {
     result: ThreadResult,
     interval: Histogram<u64>,
     interval_index: u64,
-    intervals: Sender<ThreadMessage>,
+    intervals: Sender<IntervalReport>,
+    recycled: Receiver<Histogram<u64>>,
+    /// Messages verified in the window so far, published to `live` at housekeeping.
+    live_verified: u64,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     open_loop: bool,
     per_conn_interval_ns: f64,
@@ -166,6 +191,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         live,
         stop,
         intervals,
+        recycled,
     } = setup;
     // CPU and wall time are counted over the measured window only.
     let mut window_started: Option<(u64, u64)> = None;
@@ -201,6 +227,8 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                     Phase::Idle
                 },
                 retry_at_ns: 0,
+                drain_deadline_ns: 0,
+                reconnect_after_drain: false,
                 connect_started_ns: 0,
                 send_pos: 0,
                 recv_pos: 0,
@@ -210,13 +238,11 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 next_intended_ns: phase_ns,
                 schedule_k: 0,
                 heap_due: None,
+                unblocked_ns: 0,
                 rng: (slot as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
                 messages_verified: 0,
                 last_progress_ns: timing.measure_start_ns,
                 max_gap_ns: 0,
-                // A slot with no messages to send (`--messages` < `--connections`) is done at
-                // once and never counts as starved.
-                finished_ns: (quota == Some(0)).then_some(timing.measure_start_ns),
             }
         })
         .collect();
@@ -231,6 +257,8 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         interval: new_histogram(),
         interval_index: 0,
         intervals,
+        recycled,
+        live_verified: 0,
         heap: BinaryHeap::with_capacity(conns.len() + 1),
         open_loop: config.open_loop(),
         per_conn_interval_ns,
@@ -329,10 +357,15 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 }
                 Phase::Open => {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        ctx.on_readable(&registry, conn, now, event.is_read_closed());
+                        ctx.on_readable(&registry, conn, event.is_read_closed());
                     }
                     if conn.phase == Phase::Open && event.is_writable() {
-                        ctx.write_pending(&registry, conn, now);
+                        ctx.write_pending(&registry, conn);
+                    }
+                }
+                Phase::Draining => {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        ctx.on_drain_readable(&registry, conn);
                     }
                 }
                 Phase::Idle | Phase::Done => {}
@@ -358,20 +391,33 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
 
     let end_ns = ctx.timing.now_ns();
     ctx.flush_intervals(end_ns, true);
-    let window_end = ctx.timing.measure_end_ns.unwrap_or(end_ns).min(end_ns);
+    ctx.live
+        .verified
+        .store(ctx.live_verified, Ordering::Relaxed);
+    // Every connection is done here; stalls still open when it ended were counted then.
     for (i, conn) in conns.iter().enumerate() {
-        let until = conn.finished_ns.unwrap_or(window_end).min(window_end);
-        let gap = until.saturating_sub(conn.last_progress_ns);
         let slot = &mut ctx.result.slots[i];
         slot.slot = conn.slot;
         slot.messages = conn.messages_verified;
-        slot.max_gap_ns = conn.max_gap_ns.max(gap);
+        slot.max_gap_ns = conn.max_gap_ns;
     }
     ctx.result.ever_connected = ctx.ever_connected;
     ctx.result.finished_ns = end_ns;
     let (cpu_start_ns, wall_start_ns) = window_started.unwrap_or((thread_cpu_ns(), end_ns));
     ctx.result.cpu_ns = thread_cpu_ns().saturating_sub(cpu_start_ns);
     ctx.result.wall_ns = end_ns.saturating_sub(wall_start_ns);
+    // Over at least the planned window: a thread whose connections all failed at once was not
+    // busy for the run, however briefly it spun.
+    let planned_ns = ctx
+        .timing
+        .measure_end_ns
+        .map_or(0, |end| end - ctx.timing.measure_start_ns);
+    let busy_wall_ns = ctx.result.wall_ns.max(planned_ns);
+    ctx.result.max_busy_fraction = if busy_wall_ns > 0 {
+        (ctx.result.cpu_ns as f64 / busy_wall_ns as f64).min(1.0)
+    } else {
+        0.0
+    };
     Ok(ctx.result)
 }
 
@@ -381,16 +427,13 @@ impl Ctx {
     }
 
     /// Records an error, keeps a sample, and ends the connection (churn slots retry later).
-    #[allow(clippy::too_many_arguments)]
     fn fail(
         &mut self,
         registry: &Registry,
         conn: &mut Conn,
         now: u64,
         kind: ErrorKind,
-        message: Option<u64>,
-        offset: Option<u64>,
-        bytes: Option<(u8, u8)>,
+        at: ErrorAt,
         detail: impl FnOnce() -> String,
     ) {
         self.result.errors[kind.index()] += 1;
@@ -399,15 +442,15 @@ impl Ctx {
             self.result.samples.push(ErrorSample {
                 kind,
                 connection: Some(conn.id),
-                message,
-                offset,
-                expected: bytes.map(|b| b.0),
-                got: bytes.map(|b| b.1),
+                message: at.message,
+                offset: at.offset,
+                expected: at.bytes.map(|b| b.0),
+                got: at.bytes.map(|b| b.1),
                 at_s: now as f64 / 1e9,
                 detail: detail(),
             });
         }
-        self.close(registry, conn);
+        self.close(registry, conn, now);
         let churn = self.config.messages_per_connection.is_some();
         if churn && self.ever_connected && !self.window_over(conn, now) {
             conn.phase = Phase::Idle;
@@ -417,9 +460,25 @@ impl Ctx {
         }
     }
 
-    fn close(&mut self, registry: &Registry, conn: &mut Conn) {
+    /// Extends the connection's longest stall to `now` (clamped to the window) for a message
+    /// outstanding since `outstanding_since_ns` without an echo.
+    fn note_gap(&self, conn: &mut Conn, now: u64, outstanding_since_ns: u64) {
+        let until = self.timing.measure_end_ns.map_or(now, |end| now.min(end));
+        let since = conn
+            .last_progress_ns
+            .max(outstanding_since_ns)
+            .max(self.timing.measure_start_ns);
+        conn.max_gap_ns = conn.max_gap_ns.max(until.saturating_sub(since));
+    }
+
+    fn close(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
         if let Some(mut stream) = conn.stream.take() {
             let _ = registry.deregister(&mut stream);
+        }
+        // Messages abandoned without an echo: their wait counts as a stall.
+        if let Some(front) = conn.in_flight.front() {
+            let since = front.intended_ns;
+            self.note_gap(conn, now, since);
         }
         conn.in_flight.clear();
         conn.phase = Phase::Idle;
@@ -429,10 +488,9 @@ impl Ctx {
         if conn.phase != Phase::Done {
             self.done += 1;
         }
-        self.close(registry, conn);
+        self.close(registry, conn, now);
         conn.phase = Phase::Done;
         conn.heap_due = None;
-        conn.finished_ns.get_or_insert(now);
     }
 
     /// No more messages will be issued for this slot.
@@ -473,7 +531,7 @@ impl Ctx {
                     registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 {
                     let kind = ErrorKind::from_io(&e);
-                    self.fail(registry, conn, now, kind, None, None, None, || {
+                    self.fail(registry, conn, now, kind, ErrorAt::default(), || {
                         format!("registering a new connection: {e}")
                     });
                     return;
@@ -488,11 +546,13 @@ impl Ctx {
     fn connect_failed(&mut self, registry: &Registry, conn: &mut Conn, now: u64, e: io::Error) {
         let kind = ErrorKind::from_io(&e);
         let target = self.target;
-        self.fail(registry, conn, now, kind, None, None, None, || {
+        self.fail(registry, conn, now, kind, ErrorAt::default(), || {
             if kind == ErrorKind::AddrNotAvailable {
                 format!(
-                    "connect to {target}: {e} (out of local ports or source address not \
-                     configured: spread connections with --source-addrs 127.0.0.2-127.0.0.64)"
+                    "connect to {target}: {e} (out of local ports, or a source address that is \
+                     not configured on this host: spread connections over more local addresses \
+                     with --source-addrs 127.0.0.2-127.0.0.64, or use only addresses this host \
+                     has)"
                 )
             } else {
                 format!("connect to {target}: {e}")
@@ -504,6 +564,8 @@ impl Ctx {
         let Some(stream) = conn.stream.as_ref() else {
             return;
         };
+        // The connect time ends now, not when the poll batch began.
+        let now = self.timing.now_ns().max(now);
         match stream.take_error() {
             Ok(Some(e)) | Err(e) => {
                 self.connect_failed(registry, conn, now, e);
@@ -521,6 +583,7 @@ impl Ctx {
         }
         let _ = stream.set_nodelay(true);
         conn.phase = Phase::Open;
+        conn.unblocked_ns = now;
         self.ever_connected = true;
         self.result.opened += 1;
         record_ns_as_us(
@@ -586,10 +649,24 @@ impl Ctx {
 
     /// Issues every message that is due and writes what it can.
     fn pump(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+        // The loop's own lateness is measured against the clock now, not the poll's timestamp.
+        let now = if self.open_loop {
+            self.timing.now_ns().max(now)
+        } else {
+            now
+        };
         while let Some(intended_ns) = self.next_issue(conn, now) {
             let measured = intended_ns >= self.timing.measure_start_ns;
             if measured && let Some(q) = conn.quota.as_mut() {
                 *q -= 1;
+            }
+            if measured && self.open_loop {
+                // Due while the connection could not take it: the server held it back.
+                if conn.unblocked_ns > intended_ns {
+                    self.result.held_back += 1;
+                }
+                let ready = intended_ns.max(conn.unblocked_ns);
+                record_ns_as_us(&mut self.result.loop_lag, now.saturating_sub(ready));
             }
             conn.in_flight.push_back(Pending {
                 intended_ns,
@@ -598,30 +675,109 @@ impl Ctx {
             });
             conn.issued += 1;
         }
-        self.write_pending(registry, conn, now);
+        self.write_pending(registry, conn);
         if conn.phase == Phase::Open && conn.in_flight.is_empty() {
             self.maybe_end_connection(registry, conn, now);
         }
     }
 
-    /// Closes a connection that has nothing in flight and will issue nothing more.
+    /// Ends a connection that has nothing in flight and will issue nothing more.
     fn maybe_end_connection(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
         if self.window_over(conn, now) {
-            self.finish(registry, conn, now);
+            self.start_drain(registry, conn, now, false);
             return;
         }
         if let Some(m) = self.config.messages_per_connection
             && conn.issued >= m
         {
-            // Churn: close and connect again at once.
-            self.close(registry, conn);
-            conn.phase = Phase::Idle;
-            conn.retry_at_ns = now;
-            self.connect(registry, conn, now);
+            // Churn: close (after the drain) and connect again at once.
+            self.start_drain(registry, conn, now, true);
         }
     }
 
-    fn write_pending(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+    /// A normal end: shut our write side down and read to EOF (up to [`DRAIN_MAX_NS`] or
+    /// `--timeout`, whichever is shorter), so that bytes the server sends after the last echo
+    /// are seen and counted as `corrupt`.
+    fn start_drain(&mut self, registry: &Registry, conn: &mut Conn, now: u64, reconnect: bool) {
+        let shut = conn
+            .stream
+            .as_ref()
+            .map(|s| s.shutdown(std::net::Shutdown::Write));
+        if !matches!(shut, Some(Ok(()))) {
+            self.end_after_drain(registry, conn, now, reconnect);
+            return;
+        }
+        conn.phase = Phase::Draining;
+        conn.reconnect_after_drain = reconnect;
+        conn.drain_deadline_ns = now + DRAIN_MAX_NS.min(self.config.timeout_ms * 1_000_000);
+        // Bytes may already be waiting (edge-triggered: no new event would come for them).
+        self.on_drain_readable(registry, conn);
+    }
+
+    fn end_after_drain(&mut self, registry: &Registry, conn: &mut Conn, now: u64, reconnect: bool) {
+        if reconnect && !self.window_over(conn, now) {
+            self.close(registry, conn, now);
+            conn.phase = Phase::Idle;
+            conn.retry_at_ns = now;
+            self.connect(registry, conn, now);
+        } else {
+            self.finish(registry, conn, now);
+        }
+    }
+
+    /// Draining: reads to EOF; any byte is `corrupt` ("extra bytes after the last echo").
+    fn on_drain_readable(&mut self, registry: &Registry, conn: &mut Conn) {
+        loop {
+            let Some(stream) = conn.stream.as_mut() else {
+                return;
+            };
+            let read = stream.read(&mut self.recv_buf);
+            let now = self.timing.now_ns();
+            match read {
+                Ok(0) => {
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
+                    return;
+                }
+                Ok(n) => {
+                    if self.measuring(now) {
+                        self.result.bytes_received += n as u64;
+                    }
+                    let size = self.size;
+                    let msg = conn.send_pos / size;
+                    let got = self.recv_buf[0];
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        ErrorKind::Corrupt,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: Some(0),
+                            bytes: None,
+                        },
+                        || {
+                            format!(
+                                "extra bytes after the last echo: {n} byte(s) came back after \
+                                 every message was verified (first: {got:#04x})"
+                            )
+                        },
+                    );
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The echoes are all in; a reset after our shutdown is no error of the echo.
+                Err(_) => {
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write_pending(&mut self, registry: &Registry, conn: &mut Conn) {
         let size = self.size;
         let target = conn.issued * size;
         let cap = self.send_buf.len().min(self.write_chunk);
@@ -645,7 +801,11 @@ impl Ctx {
             let Some(stream) = conn.stream.as_mut() else {
                 return;
             };
-            match stream.write(&self.send_buf[..len]) {
+            let written = stream.write(&self.send_buf[..len]);
+            // Timestamps are taken when the call returns, not once per poll batch (up to 1024
+            // events would share one stale `now`); the vDSO clock costs ~20 ns.
+            let now = self.timing.now_ns();
+            match written {
                 Ok(0) => {
                     let msg = conn.send_pos / size;
                     self.fail(
@@ -653,9 +813,11 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Reset,
-                        Some(msg),
-                        None,
-                        None,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: None,
+                            bytes: None,
+                        },
                         || "write returned 0 bytes".into(),
                     );
                     return;
@@ -696,22 +858,34 @@ impl Ctx {
                 Err(e) => {
                     let kind = ErrorKind::from_io(&e);
                     let msg = conn.send_pos / size;
-                    self.fail(registry, conn, now, kind, Some(msg), None, None, || {
-                        format!("write: {e}")
-                    });
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        kind,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: None,
+                            bytes: None,
+                        },
+                        || format!("write: {e}"),
+                    );
                     return;
                 }
             }
         }
     }
 
-    fn on_readable(&mut self, registry: &Registry, conn: &mut Conn, now: u64, read_closed: bool) {
+    fn on_readable(&mut self, registry: &Registry, conn: &mut Conn, read_closed: bool) {
         let size = self.size;
+        let mut now;
         loop {
             let Some(stream) = conn.stream.as_mut() else {
                 return;
             };
-            match stream.read(&mut self.recv_buf) {
+            let read = stream.read(&mut self.recv_buf);
+            now = self.timing.now_ns();
+            match read {
                 Ok(0) => {
                     let msg = conn.recv_msg(size);
                     let off = conn.recv_pos % size;
@@ -729,9 +903,11 @@ impl Ctx {
                         conn,
                         now,
                         kind,
-                        Some(msg),
-                        Some(off),
-                        None,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: Some(off),
+                            bytes: None,
+                        },
                         || format!("{what} ({owed} message(s) still owed)"),
                     );
                     return;
@@ -752,9 +928,18 @@ impl Ctx {
                 Err(e) => {
                     let kind = ErrorKind::from_io(&e);
                     let msg = conn.recv_msg(size);
-                    self.fail(registry, conn, now, kind, Some(msg), None, None, || {
-                        format!("read: {e}")
-                    });
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        kind,
+                        ErrorAt {
+                            message: Some(msg),
+                            offset: None,
+                            bytes: None,
+                        },
+                        || format!("read: {e}"),
+                    );
                     return;
                 }
             }
@@ -787,9 +972,11 @@ impl Ctx {
                     conn,
                     now,
                     ErrorKind::Corrupt,
-                    Some(msg),
-                    Some(m.offset),
-                    Some((m.expected, m.got)),
+                    ErrorAt {
+                        message: Some(msg),
+                        offset: Some(m.offset),
+                        bytes: Some((m.expected, m.got)),
+                    },
                     || {
                         format!(
                             "connection {id} message {msg} byte {}: sent {:#04x}, got {:#04x}",
@@ -815,9 +1002,11 @@ impl Ctx {
                 conn,
                 now,
                 ErrorKind::Corrupt,
-                Some(msg),
-                Some(off),
-                None,
+                ErrorAt {
+                    message: Some(msg),
+                    offset: Some(off),
+                    bytes: None,
+                },
                 || format!("{extra} more byte(s) came back than were sent (first: {got:#04x})"),
             );
             return false;
@@ -826,9 +1015,19 @@ impl Ctx {
     }
 
     fn complete(&mut self, conn: &mut Conn, now: u64) {
+        let was_full = conn.in_flight.len() >= self.max_in_flight;
         let Some(p) = conn.in_flight.pop_front() else {
             return;
         };
+        if was_full {
+            conn.unblocked_ns = now;
+        }
+        // A stall is time with a message outstanding and no echo: from the later of the last
+        // echo and this message's intended time (an idle connection is not stalled). Noted for
+        // warm-up messages too: one issued in the warm-up and held by the server into the window
+        // (a pool with fewer workers than connections) is exactly a starved connection.
+        self.note_gap(conn, now, p.intended_ns);
+        conn.last_progress_ns = now;
         if !p.measured {
             return;
         }
@@ -840,12 +1039,15 @@ impl Ctx {
             self.flush_intervals(now, false);
         }
         record_ns_as_us(&mut self.interval, latency_ns);
-        self.result.messages_verified += 1;
-        self.live.verified.fetch_add(1, Ordering::Relaxed);
-        conn.messages_verified += 1;
-        let since = conn.last_progress_ns.max(self.timing.measure_start_ns);
-        conn.max_gap_ns = conn.max_gap_ns.max(now.saturating_sub(since));
-        conn.last_progress_ns = now;
+        // Throughput and fairness count only echoes that complete inside the window: one that
+        // arrives during the post-window drain was not served within the window (its latency,
+        // wait included, is in the histogram above all the same).
+        if self.measuring(now) {
+            self.result.messages_verified += 1;
+            self.live_verified += 1;
+            self.result.last_echo_ns = now;
+            conn.messages_verified += 1;
+        }
     }
 
     /// Sends the interval histograms that ended before `now` (all of them when `last`).
@@ -855,18 +1057,29 @@ impl Ctx {
         }
         let current = (now - self.timing.measure_start_ns) / INTERVAL_NS;
         while self.interval_index < current || (last && self.interval_index == current) {
-            let latency = std::mem::replace(&mut self.interval, new_histogram());
-            let _ = self.intervals.send(ThreadMessage::Interval(IntervalReport {
+            let fresh = match self.recycled.try_recv() {
+                Ok(mut h) => {
+                    h.reset();
+                    h
+                }
+                // Only the first interval or two: the coordinator has not handed one back yet.
+                Err(_) => new_histogram(),
+            };
+            let latency = std::mem::replace(&mut self.interval, fresh);
+            let _ = self.intervals.send(IntervalReport {
                 thread: self.thread,
                 index: self.interval_index,
                 latency,
-            }));
+            });
             self.interval_index += 1;
         }
     }
 
     fn housekeeping(&mut self, registry: &Registry, conns: &mut [Conn], now: u64) {
         self.flush_intervals(now, false);
+        self.live
+            .verified
+            .store(self.live_verified, Ordering::Relaxed);
         let timeout_ns = self.config.timeout_ms * 1_000_000;
         let stall_ns = self.config.stall_threshold_ms * 1_000_000;
         let mut starved_now = 0u64;
@@ -879,11 +1092,14 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Timeout,
-                        None,
-                        None,
-                        None,
+                        ErrorAt::default(),
                         || format!("connect did not complete within {ms} ms"),
                     );
+                }
+                Phase::Draining if now >= conn.drain_deadline_ns => {
+                    // No EOF in time: not an error (some servers do not close on a half-close).
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
                 }
                 Phase::Open => {
                     if let Some(front) = conn.in_flight.front() {
@@ -901,9 +1117,11 @@ impl Ctx {
                                 conn,
                                 now,
                                 ErrorKind::Timeout,
-                                Some(msg),
-                                Some(off),
-                                None,
+                                ErrorAt {
+                                    message: Some(msg),
+                                    offset: Some(off),
+                                    bytes: None,
+                                },
                                 || format!("no complete echo within {ms} ms"),
                             );
                         }
@@ -915,8 +1133,12 @@ impl Ctx {
             }
             if conn.phase != Phase::Done
                 && self.measuring(now)
-                && now.saturating_sub(conn.last_progress_ns.max(self.timing.measure_start_ns))
-                    > stall_ns
+                && let Some(front) = conn.in_flight.front()
+                && now.saturating_sub(
+                    conn.last_progress_ns
+                        .max(front.intended_ns)
+                        .max(self.timing.measure_start_ns),
+                ) > stall_ns
             {
                 starved_now += 1;
             }
@@ -1028,6 +1250,22 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<T
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
     if let Some(source) = source {
+        // Let connect() pick the local port (by the 4-tuple), not bind(): without this every
+        // bound socket takes a port of its own and a source address runs out at ~28,000.
+        if source.is_ipv4() {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt reads an int from a valid pointer for our own descriptor.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         socket.bind(&source.into())?;
     }
     match socket.connect(&target.into()) {
@@ -1037,17 +1275,4 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddr>) -> io::Result<T
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
-}
-
-/// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
-            return 0;
-        }
-        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-        ns(ru.ru_utime) + ns(ru.ru_stime)
-    }
 }

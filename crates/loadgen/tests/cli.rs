@@ -71,6 +71,36 @@ fn json_report_validates_against_the_schema() {
     let mut extra = value;
     extra["surprise"] = serde_json::json!(1);
     assert!(!schema_validator().is_valid(&extra));
+
+    // An open-loop report (with `schedule`, loop lag and `held_back`) validates too.
+    let open = dir.path().join("open.json");
+    let out = loadgen()
+        .args(["--target", &server.target(), "--connections", "2"])
+        .args(["--rate", "400", "--duration", "500ms", "--warmup", "0s"])
+        .arg("--json")
+        .arg(&open)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&open).unwrap()).unwrap();
+    assert_valid(&value);
+    for key in [
+        "loop_p99_lag_us",
+        "loop_max_lag_us",
+        "loop_mean_lag_us",
+        "held_back",
+    ] {
+        assert!(
+            value["schedule"].get(key).is_some(),
+            "schedule.{key}: {value}"
+        );
+    }
 }
 
 #[test]
@@ -166,6 +196,20 @@ fn usage_errors_exit_2() {
         ],
         vec!["--target", "127.0.0.1:1", "--size", "0"],
         vec!["--target", "127.0.0.1:1", "--slo", "p99 fast"],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--source-addrs",
+            "127.0.0.9-127.0.0.2",
+        ],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--source-addrs",
+            "not-an-address",
+        ],
+        vec!["--target", "127.0.0.1:1", "--source-addrs", "::1"],
+        vec!["--target", "[::1]:1", "--source-addrs", "127.0.0.2"],
         vec!["--bogus"],
     ] {
         let mut out = Vec::new();
@@ -355,4 +399,23 @@ fn sigint_ends_the_run_early_and_still_reports() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report.duration_s < 30.0, "{}", report.duration_s);
     assert_eq!(report.errors.total, 0);
+}
+
+#[test]
+fn a_failed_run_with_an_slo_exits_1_not_3() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = loadgen()
+        .args(["--target", &addr.to_string(), "--connections", "2"])
+        .args(["--duration", "300ms", "--warmup", "0s", "--slo", "p99<=10s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -42,6 +42,20 @@ fn source_addresses_spread_connections() {
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
     assert_eq!(r.messages.verified, 60);
     assert_eq!(r.connections.opened, 12);
+    // The server saw the connections come from the three source addresses, evenly.
+    let peers = server.peers.lock().unwrap().clone();
+    let mut distinct: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        ["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+        "{peers:?}"
+    );
+    for ip in &distinct {
+        let n = peers.iter().filter(|p| &p.to_string() == ip).count();
+        assert_eq!(n, 4, "{ip}: {peers:?}");
+    }
 }
 
 #[test]
@@ -74,6 +88,10 @@ fn one_byte_writes_and_deep_pipelines_verify() {
     assert_eq!(r.errors.total, 0, "{:?}", r.errors);
     assert_eq!(r.messages.verified, 400);
     assert_eq!(r.bytes.sent, 400 * 300);
+    // One-byte writes with TCP_NODELAY reach the server in many more reads than there are
+    // messages (whole-message writes would arrive in at most about one read per message).
+    let reads = server.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(reads > 2 * 400, "{reads} reads for 400 messages");
 }
 
 #[test]
@@ -131,6 +149,8 @@ fn hgrm_and_hlog_files_are_readable() {
         .arg(&hgrm)
         .arg("--hlog")
         .arg(&hlog)
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
         .output()
         .unwrap();
     assert_eq!(
@@ -143,6 +163,21 @@ fn hgrm_and_hlog_files_are_readable() {
     assert!(
         text.contains("Percentile") && text.contains("Total count    =         1000"),
         "{text}"
+    );
+    // .hgrm values are milliseconds: its max is the report's max µs / 1000.
+    let report: loadgen::Report =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let max_ms: f64 = text
+        .split("#[Max     =")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a Max line");
+    let expected_ms = report.latency_us.max as f64 / 1000.0;
+    assert!(
+        (max_ms - expected_ms).abs() <= 0.0011,
+        "hgrm max {max_ms} ms, report max {} µs",
+        report.latency_us.max
     );
 
     let log = std::fs::read(&hlog).unwrap();

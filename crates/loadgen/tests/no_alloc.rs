@@ -10,11 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+/// The counters are global: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 // SAFETY: forwards to the system allocator and only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
@@ -30,6 +34,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -56,6 +61,7 @@ fn allocations_for(target: &str, messages: u64, depth: u32, rate: Option<f64>) -
 
 #[test]
 fn allocations_do_not_grow_with_messages() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = TestServer::start(Behavior::Echo);
     for (depth, rate) in [(1, None), (4, None), (8, Some(40_000.0))] {
         // Warm up whatever is allocated once per process.
@@ -73,4 +79,33 @@ fn allocations_do_not_grow_with_messages() {
             "depth {depth} rate {rate:?}: {small} allocations for 2,000 messages, {large} for 20,000"
         );
     }
+}
+
+fn bytes_for(target: &str, duration_ms: u64) -> u64 {
+    let mut c = config(target);
+    c.connections = 4;
+    c.threads = 2;
+    c.messages = None;
+    c.duration_ms = Some(duration_ms);
+    c.rate_per_s = Some(200.0);
+    let before = BYTES.load(Ordering::Relaxed);
+    let r = loadgen::run(&c).unwrap();
+    let after = BYTES.load(Ordering::Relaxed);
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    after - before
+}
+
+/// Interval histograms (~188 KB each) are reused, not allocated every second by every thread
+/// and by the coordinator: three more seconds add far less than one histogram's worth.
+#[test]
+fn interval_histograms_are_reused() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start(Behavior::Echo);
+    let short = bytes_for(&server.target(), 1_100);
+    let long = bytes_for(&server.target(), 4_100);
+    eprintln!("{short} bytes allocated in 1.1 s, {long} in 4.1 s");
+    assert!(
+        long < short + 100_000,
+        "{short} bytes allocated in 1.1 s, {long} in 4.1 s"
+    );
 }

@@ -106,7 +106,13 @@ fn ten_thousand_connections_from_two_threads() {
     let r = loadgen::run(&c).unwrap();
     assert_eq!(r.errors.total, 0, "{:?}", r.errors.samples);
     assert_eq!(r.connections.opened, 10_000);
-    assert_eq!(r.messages.verified, r.messages.sent);
+    // Messages in flight at the end of the window are sent but not counted as verified.
+    assert!(r.messages.verified <= r.messages.sent, "{:?}", r.messages);
+    assert!(
+        r.messages.sent - r.messages.verified <= 10_000,
+        "{:?}",
+        r.messages
+    );
     assert!(r.connections.min_messages > 0, "{:?}", r.connections);
     assert_eq!(r.loadgen.threads, 2);
 }

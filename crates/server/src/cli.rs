@@ -65,6 +65,10 @@ pub struct Args {
     /// Write the final counters as JSON (schema echolab.server-stats/1) to this file.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// Log each connection that ends in an error or a timeout to stderr, with the peer's address
+    /// and the kind (otherwise they are only counted). Also on with ECHO_SERVER_LOG=debug.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Parses durations written as `500ms`, `3s`, `2m` (what every echolab CLI accepts).
@@ -88,6 +92,8 @@ impl Args {
             drain_timeout: self.drain_timeout,
             max_connections: self.max_connections,
             backlog: self.backlog,
+            log_connections: self.verbose
+                || std::env::var("ECHO_SERVER_LOG").is_ok_and(|level| level == "debug"),
             panic_trigger: None,
         }
     }

@@ -125,6 +125,9 @@ pub struct Config {
     pub max_connections: usize,
     /// `listen(2)` backlog.
     pub backlog: i32,
+    /// Log each connection that ends in an error or a timeout to stderr (peer address and kind);
+    /// otherwise they are only counted.
+    pub log_connections: bool,
     /// Test hook: a session whose input contains these bytes panics (proves panics are contained).
     #[doc(hidden)]
     pub panic_trigger: Option<Vec<u8>>,
@@ -150,6 +153,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             backlog: 1024,
+            log_connections: false,
             panic_trigger: None,
         }
     }
@@ -162,6 +166,15 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             strategy,
             ..Config::default()
+        }
+    }
+
+    /// The test hook: panics when `data` contains the configured trigger (never otherwise).
+    pub fn check_panic_trigger(&self, data: &[u8]) {
+        if let Some(trigger) = &self.panic_trigger
+            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
+        {
+            panic!("panic trigger received (test hook)");
         }
     }
 

@@ -8,21 +8,139 @@
 //! `--buffer-size` bytes) and written back at once; only when the socket does not take all of them
 //! does the rest move into a per-connection buffer ([`Pending`], at most `--buffer-size` bytes), and
 //! reading pauses until that buffer is flushed (backpressure: a client that sends without reading
-//! cannot grow the server's memory). So the steady state allocates nothing per message.
+//! cannot grow the server's memory). That buffer is allocated the first time a write backs up and
+//! kept for the connection's life, so the steady state allocates nothing per message, even for a
+//! client that keeps stalling.
 //!
-//! Time: idle time runs from accept (or the last byte received); while output is pending the
-//! connection is not idle (the client is the one not reading) and the write timeout runs instead,
-//! from the last write that made progress. [`Session::expired`] answers for a loop's deadline scan.
+//! Time: idle time runs from accept, the last byte received or the last echo completed (the
+//! same rule as the blocking strategies and `async`, whose idle clock restarts after each echo);
+//! while output is pending the connection is not idle (the client is the one not reading) and the
+//! write timeout runs instead, from the last write that made progress. [`Session::expired`] answers for a loop's deadline scan.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy event-loop`.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Config;
+use crate::registry::Conn;
 use crate::server::Shared;
 use crate::session::Outcome;
 use crate::stats::ErrorKind;
+use crate::strategy::Dispatch;
+
+/// How often a loop scans its connections' deadlines: a few times per timeout (at most 1/8
+/// late), at least every 5 ms, at most every second.
+pub fn scan_period(config: &Config) -> Duration {
+    (config.idle_timeout.min(config.write_timeout) / 8)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// How the acceptor wakes a loop thread that may be blocked waiting for I/O.
+pub trait Wake: Send {
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
+/// loop thread, used in turn.
+pub struct LoopThreads<W: Wake> {
+    loops: Vec<LoopHandle<W>>,
+    next: usize,
+    shared: Arc<Shared>,
+}
+
+/// One loop thread as the acceptor sees it.
+pub struct LoopHandle<W> {
+    pub incoming: Sender<Conn>,
+    pub waker: W,
+    pub thread: JoinHandle<()>,
+}
+
+impl<W: Wake> LoopThreads<W> {
+    pub fn new(loops: Vec<LoopHandle<W>>, shared: &Arc<Shared>) -> Self {
+        LoopThreads {
+            loops,
+            next: 0,
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl<W: Wake> Dispatch for LoopThreads<W> {
+    fn dispatch(&mut self, conn: Conn) {
+        let target = &self.loops[self.next];
+        self.next = (self.next + 1) % self.loops.len();
+        if let Err(err) = target.incoming.send(conn) {
+            // The loop is gone (it cannot panic outside a connection); the connection closes.
+            drop(err.0);
+            self.shared.counters.error(ErrorKind::Io);
+            return;
+        }
+        if let Err(err) = target.waker.wake() {
+            eprintln!("echo-server: could not wake a loop thread: {err}");
+        }
+    }
+
+    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
+    fn finish(self: Box<Self>) {
+        let mut running = Vec::with_capacity(self.loops.len());
+        for handle in self.loops {
+            let LoopHandle {
+                incoming,
+                waker,
+                thread,
+            } = handle;
+            drop(incoming);
+            if let Err(err) = waker.wake() {
+                eprintln!("echo-server: could not wake a loop thread: {err}");
+            }
+            // The waker lives until the loop ended: closing its descriptor could take the
+            // wake-up out of the loop's poll set before the loop saw it.
+            running.push((thread, waker));
+        }
+        for (thread, _waker) in running {
+            if thread.join().is_err() {
+                eprintln!("echo-server: a loop thread panicked outside a connection");
+            }
+        }
+    }
+}
+
+/// A loop thread's side of its channel: connections from the acceptor, and whether the acceptor
+/// still sends any (a loop ends once it stopped and the loop's connections are closed).
+pub struct Incoming {
+    receiver: Receiver<Conn>,
+    accepting: bool,
+}
+
+impl Incoming {
+    pub fn new(receiver: Receiver<Conn>) -> Self {
+        Incoming {
+            receiver,
+            accepting: true,
+        }
+    }
+
+    /// The next connection waiting, if any; notices when the acceptor has stopped.
+    pub fn take(&mut self) -> Option<Conn> {
+        match self.receiver.try_recv() {
+            Ok(conn) => Some(conn),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.accepting = false;
+                None
+            }
+        }
+    }
+
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+}
 
 /// What the connection needs next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +156,12 @@ pub enum Step {
 /// Reads a connection may do per readiness event before it yields to the others on its loop.
 const READS_PER_TURN: usize = 16;
 
-/// Output the socket did not take yet: the only per-connection buffer, and only while it lasts.
+/// Output the socket did not take yet: the only per-connection buffer, allocated the first time
+/// a write backs up and kept (empty) for the connection's life after that, so a connection that
+/// keeps stalling allocates once, not per partial write.
 #[derive(Debug)]
 pub struct Pending {
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     written: usize,
 }
 
@@ -57,8 +177,11 @@ impl Pending {
 #[derive(Debug)]
 pub struct Session {
     pending: Option<Pending>,
-    /// When the last byte arrived (or the connection was accepted): the idle clock.
-    last_received: Instant,
+    /// The buffer of the last pending output, emptied, for the next stash.
+    spare: Vec<u8>,
+    /// When the connection was accepted, the last byte arrived or the last echo completed:
+    /// the idle clock.
+    idle_since: Instant,
     /// When the pending output was stashed or last made progress: the write clock.
     last_written: Instant,
     /// The peer ended its side (EPOLLRDHUP seen): read to EOF, never stop at a short read.
@@ -73,7 +196,8 @@ impl Session {
     pub fn new(accepted_at: Instant) -> Self {
         Session {
             pending: None,
-            last_received: accepted_at,
+            spare: Vec::new(),
+            idle_since: accepted_at,
             last_written: accepted_at,
             read_closed: false,
             writing: false,
@@ -97,12 +221,8 @@ impl Session {
     /// test hook.
     pub fn received(&mut self, data: &[u8], now: Instant, config: &Config) {
         self.bytes_in += data.len() as u64;
-        self.last_received = now;
-        if let Some(trigger) = &config.panic_trigger
-            && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
-        {
-            panic!("panic trigger received (test hook)");
-        }
+        self.idle_since = now;
+        config.check_panic_trigger(data);
     }
 
     /// Accounts for `n` bytes written back.
@@ -116,10 +236,10 @@ impl Session {
     /// Keeps the bytes the socket did not take; reading pauses until they are written.
     pub fn stash(&mut self, rest: &[u8], now: Instant) {
         debug_assert!(self.pending.is_none(), "stash while output is pending");
-        self.pending = Some(Pending {
-            bytes: rest.into(),
-            written: 0,
-        });
+        let mut bytes = std::mem::take(&mut self.spare);
+        bytes.clear();
+        bytes.extend_from_slice(rest);
+        self.pending = Some(Pending { bytes, written: 0 });
         self.last_written = now;
     }
 
@@ -131,7 +251,12 @@ impl Session {
             Some(pending) => {
                 pending.written += n;
                 if pending.written >= pending.bytes.len() {
-                    self.pending = None;
+                    if let Some(done) = self.pending.take() {
+                        self.spare = done.bytes;
+                    }
+                    // The echo completed: the idle clock restarts (a stall longer than the idle
+                    // timeout must not close the connection the moment it recovers).
+                    self.idle_since = now;
                     true
                 } else {
                     false
@@ -148,9 +273,11 @@ impl Session {
         self.last_written = now;
     }
 
-    /// The submitted write finished (all bytes written).
-    pub fn write_done(&mut self) {
+    /// The submitted write finished (all bytes written): the echo completed, so the idle clock
+    /// restarts.
+    pub fn write_done(&mut self, now: Instant) {
         self.writing = false;
+        self.idle_since = now;
     }
 
     /// Whether a deadline has passed at `now`: the write timeout while output is pending,
@@ -159,7 +286,7 @@ impl Session {
         if self.pending.is_some() || self.writing {
             now.saturating_duration_since(self.last_written) >= config.write_timeout
         } else {
-            now.saturating_duration_since(self.last_received) >= config.idle_timeout
+            now.saturating_duration_since(self.idle_since) >= config.idle_timeout
         }
     }
 
@@ -193,15 +320,14 @@ impl Session {
             };
             let data = &scratch[..n];
             self.received(data, now, config);
-            match write_some(stream, data) {
-                Ok(written) => {
-                    self.sent(written, now);
-                    if written < n {
-                        self.stash(&data[written..], now);
-                        return Step::Wait;
-                    }
-                }
-                Err(err) => return Step::Close(failed(&err)),
+            let (written, result) = write_some(stream, data);
+            self.sent(written, now);
+            if let Err(err) = result {
+                return Step::Close(failed(&err));
+            }
+            if written < n {
+                self.stash(&data[written..], now);
+                return Step::Wait;
             }
             // A short read drained the socket: new bytes (or the peer's FIN, unless it was
             // already announced) bring a new edge, so the next read would only say EAGAIN.
@@ -217,30 +343,33 @@ impl Session {
         let Some(pending) = &self.pending else {
             return Ok(true);
         };
-        let written = write_some(stream, pending.rest())?;
-        Ok(self.pending_sent(written, now))
+        let (written, result) = write_some(stream, pending.rest());
+        let all_written = self.pending_sent(written, now);
+        result.map(|()| all_written)
     }
 
-    /// Adds this session's byte counts to the shared counters and counts how it ended.
-    pub fn finish(&self, outcome: Outcome, shared: &Shared) {
-        shared.counters.add_bytes(self.bytes_in, self.bytes_out);
-        shared.count_outcome(outcome);
+    /// Ends the connection: its byte counts and how it ended go to the counters
+    /// ([`Conn::finish`]), then the socket closes.
+    pub fn finish<S>(&self, conn: Conn<S>, outcome: Outcome) {
+        conn.finish(outcome, self.bytes_in, self.bytes_out);
     }
 }
 
-/// Writes as much of `data` as the socket takes now; `Ok(n < data.len())` means it is full.
-pub fn write_some<S: Write>(mut stream: S, data: &[u8]) -> io::Result<usize> {
+/// Writes as much of `data` as the socket takes now. Returns how many bytes were written (also
+/// when a write then failed: they reached the peer's side and count as sent) and whether it
+/// ended in an error; `(n < data.len(), Ok)` means the socket is full.
+pub fn write_some<S: Write>(mut stream: S, data: &[u8]) -> (usize, io::Result<()>) {
     let mut written = 0;
     while written < data.len() {
         match stream.write(&data[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
+            Err(err) => return (written, Err(err)),
         }
     }
-    Ok(written)
+    (written, Ok(()))
 }
 
 /// The outcome of a failed read or write.
@@ -264,6 +393,8 @@ mod tests {
         reads: RefCell<VecDeque<Option<Vec<u8>>>>,
         read_calls: Cell<usize>,
         room: Cell<usize>,
+        /// Once `room` is used up, writes fail with a reset instead of EAGAIN.
+        reset_when_full: Cell<bool>,
         written: RefCell<Vec<u8>>,
     }
 
@@ -293,6 +424,9 @@ mod tests {
     impl Write for &Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             let n = buf.len().min(self.room.get());
+            if n == 0 && self.reset_when_full.get() {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
             if n == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
@@ -368,7 +502,7 @@ mod tests {
             session.advance(&stream, &mut scratch, now, &config()),
             Step::Wait
         );
-        assert!(session.pending().is_none(), "buffer freed once flushed");
+        assert!(session.pending().is_none(), "nothing pending once flushed");
         assert_eq!(*stream.written.borrow(), b"123456789");
         assert_eq!((session.bytes_in, session.bytes_out), (9, 9));
     }
@@ -393,6 +527,82 @@ mod tests {
         );
         assert!(session.pending_sent(4, later + Duration::from_secs(2)));
         assert!(!session.expired(later + Duration::from_secs(9), &config));
+    }
+
+    #[test]
+    fn the_idle_clock_restarts_when_a_stalled_echo_completes() {
+        let config = config(); // idle 10 s, write 3 s
+        let start = Instant::now();
+        let mut session = Session::new(start);
+        session.received(b"x", start, &config);
+        session.stash(b"rest", start);
+        // The client takes a byte every 2.5 s: the write clock never runs out, but the stall
+        // lasts longer than the idle timeout.
+        let mut now = start;
+        for _ in 0..3 {
+            now += Duration::from_millis(2500);
+            assert!(!session.expired(now, &config));
+            assert!(!session.pending_sent(1, now));
+        }
+        now += Duration::from_millis(2500);
+        assert!(!session.expired(now, &config));
+        now += Duration::from_millis(1000);
+        assert!(session.pending_sent(1, now), "all pending output written");
+        assert!(
+            !session.expired(now + Duration::from_millis(10), &config),
+            "closed as idle right after the stalled echo completed"
+        );
+        assert!(session.expired(now + Duration::from_secs(10), &config));
+
+        // The same for a completion-based write (io_uring).
+        let mut session = Session::new(start);
+        session.received(b"x", start, &config);
+        session.write_started(start);
+        let done = start + Duration::from_secs(12);
+        session.sent(1, start + Duration::from_secs(2)); // slow, but progressing
+        session.write_done(done);
+        assert!(!session.expired(done + Duration::from_millis(10), &config));
+        assert!(session.expired(done + Duration::from_secs(10), &config));
+    }
+
+    #[test]
+    fn the_pending_buffer_is_reused_across_stalls() {
+        let stream = Scripted::new(vec![Some(b"12345678"), Some(b"abcdefgh")], 5);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let mut scratch = [0u8; 8];
+        session.advance(&stream, &mut scratch, now, &config());
+        let first = session.pending().map(|p| p.bytes.as_ptr());
+        assert!(first.is_some());
+        stream.room.set(8); // flushes "678", then echoes 5 of "abcdefgh"
+        session.advance(&stream, &mut scratch, now, &config());
+        assert_eq!(session.pending().map(Pending::rest), Some(&b"fgh"[..]));
+        assert_eq!(session.pending().map(|p| p.bytes.as_ptr()), first);
+    }
+
+    #[test]
+    fn bytes_written_before_a_write_fails_are_counted() {
+        // A write that fails part-way: 5 of 8 bytes written at once, then a reset.
+        let stream = Scripted::new(vec![Some(b"12345678")], 5);
+        stream.reset_when_full.set(true);
+        let now = Instant::now();
+        let mut session = Session::new(now);
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Close(Outcome::Failed(ErrorKind::Reset)));
+        assert_eq!((session.bytes_in, session.bytes_out), (8, 5));
+
+        // The same when flushing pending output: 3 stashed, 1 more written, then a reset.
+        let stream = Scripted::new(vec![Some(b"12345678")], 5);
+        let mut session = Session::new(now);
+        assert_eq!(
+            session.advance(&stream, &mut [0u8; 8], now, &config()),
+            Step::Wait
+        );
+        stream.room.set(1);
+        stream.reset_when_full.set(true);
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        assert_eq!(step, Step::Close(Outcome::Failed(ErrorKind::Reset)));
+        assert_eq!((session.bytes_in, session.bytes_out), (8, 6));
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! running out of descriptors (EMFILE/ENFILE: back off 100 ms, log at most once a second, keep
 //! serving what is open). Strategies only decide how an admitted connection is served.
 //!
+//! Shutdown: `stop()` ends the listen at once through its own descriptor of the listening socket
+//! (new clients are refused, even while the acceptor is busy in a session or blocked on a full
+//! queue), waits for an admission in progress (the accept gate), and only then starts the drain
+//! clock, so every admitted connection gets the whole `--drain-timeout`.
+//!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy pool`, then Ctrl-C.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,7 +27,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::Error;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::session::Outcome;
 use crate::stats::{Counters, ErrorKind, Stats};
 use crate::strategy::{self, Dispatch};
 
@@ -33,6 +37,33 @@ const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
 /// After the drain timeout cut the open connections, how long their sessions get to notice.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
+/// A log line for a condition that may repeat quickly (accept failures, a full io_uring): at
+/// most one line a second; lines held back are counted into the next one.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitedLog {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl RateLimitedLog {
+    pub(crate) fn log(&mut self, message: impl FnOnce() -> String) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.held_back += 1;
+            return;
+        }
+        let held_back = std::mem::take(&mut self.held_back);
+        if held_back > 0 {
+            eprintln!("echo-server: {} ({held_back} more since)", message());
+        } else {
+            eprintln!("echo-server: {}", message());
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
 /// State shared by the acceptor, the strategy's threads and every session.
 #[derive(Debug)]
 pub struct Shared {
@@ -40,25 +71,17 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub registry: Arc<Registry>,
     stopping: AtomicBool,
+    /// Held by the acceptor from `accept(2)` until the connection is admitted (registered) or
+    /// rejected; false once shutdown closed it. `stop()` closes it, which waits for an admission
+    /// in progress: after that no connection can join the registry, so the drain clock starts
+    /// with every admitted connection in it.
+    accept_gate: Mutex<bool>,
 }
 
 impl Shared {
     /// True once shutdown began: acceptors stop, long-running loops wind down.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    /// Counts how a session ended.
-    pub fn count_outcome(&self, outcome: Outcome) {
-        use std::sync::atomic::Ordering::Relaxed;
-        match outcome {
-            Outcome::Completed => self.counters.completed.fetch_add(1, Relaxed),
-            Outcome::TimedOut => self.counters.timed_out.fetch_add(1, Relaxed),
-            Outcome::Failed(kind) => {
-                self.counters.error(kind);
-                0
-            }
-        };
     }
 }
 
@@ -69,6 +92,8 @@ pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     waker: Arc<Waker>,
+    /// The listening socket's second descriptor (see `start`), closed by `stop()`.
+    listener_for_stop: Option<TcpListener>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -76,10 +101,12 @@ impl Server {
     /// Binds, starts the strategy and the accept loop, and returns once connections are accepted.
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let config_addr = config.addr;
         let listener = bind(config.addr, config.backlog)?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the bound address", e))?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config_addr,
+            source,
+        })?;
         let poll = Poll::new().map_err(|e| Error::io("creating the accept poller", e))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("creating a waker", e))?,
@@ -90,14 +117,26 @@ impl Server {
                 LISTENER,
                 Interest::READABLE,
             )
-            .map_err(|e| Error::io("registering the listener", e))?;
+            .map_err(|source| Error::Bind {
+                addr: config_addr,
+                source,
+            })?;
 
+        let log_connections = config.log_connections;
         let shared = Arc::new(Shared {
             config,
             counters: Arc::new(Counters::default()),
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Registry::new(log_connections)),
             stopping: AtomicBool::new(false),
+            accept_gate: Mutex::new(true),
         });
+        // A second descriptor of the listening socket, so that `stop()` can close it (refuse new
+        // connections) even while the acceptor is busy in a session (`iterative`) or blocked
+        // handing a connection over (`pool --overflow block`).
+        let listener_for_stop = listener.try_clone().map_err(|source| Error::Bind {
+            addr: config_addr,
+            source,
+        })?;
         let dispatch = strategy::start(&shared)?;
         let acceptor_shared = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -108,6 +147,7 @@ impl Server {
             local_addr,
             shared,
             waker,
+            listener_for_stop: Some(listener_for_stop),
             acceptor: Some(acceptor),
         })
     }
@@ -151,6 +191,20 @@ impl Server {
         if let Err(err) = self.waker.wake() {
             eprintln!("echo-server: could not wake the acceptor: {err}");
         }
+        // Stop listening now, whatever the acceptor is doing: shutdown(2) of a listening socket
+        // ends the listen (new clients are refused; ones in the backlog are reset, never
+        // accepted); dropping our descriptor alone would leave the acceptor's open.
+        if let Some(listener) = self.listener_for_stop.take()
+            && let Err(err) = socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Read)
+        {
+            eprintln!("echo-server: could not close the listener: {err}");
+        }
+        // Wait for an admission in progress; after this no connection joins the registry.
+        *self
+            .shared
+            .accept_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
         let deadline = Instant::now() + self.shared.config.drain_timeout;
         while !self.shared.registry.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -161,26 +215,16 @@ impl Server {
                 "echo-server: drain timeout ({:?}) reached, closing {cut} open connection(s)",
                 self.shared.config.drain_timeout
             );
-            self.shared
-                .counters
-                .drain_closed
-                .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        // Cut sessions end promptly (reads see EOF, writes fail); wait for them and for the
-        // strategy's threads (joined by the acceptor), so that the final counters include how
-        // they ended. Cutting again is harmless (each connection is counted once) and covers
-        // any connection registered after the first cut.
+        // Cut sessions end promptly (reads see EOF, writes fail) and count themselves
+        // `drain_closed` (`Conn::finish`); wait for them and for the strategy's threads (joined
+        // by the acceptor), so that the final counters include them. Cutting again is harmless
+        // and covers any connection registered after the first cut.
         let cut_deadline = Instant::now() + CUT_GRACE;
         while (!self.shared.registry.is_empty() || !acceptor.is_finished())
             && Instant::now() < cut_deadline
         {
-            let late = self.shared.registry.shutdown_all();
-            if late > 0 {
-                self.shared
-                    .counters
-                    .drain_closed
-                    .fetch_add(late as u64, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.shared.registry.shutdown_all();
             std::thread::sleep(Duration::from_millis(5));
         }
         if acceptor.join().is_err() {
@@ -199,10 +243,10 @@ impl Drop for Server {
 /// TIME_WAIT), the given backlog, nonblocking for the poller.
 fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| Error::io("creating the listening socket", e))?;
+        .map_err(|e| Error::Bind { addr, source: e })?;
     socket
         .set_reuse_address(true)
-        .map_err(|e| Error::io("setting SO_REUSEADDR", e))?;
+        .map_err(|e| Error::Bind { addr, source: e })?;
     socket.bind(&addr.into()).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => Error::AddrInUse(addr),
         _ => Error::Bind { addr, source: e },
@@ -212,7 +256,7 @@ fn bind(addr: SocketAddr, backlog: i32) -> Result<TcpListener, Error> {
         .map_err(|e| Error::Bind { addr, source: e })?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| Error::io("making the listener nonblocking", e))?;
+        .map_err(|e| Error::Bind { addr, source: e })?;
     Ok(socket.into())
 }
 
@@ -227,7 +271,7 @@ fn accept_loop(
     let counters = &shared.counters;
     let mut events = Events::with_capacity(64);
     let mut backing_off = false; // after EMFILE/ENFILE or another accept failure
-    let mut last_accept_log: Option<Instant> = None;
+    let mut accept_log = RateLimitedLog::default();
 
     'serve: while !shared.stopping() {
         let timeout = backing_off.then_some(DESCRIPTOR_BACKOFF);
@@ -240,60 +284,107 @@ fn accept_loop(
         }
         // Drain the accept queue: the poller is edge-triggered.
         loop {
-            if shared.stopping() {
+            let gate = shared
+                .accept_gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !*gate || shared.stopping() {
                 break 'serve;
             }
             match listener.accept() {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     backing_off = false;
                     counters.accepted.fetch_add(1, Relaxed);
-                    if counters.open_now() >= shared.config.max_connections as u64 {
+                    if counters.open_now() >= shared.config.max_connections as u64
+                        || !dispatch.has_room()
+                    {
                         counters.rejected.fetch_add(1, Relaxed);
                         drop(stream);
                         continue;
                     }
-                    let conn = shared.registry.admit(stream, Instant::now(), counters);
+                    let conn = shared
+                        .registry
+                        .admit(stream, peer, Instant::now(), counters);
+                    drop(gate);
                     dispatch.dispatch(conn);
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    backing_off = false; // nothing waits: any failure episode is over
+                    break;
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // `stop()` ended the listen under us (EINVAL): not an accept failure.
+                Err(_) if shared.stopping() => break 'serve,
                 // The connection was reset while in the backlog: that one is gone; go on.
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
                     counters.error(ErrorKind::Accept);
                 }
-                Err(err) if is_backing_off(&err) => {
-                    if !backing_off {
-                        counters.error(ErrorKind::Descriptors);
-                    }
-                    backing_off = true;
-                    if last_accept_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        eprintln!(
-                            "echo-server: out of file descriptors on accept ({err}); \
-                             serving open connections, retrying every {DESCRIPTOR_BACKOFF:?}"
-                        );
-                        last_accept_log = Some(Instant::now());
-                    }
-                    break;
-                }
                 Err(err) => {
-                    // Anything else (ENOBUFS, ENOMEM, ...): count, back off like EMFILE.
-                    counters.error(ErrorKind::Accept);
-                    backing_off = true;
-                    if last_accept_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        eprintln!(
-                            "echo-server: accept failed ({err}); retrying every {DESCRIPTOR_BACKOFF:?}"
-                        );
-                        last_accept_log = Some(Instant::now());
+                    // Out of descriptors (EMFILE/ENFILE) or anything else (ENOBUFS, ENOMEM...):
+                    // back off and retry every 100 ms, serving what is open; counted once per
+                    // episode (until an accept works again), logged at most once a second.
+                    let out_of_descriptors = is_backing_off(&err);
+                    if !backing_off {
+                        counters.error(if out_of_descriptors {
+                            ErrorKind::Descriptors
+                        } else {
+                            ErrorKind::Accept
+                        });
                     }
+                    backing_off = true;
+                    accept_log.log(|| {
+                        if out_of_descriptors {
+                            format!(
+                                "out of file descriptors on accept ({err}); serving open \
+                                 connections, retrying every {DESCRIPTOR_BACKOFF:?}"
+                            )
+                        } else {
+                            format!("accept failed ({err}); retrying every {DESCRIPTOR_BACKOFF:?}")
+                        }
+                    });
                     break;
                 }
             }
         }
     }
-    drop(listener); // new connections are refused from here on
+    drop(listener); // (`stop()` already ended the listen through its own descriptor)
     dispatch.finish();
 }
 
 fn is_backing_off(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocking sessions rely on this: a socket accepted from the nonblocking listener is
+    /// blocking (Linux's `accept(2)` does not inherit `O_NONBLOCK`).
+    #[test]
+    fn accepted_sockets_are_blocking() -> io::Result<()> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 16).map_err(io::Error::other)?;
+        let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(err)
+                    if err.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        // SAFETY: fcntl(F_GETFL) on an open descriptor.
+        let flags = unsafe { libc::fcntl(accepted.as_raw_fd(), libc::F_GETFL) };
+        assert!(flags >= 0);
+        assert_eq!(
+            flags & libc::O_NONBLOCK,
+            0,
+            "accepted socket is nonblocking"
+        );
+        Ok(())
+    }
 }

@@ -20,7 +20,7 @@ use crate::stats::ErrorKind;
 pub enum Outcome {
     /// The peer ended its side and every byte was echoed.
     Completed,
-    /// Idle or write timeout (or cut at the end of a drain).
+    /// Idle or write timeout.
     TimedOut,
     /// The connection failed; the kind is counted.
     Failed(ErrorKind),
@@ -36,9 +36,7 @@ pub fn run(conn: Conn, shared: &Shared) {
         Ok(outcome) => outcome,
         Err(_) => Outcome::Failed(ErrorKind::Panic),
     };
-    shared.counters.add_bytes(totals.bytes_in, totals.bytes_out);
-    shared.count_outcome(outcome);
-    drop(conn);
+    conn.finish(outcome, totals.bytes_in, totals.bytes_out);
 }
 
 /// Bytes moved by one session; added to the shared counters once, when it ends.
@@ -79,13 +77,7 @@ fn serve(
             Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
         };
         totals.bytes_in += n as u64;
-        if let Some(trigger) = &config.panic_trigger
-            && buffer[..n]
-                .windows(trigger.len())
-                .any(|w| w == trigger.as_slice())
-        {
-            panic!("panic trigger received (test hook)");
-        }
+        config.check_panic_trigger(&buffer[..n]);
         match stream.write_all(&buffer[..n]) {
             Ok(()) => totals.bytes_out += n as u64,
             Err(err) if is_timeout(&err) => return Outcome::TimedOut,
@@ -100,9 +92,9 @@ fn serve(
     }
 }
 
-/// Blocking mode, no Nagle delay, and the write timeout.
+/// No Nagle delay, and the write timeout. (Accepted sockets are blocking already: on Linux
+/// `accept(2)` does not pass the listener's `O_NONBLOCK` on; a test in `server.rs` checks it.)
 fn prepare(stream: &TcpStream, write_timeout: Duration) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(write_timeout))
 }

@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::session::Outcome;
+
 /// Why a connection ended badly. Each kind is counted on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorKind {
@@ -95,6 +97,15 @@ impl Default for Counters {
 impl Counters {
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts how a session ended.
+    pub fn count_outcome(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Completed => self.completed.fetch_add(1, Relaxed),
+            Outcome::TimedOut => self.timed_out.fetch_add(1, Relaxed),
+            Outcome::Failed(kind) => self.errors[kind as usize].fetch_add(1, Relaxed),
+        };
     }
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {

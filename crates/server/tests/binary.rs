@@ -7,6 +7,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_echo-server");
 
+mod common;
+use common::sigterm;
+
 /// Starts the binary on port 0 and returns it with the address from its first stdout line.
 fn spawn(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
     let mut child = Command::new(BIN)
@@ -17,20 +20,8 @@ fn spawn(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
         .spawn()
         .expect("spawn echo-server");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first stdout line");
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim()
-        .to_string();
+    let addr = common::listening_addr(&mut stdout).to_string();
     (child, addr, stdout)
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: plain kill(2) on the child we spawned.
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
 }
 
 #[test]
@@ -74,6 +65,54 @@ fn address_in_use_is_a_clear_error_with_exit_1() {
         stderr.contains(&addr) && stderr.contains("in use"),
         "{stderr}"
     );
+}
+
+/// `--verbose`: a connection that ends in an error is logged on stderr with the client's address
+/// and the kind (without the flag it is only counted).
+#[test]
+fn verbose_logs_a_failed_connection_with_its_peer_and_kind() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let (mut child, addr, _stdout) = spawn(&["--verbose"]);
+    let mut stderr = stderr_lines(&mut child);
+    let mut client = std::net::TcpStream::connect(&addr).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let peer = client.local_addr().expect("local addr").to_string();
+    client.write_all(&vec![7u8; 256 * 1024]).expect("write");
+    let mut some = [0u8; 1024];
+    client.read_exact(&mut some).expect("some echo");
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger 0");
+    drop(client); // RST while the server is echoing
+    let line = stderr
+        .find(|line| line.contains(&peer))
+        .unwrap_or_else(|| panic!("no stderr line names {peer}"));
+    assert!(line.contains("reset"), "{line}");
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+}
+
+/// The child's stderr as lines, read on a thread (so the pipe never fills); the iterator ends
+/// when no line comes for 20 s.
+fn stderr_lines(child: &mut Child) -> impl Iterator<Item = String> + use<> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::iter::from_fn(move || {
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .ok()
+    })
 }
 
 #[test]

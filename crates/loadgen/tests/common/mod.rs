@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,24 @@ pub enum Behavior {
     Pause { period_ms: u64, pause_ms: u64 },
     /// Close every connection after echoing this many bytes.
     CloseAfter(u64),
+    /// Echo the first accepted connection at once; every later one only after `hold_ms`.
+    HoldLater { hold_ms: u64 },
+    /// A faithful echo that writes these bytes after the client's EOF, then closes.
+    GarbageAtEof(&'static [u8]),
+    /// Hold every echo until `until_ms` after the server started (then echo faithfully).
+    HoldUntil { until_ms: u64 },
+    /// A faithful echo that keeps the connection open for `ms` after the client's EOF.
+    LingerAfterEof { ms: u64 },
 }
 
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     pub accepted: Arc<AtomicU64>,
+    /// Successful reads over all connections.
+    pub reads: Arc<AtomicU64>,
+    /// The peer address of every accepted connection.
+    pub peers: Arc<Mutex<Vec<IpAddr>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -35,18 +47,26 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
+        let peers = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let acceptor = {
             let stop = stop.clone();
             let accepted = accepted.clone();
+            let reads = reads.clone();
+            let peers = peers.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    std::thread::spawn(move || serve(stream, behavior, start));
+                    let index = accepted.fetch_add(1, Ordering::SeqCst);
+                    if let (Ok(peer), Ok(mut list)) = (stream.peer_addr(), peers.lock()) {
+                        list.push(peer.ip());
+                    }
+                    let reads = reads.clone();
+                    std::thread::spawn(move || serve(stream, behavior, start, index, &reads));
                 }
             })
         };
@@ -54,6 +74,8 @@ impl TestServer {
             addr,
             stop,
             accepted,
+            reads,
+            peers,
             acceptor: Some(acceptor),
         }
     }
@@ -73,17 +95,39 @@ impl Drop for TestServer {
     }
 }
 
-fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant) {
+fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64, reads: &AtomicU64) {
     let _ = stream.set_nodelay(true);
+    if let Behavior::HoldLater { hold_ms } = behavior
+        && index > 0
+    {
+        std::thread::sleep(Duration::from_millis(hold_ms));
+    }
     let mut buf = vec![0u8; 16 * 1024];
     let mut pos = 0u64;
     loop {
         let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                if let Behavior::GarbageAtEof(junk) = behavior {
+                    let _ = stream.write_all(junk);
+                }
+                if let Behavior::LingerAfterEof { ms } = behavior {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                return;
+            }
+            Err(_) => return,
             Ok(n) => n,
         };
+        reads.fetch_add(1, Ordering::SeqCst);
         match behavior {
-            Behavior::Echo => {}
+            Behavior::Echo
+            | Behavior::HoldLater { .. }
+            | Behavior::GarbageAtEof(_)
+            | Behavior::LingerAfterEof { .. } => {}
+            Behavior::HoldUntil { until_ms } => {
+                let left = Duration::from_millis(until_ms).saturating_sub(start.elapsed());
+                std::thread::sleep(left);
+            }
             Behavior::CorruptAt(at) => {
                 if at >= pos && at < pos + n as u64 {
                     buf[(at - pos) as usize] ^= 0x01;

@@ -2,12 +2,13 @@
 //!
 //! The session is the same as everywhere (read up to the buffer, write all of it back, until the
 //! peer ends its side) over tokio's I/O, with the same deadlines: the idle timeout runs from
-//! accept or the last byte received (one timer per connection, reset on each read, so the
-//! steady state allocates nothing per message), and a write that makes no progress for
+//! accept or the last echo completed (one timer per connection, re-armed only when it fires
+//! before the connection has been idle long enough, so a message costs no timer update and the
+//! steady state allocates nothing), and a write that makes no progress for
 //! `--write-timeout` ends the connection. The memory rule is `event-loop`'s: a task waits for
 //! readiness holding no buffer, reads into its runtime thread's scratch buffer and echoes at
-//! once; only bytes the socket did not take are kept (in a buffer of the task, freed once
-//! written), and reading pauses meanwhile.
+//! once; only bytes the socket did not take are kept (in a buffer of the task, allocated the
+//! first time a write backs up and reused after), and reading pauses meanwhile.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy async --workers 2`.
 
@@ -16,14 +17,13 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
-use super::Dispatch;
+use super::{Dispatch, LiveSessions};
 use crate::Error;
 use crate::registry::Conn;
 use crate::server::Shared;
@@ -33,7 +33,7 @@ use crate::stats::ErrorKind;
 pub struct AsyncTokio {
     runtime: Runtime,
     /// Sessions spawned and not yet ended, so `finish` can wait for them.
-    live: Arc<AtomicUsize>,
+    live: LiveSessions,
     shared: Arc<Shared>,
 }
 
@@ -48,7 +48,7 @@ impl AsyncTokio {
             .map_err(|e| Error::io("starting the tokio runtime", e))?;
         Ok(AsyncTokio {
             runtime,
-            live: Arc::new(AtomicUsize::new(0)),
+            live: LiveSessions::default(),
             shared: Arc::clone(shared),
         })
     }
@@ -57,7 +57,7 @@ impl AsyncTokio {
 impl Dispatch for AsyncTokio {
     fn dispatch(&mut self, conn: Conn) {
         let shared = Arc::clone(&self.shared);
-        let live = LiveGuard::new(&self.live);
+        let live = self.live.guard();
         self.runtime.spawn(async move {
             let _live = live;
             run(conn, &shared).await;
@@ -67,27 +67,8 @@ impl Dispatch for AsyncTokio {
     /// Waits for the sessions to end (the server's drain cuts those that outlive it), then stops
     /// the runtime.
     fn finish(self: Box<Self>) {
-        let limit = Instant::now() + self.shared.config.drain_timeout + Duration::from_secs(10);
-        while self.live.load(Ordering::Acquire) > 0 && Instant::now() < limit {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.live.wait_for_none(&self.shared);
         self.runtime.shutdown_timeout(Duration::from_secs(1));
-    }
-}
-
-/// Counts a spawned session until its task ends (also when the task is dropped unfinished).
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl LiveGuard {
-    fn new(live: &Arc<AtomicUsize>) -> Self {
-        live.fetch_add(1, Ordering::AcqRel);
-        LiveGuard(Arc::clone(live))
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -100,7 +81,10 @@ async fn run(conn: Conn, shared: &Shared) {
     }) {
         Ok(conn) => conn,
         Err(err) => {
-            shared.count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            // The connection is already closed (and deregistered).
+            shared
+                .counters
+                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
             return;
         }
     };
@@ -109,9 +93,7 @@ async fn run(conn: Conn, shared: &Shared) {
         Ok(outcome) => outcome,
         Err(()) => Outcome::Failed(ErrorKind::Panic),
     };
-    shared.counters.add_bytes(totals.0, totals.1);
-    shared.count_outcome(outcome);
-    drop(conn);
+    conn.finish(outcome, totals.0, totals.1);
 }
 
 thread_local! {
@@ -131,11 +113,15 @@ enum Attempt {
 
 async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u64)) -> Outcome {
     let config = &shared.config;
-    let idle_deadline = tokio::time::Instant::from_std(conn.accepted_at() + config.idle_timeout);
+    // The idle clock: when the connection was accepted, or the last echo completed. Recorded
+    // per message; the timer is re-armed only when it fires early (no timer-wheel update per
+    // message).
+    let mut idle_since = tokio::time::Instant::from_std(conn.accepted_at());
     let stream = conn.stream_mut();
-    // Output the socket did not take at once; empty (no allocation) in the steady state.
+    // Output the socket did not take at once; empty (no allocation) in the steady state, and
+    // its capacity kept once a stall needed it.
     let mut pending: Vec<u8> = Vec::new();
-    let mut idle = pin!(tokio::time::sleep_until(idle_deadline));
+    let mut idle = pin!(tokio::time::sleep_until(idle_since + config.idle_timeout));
     loop {
         let idle_expired = tokio::select! {
             biased;
@@ -143,7 +129,15 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
                 Ok(()) => false,
                 Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
             },
-            () = idle.as_mut() => true,
+            () = idle.as_mut() => {
+                let deadline = idle_since + config.idle_timeout;
+                if deadline > tokio::time::Instant::now() {
+                    // Activity since the timer was armed: wait for the rest of the allowance.
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
+                true
+            }
         };
         // Read into the thread's scratch buffer and echo at once; bytes already waiting when
         // the idle timer fires mean the connection is not idle.
@@ -160,17 +154,17 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
             };
             totals.0 += n as u64;
             let data = &scratch[..n];
-            if let Some(trigger) = &config.panic_trigger
-                && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
-            {
-                panic!("panic trigger received (test hook)");
-            }
+            config.check_panic_trigger(data);
             let mut written = 0;
             while written < n {
                 match stream.try_write(&data[written..]) {
                     Ok(w) => written += w,
                     Err(err) if is_retry(&err) => break,
-                    Err(err) => return Attempt::Over(Outcome::Failed(ErrorKind::of(&err))),
+                    Err(err) => {
+                        // What was written before the failure was sent all the same.
+                        totals.1 += written as u64;
+                        return Attempt::Over(Outcome::Failed(ErrorKind::of(&err)));
+                    }
                 }
             }
             totals.1 += written as u64;
@@ -185,14 +179,14 @@ async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u
         }
         if !pending.is_empty() {
             // Reading pauses until the rest is written (backpressure), then the buffer goes.
-            if let Some(outcome) = write_all(stream, &pending, config.write_timeout).await {
+            if let Some(outcome) =
+                write_all(stream, &pending, config.write_timeout, &mut totals.1).await
+            {
                 return outcome;
             }
-            totals.1 += pending.len() as u64;
-            pending = Vec::new();
+            pending.clear();
         }
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + config.idle_timeout);
+        idle_since = tokio::time::Instant::now();
     }
 }
 
@@ -225,16 +219,20 @@ fn is_retry(err: &io::Error) -> bool {
     )
 }
 
-/// Writes all of `data`; ends the session when a write makes no progress for `write_timeout`.
+/// Writes all of `data`, adding what it writes to `bytes_out` as it goes (so a write that fails
+/// part-way still counts what it sent); ends the session when a write makes no progress for
+/// `write_timeout`.
 async fn write_all(
     stream: &mut TcpStream,
     mut data: &[u8],
     write_timeout: Duration,
+    bytes_out: &mut u64,
 ) -> Option<Outcome> {
     while !data.is_empty() {
         // Fast path without a timer: most writes complete at once.
         match stream.try_write(data) {
             Ok(n) => {
+                *bytes_out += n as u64;
                 data = &data[n..];
                 continue;
             }
@@ -243,7 +241,10 @@ async fn write_all(
         }
         match tokio::time::timeout(write_timeout, stream.write(data)).await {
             Ok(Ok(0)) => return Some(Outcome::Failed(ErrorKind::Io)),
-            Ok(Ok(n)) => data = &data[n..],
+            Ok(Ok(n)) => {
+                *bytes_out += n as u64;
+                data = &data[n..];
+            }
             Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(err)) => return Some(Outcome::Failed(ErrorKind::of(&err))),
             Err(_elapsed) => return Some(Outcome::TimedOut),

@@ -15,17 +15,15 @@
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::Dispatch;
 use crate::Error;
-use crate::nonblocking::{Session, Step};
+use crate::nonblocking::{Incoming, LoopHandle, LoopThreads, Session, Step, Wake, scan_period};
 use crate::registry::Conn;
 use crate::server::Shared;
 use crate::session::Outcome;
@@ -36,86 +34,37 @@ const WAKER: Token = Token(usize::MAX);
 const EVENTS_PER_POLL: usize = 1024;
 
 /// The acceptor's side: one channel and waker per loop, used in turn.
-pub struct EventLoop {
-    loops: Vec<LoopHandle>,
-    next: usize,
-    shared: Arc<Shared>,
-}
+pub type EventLoop = LoopThreads<Arc<Waker>>;
 
-struct LoopHandle {
-    incoming: Sender<Conn>,
-    waker: Arc<Waker>,
-    thread: JoinHandle<()>,
-}
-
-impl EventLoop {
-    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
-        let loops = (0..shared.config.loops)
-            .map(|i| {
-                let poll = Poll::new().map_err(|e| Error::io("creating a poll loop", e))?;
-                let waker = Arc::new(
-                    Waker::new(poll.registry(), WAKER)
-                        .map_err(|e| Error::io("creating a loop waker", e))?,
-                );
-                let (incoming, receiver) = crossbeam_channel::unbounded();
-                let shared = Arc::clone(shared);
-                let thread = std::thread::Builder::new()
-                    .name(format!("event-loop-{i}"))
-                    .spawn(move || Loop::new(poll, receiver, shared).run())
-                    .map_err(|e| Error::io("spawning a poll loop", e))?;
-                Ok(LoopHandle {
-                    incoming,
-                    waker,
-                    thread,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(EventLoop {
-            loops,
-            next: 0,
-            shared: Arc::clone(shared),
-        })
+impl Wake for Arc<Waker> {
+    fn wake(&self) -> io::Result<()> {
+        Waker::wake(self)
     }
 }
 
-impl Dispatch for EventLoop {
-    fn dispatch(&mut self, conn: Conn) {
-        let target = &self.loops[self.next];
-        self.next = (self.next + 1) % self.loops.len();
-        if let Err(err) = target.incoming.send(conn) {
-            // The loop is gone (it cannot panic outside a connection); the connection closes.
-            drop(err.0);
-            self.shared.counters.error(ErrorKind::Io);
-            return;
-        }
-        if let Err(err) = target.waker.wake() {
-            eprintln!("echo-server: could not wake a poll loop: {err}");
-        }
-    }
-
-    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
-    fn finish(self: Box<Self>) {
-        let mut running = Vec::with_capacity(self.loops.len());
-        for handle in self.loops {
-            let LoopHandle {
+/// Starts the poll loops.
+pub fn start(shared: &Arc<Shared>) -> Result<EventLoop, Error> {
+    let loops = (0..shared.config.loops)
+        .map(|i| {
+            let poll = Poll::new().map_err(|e| Error::io("creating a poll loop", e))?;
+            let waker = Arc::new(
+                Waker::new(poll.registry(), WAKER)
+                    .map_err(|e| Error::io("creating a loop waker", e))?,
+            );
+            let (incoming, receiver) = crossbeam_channel::unbounded();
+            let shared = Arc::clone(shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("event-loop-{i}"))
+                .spawn(move || Loop::new(poll, receiver, shared).run())
+                .map_err(|e| Error::io("spawning a poll loop", e))?;
+            Ok(LoopHandle {
                 incoming,
                 waker,
                 thread,
-            } = handle;
-            drop(incoming);
-            if let Err(err) = waker.wake() {
-                eprintln!("echo-server: could not wake a poll loop: {err}");
-            }
-            // The waker lives until the loop ended: closing its descriptor would take the
-            // wake-up event out of the loop's epoll set before the loop saw it.
-            running.push((thread, waker));
-        }
-        for (thread, _waker) in running {
-            if thread.join().is_err() {
-                eprintln!("echo-server: a poll loop panicked outside a connection");
-            }
-        }
-    }
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(LoopThreads::new(loops, shared))
 }
 
 /// One connection on a loop: the admitted socket and its session state.
@@ -127,8 +76,7 @@ struct Entry {
 /// One poll loop thread.
 struct Loop {
     poll: Poll,
-    incoming: Receiver<Conn>,
-    accepting: bool,
+    incoming: Incoming,
     conns: Slab<Entry>,
     /// The loop's one read buffer, shared by all its connections.
     scratch: Vec<u8>,
@@ -142,13 +90,10 @@ struct Loop {
 impl Loop {
     fn new(poll: Poll, incoming: Receiver<Conn>, shared: Arc<Shared>) -> Self {
         let config = &shared.config;
-        // Deadlines are checked a few times per timeout: at most 1/8 late, at least every 5 ms.
-        let scan_every = (config.idle_timeout.min(config.write_timeout) / 8)
-            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let scan_every = scan_period(config);
         Loop {
             poll,
-            incoming,
-            accepting: true,
+            incoming: Incoming::new(incoming),
             conns: Slab::new(),
             scratch: vec![0; config.buffer_size],
             again: Vec::new(),
@@ -161,7 +106,7 @@ impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         let mut next_scan = Instant::now() + self.scan_every;
-        while self.accepting || !self.conns.is_empty() {
+        while self.incoming.accepting() || !self.conns.is_empty() {
             let timeout = if self.again.is_empty() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
@@ -192,33 +137,28 @@ impl Loop {
             for key in again.drain(..) {
                 self.advance(key, now);
             }
-            // Keep both vectors' capacity: no allocation per round.
-            std::mem::swap(&mut self.again, &mut self.again_next);
-            self.again_next = again;
+            // Before the swap: a connection the scan finds with bytes waiting and that yields
+            // goes into `again_next` like any other, so the next poll does not block.
             if now >= next_scan {
                 self.close_expired(now);
                 next_scan = now + self.scan_every;
             }
+            // Keep both vectors' capacity: no allocation per round.
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            self.again_next = again;
         }
         // Only reached with connections left if the poller failed: close them, counted.
         for entry in self.conns.drain() {
             entry
                 .session
-                .finish(Outcome::Failed(ErrorKind::Io), &self.shared);
+                .finish(entry.conn, Outcome::Failed(ErrorKind::Io));
         }
     }
 
     /// Registers the connections the acceptor sent; notices when it stopped.
     fn take_incoming(&mut self) {
-        loop {
-            match self.incoming.try_recv() {
-                Ok(conn) => self.register(conn),
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.accepting = false;
-                    return;
-                }
-            }
+        while let Some(conn) = self.incoming.take() {
+            self.register(conn);
         }
     }
 
@@ -231,7 +171,9 @@ impl Loop {
         let mut conn = match converted {
             Ok(conn) => conn,
             Err(err) => {
+                // The connection is already closed (and deregistered).
                 self.shared
+                    .counters
                     .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
                 return;
             }
@@ -244,8 +186,7 @@ impl Loop {
             Interest::READABLE | Interest::WRITABLE,
         );
         if let Err(err) = registered {
-            self.shared
-                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
             return;
         }
         let session = Session::new(conn.accepted_at());
@@ -277,7 +218,7 @@ impl Loop {
 
     fn close(&mut self, key: usize, outcome: Outcome) {
         if let Some(entry) = self.conns.try_remove(key) {
-            entry.session.finish(outcome, &self.shared);
+            entry.session.finish(entry.conn, outcome);
             // Dropping the entry deregisters the connection and closes the socket, which also
             // removes it from the epoll set.
         }

@@ -52,6 +52,12 @@ impl Pool {
 }
 
 impl Dispatch for Pool {
+    /// With `--overflow reject`, a full queue rejects before admission. The acceptor is the only
+    /// sender, so the queue cannot fill between this answer and `dispatch`.
+    fn has_room(&self) -> bool {
+        self.shared.config.overflow == Overflow::Block || !self.queue.is_full()
+    }
+
     fn dispatch(&mut self, conn: Conn) {
         let result = match self.shared.config.overflow {
             Overflow::Block => self

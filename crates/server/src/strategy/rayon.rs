@@ -7,10 +7,8 @@
 //! The queue is unbounded (`--queue`/`--overflow` are the pool's); `--max-connections` bounds it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use super::Dispatch;
+use super::{Dispatch, LiveSessions};
 use crate::Error;
 use crate::registry::Conn;
 use crate::server::Shared;
@@ -19,7 +17,7 @@ use crate::session;
 pub struct Rayon {
     pool: rayon::ThreadPool,
     /// Sessions spawned and not yet ended (queued or running), so `finish` can wait for them.
-    live: Arc<AtomicUsize>,
+    live: LiveSessions,
     shared: Arc<Shared>,
 }
 
@@ -32,7 +30,7 @@ impl Rayon {
             .map_err(|e| Error::io("starting the rayon pool", std::io::Error::other(e)))?;
         Ok(Rayon {
             pool,
-            live: Arc::new(AtomicUsize::new(0)),
+            live: LiveSessions::default(),
             shared: Arc::clone(shared),
         })
     }
@@ -41,7 +39,7 @@ impl Rayon {
 impl Dispatch for Rayon {
     fn dispatch(&mut self, conn: Conn) {
         let shared = Arc::clone(&self.shared);
-        let live = Live::new(&self.live);
+        let live = self.live.guard();
         // `session::run` catches a panic in the session, so a worker never unwinds.
         self.pool.spawn(move || {
             let _live = live;
@@ -52,25 +50,6 @@ impl Dispatch for Rayon {
     /// Waits for the queued and running sessions (the server's drain cuts those that outlive
     /// it), then drops the pool, which ends its threads.
     fn finish(self: Box<Self>) {
-        let limit = Instant::now() + self.shared.config.drain_timeout + Duration::from_secs(10);
-        while self.live.load(Ordering::Acquire) > 0 && Instant::now() < limit {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-/// Counts a spawned session until its job ends (or is dropped unrun).
-struct Live(Arc<AtomicUsize>);
-
-impl Live {
-    fn new(live: &Arc<AtomicUsize>) -> Self {
-        live.fetch_add(1, Ordering::AcqRel);
-        Live(Arc::clone(live))
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.live.wait_for_none(&self.shared);
     }
 }

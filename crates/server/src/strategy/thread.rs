@@ -10,7 +10,7 @@ use crate::session;
 use crate::stats::ErrorKind;
 
 /// Stack size of a session thread: a session needs little (its buffer is on the heap).
-const SESSION_STACK_BYTES: usize = 64 * 1024;
+pub const SESSION_STACK_BYTES: usize = 64 * 1024;
 
 pub struct PerConnection {
     shared: Arc<Shared>,

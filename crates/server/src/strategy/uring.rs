@@ -24,18 +24,16 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::Receiver;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
-use super::Dispatch;
 use crate::Error;
-use crate::nonblocking::Session;
+use crate::nonblocking::{Incoming, LoopHandle, LoopThreads, Session, Wake, scan_period};
 use crate::registry::Conn;
-use crate::server::Shared;
+use crate::server::{RateLimitedLog, Shared};
 use crate::session::Outcome;
 use crate::stats::ErrorKind;
 
@@ -47,110 +45,121 @@ const BUFFERS_PER_LOOP: u16 = 64;
 const BUFFER_GROUP: u16 = 0;
 /// User data of the eventfd read that wakes a loop for new connections.
 const WAKE: u64 = u64::MAX;
+/// How many times queuing an operation submits (and reaps) to make room before it gives up and
+/// the connection is closed as an error: a ring that stays full is not waited on forever.
+const PUSH_ATTEMPTS: usize = 8;
+
+/// A completion as the loop keeps it: user data, result, flags.
+type Completion = (u64, i32, u32);
+
+/// The submission side of a ring, as `push_bounded` needs it (a seam for the test).
+trait Submission {
+    /// Queues `entry`; false when the submission queue is full.
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool;
+    /// Submits what is queued, and moves completions waiting in the completion queue to
+    /// `reaped` (so the kernel has room to post more: a full one makes submit fail with EBUSY).
+    fn submit_and_reap(&mut self, reaped: &mut Vec<Completion>) -> io::Result<()>;
+}
+
+impl Submission for IoUring {
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every buffer an entry points to (provided buffers, the wake counter) lives as
+        // long as the ring.
+        unsafe { self.submission().push(entry) }.is_ok()
+    }
+
+    fn submit_and_reap(&mut self, reaped: &mut Vec<Completion>) -> io::Result<()> {
+        let submitted = self.submit().map(drop);
+        reaped.extend(
+            self.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        submitted
+    }
+}
+
+/// Queues `entry`, submitting and reaping between tries while the submission queue is full, at
+/// most `PUSH_ATTEMPTS` times; the error says why it gave up.
+fn push_bounded(
+    ring: &mut impl Submission,
+    entry: &squeue::Entry,
+    reaped: &mut Vec<Completion>,
+) -> io::Result<()> {
+    let mut last_error = None;
+    for _ in 0..PUSH_ATTEMPTS {
+        if ring.try_push(entry) {
+            return Ok(());
+        }
+        if let Err(err) = ring.submit_and_reap(reaped) {
+            last_error = Some(err);
+        }
+    }
+    if ring.try_push(entry) {
+        return Ok(());
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("the submission queue stayed full")))
+}
 
 /// The acceptor's side: one channel and eventfd per loop, used in turn.
-pub struct Uring {
-    loops: Vec<LoopHandle>,
-    next: usize,
-    shared: Arc<Shared>,
+pub type Uring = LoopThreads<EventFd>;
+
+/// The eventfd that wakes a ring loop (its read is always in flight on the ring).
+pub struct EventFd(Arc<OwnedFd>);
+
+impl Wake for EventFd {
+    fn wake(&self) -> io::Result<()> {
+        signal(&self.0)
+    }
 }
 
-struct LoopHandle {
-    incoming: Sender<Conn>,
-    wake: Arc<OwnedFd>,
-    thread: JoinHandle<()>,
-}
-
-impl Uring {
-    pub fn start(shared: &Arc<Shared>) -> Result<Self, Error> {
-        let loops = (0..shared.config.loops)
-            .map(|i| {
-                let wake = Arc::new(eventfd().map_err(|e| Error::io("creating an eventfd", e))?);
-                let (incoming, receiver) = crossbeam_channel::unbounded();
-                let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-                let loop_wake = Arc::clone(&wake);
-                let loop_shared = Arc::clone(shared);
-                // The ring is created on the thread that uses it (a single-issuer ring must be
-                // submitted to by the thread that created it); setup errors come back here.
-                let thread = std::thread::Builder::new()
-                    .name(format!("uring-{i}"))
-                    .spawn(
-                        move || match RingLoop::new(receiver, loop_wake, loop_shared) {
-                            Ok(mut ring_loop) => {
-                                let _ = ready_tx.send(Ok(()));
-                                ring_loop.arm_wake();
-                                ring_loop.run();
-                            }
-                            Err(err) => {
-                                let _ = ready_tx.send(Err(err));
-                            }
-                        },
-                    )
-                    .map_err(|e| Error::io("spawning a ring loop", e))?;
-                match ready_rx.recv() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => {
-                        let _ = thread.join();
-                        return Err(err);
-                    }
-                    Err(_) => {
-                        let _ = thread.join();
-                        return Err(Error::io(
-                            "setting up io_uring",
-                            io::Error::other("the ring thread ended before it was ready"),
-                        ));
-                    }
+/// Starts the ring loops; fails (with the kernel's answer) where io_uring is refused.
+pub fn start(shared: &Arc<Shared>) -> Result<Uring, Error> {
+    let loops = (0..shared.config.loops)
+        .map(|i| {
+            let wake = Arc::new(eventfd().map_err(|e| Error::io("creating an eventfd", e))?);
+            let (incoming, receiver) = crossbeam_channel::unbounded();
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+            let loop_wake = Arc::clone(&wake);
+            let loop_shared = Arc::clone(shared);
+            // The ring is created on the thread that uses it (a single-issuer ring must be
+            // submitted to by the thread that created it); setup errors come back here.
+            let thread = std::thread::Builder::new()
+                .name(format!("uring-{i}"))
+                .spawn(
+                    move || match RingLoop::new(receiver, loop_wake, loop_shared) {
+                        Ok(mut ring_loop) => {
+                            let _ = ready_tx.send(Ok(()));
+                            ring_loop.arm_wake();
+                            ring_loop.run();
+                        }
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                        }
+                    },
+                )
+                .map_err(|e| Error::io("spawning a ring loop", e))?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    let _ = thread.join();
+                    return Err(err);
                 }
-                Ok(LoopHandle {
-                    incoming,
-                    wake,
-                    thread,
-                })
+                Err(_) => {
+                    let _ = thread.join();
+                    return Err(Error::io(
+                        "setting up io_uring",
+                        io::Error::other("the ring thread ended before it was ready"),
+                    ));
+                }
+            }
+            Ok(LoopHandle {
+                incoming,
+                waker: EventFd(wake),
+                thread,
             })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Uring {
-            loops,
-            next: 0,
-            shared: Arc::clone(shared),
         })
-    }
-}
-
-impl Dispatch for Uring {
-    fn dispatch(&mut self, conn: Conn) {
-        let target = &self.loops[self.next];
-        self.next = (self.next + 1) % self.loops.len();
-        if let Err(err) = target.incoming.send(conn) {
-            drop(err.0); // the loop is gone; the connection closes
-            self.shared.counters.error(ErrorKind::Io);
-            return;
-        }
-        if let Err(err) = signal(&target.wake) {
-            eprintln!("echo-server: could not wake a ring loop: {err}");
-        }
-    }
-
-    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
-    fn finish(self: Box<Self>) {
-        let mut threads = Vec::with_capacity(self.loops.len());
-        for handle in self.loops {
-            drop(handle.incoming);
-            if let Err(err) = signal(&handle.wake) {
-                eprintln!("echo-server: could not wake a ring loop: {err}");
-            }
-            threads.push(handle.thread);
-        }
-        for thread in threads {
-            if thread.join().is_err() {
-                eprintln!("echo-server: a ring loop panicked outside a connection");
-            }
-        }
-    }
-}
-
-fn scan_period(config: &crate::Config) -> Duration {
-    (config.idle_timeout.min(config.write_timeout) / 8)
-        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(LoopThreads::new(loops, shared))
 }
 
 /// A ring for one thread: single issuer with deferred task work (completions are run when the
@@ -291,16 +300,21 @@ struct RingLoop {
     // Field order: the ring closes before the buffers it reads are freed.
     ring: IoUring,
     buffers: BufferRing,
-    incoming: Receiver<Conn>,
-    accepting: bool,
+    incoming: Incoming,
     wake: Arc<OwnedFd>,
     /// Target of the in-flight eventfd read (heap: its address must not move).
     wake_counter: Box<u64>,
     conns: Slab<Connection>,
     /// Connections waiting for a free buffer, in arrival order.
     starved: VecDeque<usize>,
-    /// Completions of one round (user data, result, flags); capacity kept between rounds.
-    completions: Vec<(u64, i32, u32)>,
+    /// Completions of one round; capacity kept between rounds.
+    completions: Vec<Completion>,
+    /// Completions reaped while making room in the submission queue, handled next round.
+    deferred: Vec<Completion>,
+    /// Whether the eventfd read is in flight (if queuing it failed, the channel is polled each
+    /// round until it is).
+    wake_armed: bool,
+    push_failures: RateLimitedLog,
     scan_every: Duration,
     shared: Arc<Shared>,
 }
@@ -326,13 +340,15 @@ impl RingLoop {
         Ok(RingLoop {
             ring,
             buffers,
-            incoming,
-            accepting: true,
+            incoming: Incoming::new(incoming),
             wake,
             wake_counter: Box::new(0),
             conns: Slab::new(),
             starved: VecDeque::new(),
             completions: Vec::new(),
+            deferred: Vec::new(),
+            wake_armed: false,
+            push_failures: RateLimitedLog::default(),
             scan_every: scan_period(&shared.config),
             shared,
         })
@@ -340,8 +356,18 @@ impl RingLoop {
 
     fn run(mut self) {
         let mut next_scan = Instant::now() + self.scan_every;
-        while self.accepting || !self.conns.is_empty() {
-            let wait = next_scan.saturating_duration_since(Instant::now());
+        while self.incoming.accepting() || !self.conns.is_empty() {
+            if !self.wake_armed {
+                self.take_incoming();
+                self.arm_wake();
+            }
+            let mut wait = next_scan.saturating_duration_since(Instant::now());
+            if !self.wake_armed {
+                wait = wait.min(Duration::from_millis(10));
+            }
+            if !self.deferred.is_empty() {
+                wait = Duration::ZERO;
+            }
             let timespec = types::Timespec::from(wait);
             let args = types::SubmitArgs::new().timespec(&timespec);
             match self.ring.submitter().submit_with_args(1, &args) {
@@ -358,6 +384,7 @@ impl RingLoop {
             }
             let now = Instant::now();
             let mut completions = std::mem::take(&mut self.completions);
+            completions.append(&mut self.deferred);
             completions.extend(
                 self.ring
                     .completion()
@@ -365,6 +392,7 @@ impl RingLoop {
             );
             for &(user_data, result, flags) in &completions {
                 if user_data == WAKE {
+                    self.wake_armed = false;
                     self.take_incoming();
                     self.arm_wake();
                 } else {
@@ -382,20 +410,20 @@ impl RingLoop {
         for connection in self.conns.drain() {
             connection
                 .session
-                .finish(Outcome::Failed(ErrorKind::Io), &self.shared);
+                .finish(connection.conn, Outcome::Failed(ErrorKind::Io));
         }
     }
 
-    /// Queues an operation, submitting first if the submission queue is full.
-    fn push(&mut self, entry: &squeue::Entry) {
-        loop {
-            // SAFETY: every buffer an entry points to (provided buffers, the wake counter) lives
-            // as long as the ring.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                return;
-            }
-            if let Err(err) = self.ring.submit() {
-                eprintln!("echo-server: io_uring submit failed: {err}");
+    /// Queues an operation (see `push_bounded`); false, logged at most once a second, when the
+    /// ring stayed full.
+    fn push(&mut self, entry: &squeue::Entry) -> bool {
+        match push_bounded(&mut self.ring, entry, &mut self.deferred) {
+            Ok(()) => true,
+            Err(err) => {
+                self.push_failures.log(|| {
+                    format!("io_uring submission queue stayed full ({err}); closing a connection")
+                });
+                false
             }
         }
     }
@@ -405,26 +433,18 @@ impl RingLoop {
         let entry = opcode::Read::new(types::Fd(self.wake.as_raw_fd()), target.cast(), 8)
             .build()
             .user_data(WAKE);
-        self.push(&entry);
+        self.wake_armed = self.push(&entry);
     }
 
     fn take_incoming(&mut self) {
-        loop {
-            match self.incoming.try_recv() {
-                Ok(conn) => self.register(conn),
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => {
-                    self.accepting = false;
-                    return;
-                }
-            }
+        while let Some(conn) = self.incoming.take() {
+            self.register(conn);
         }
     }
 
     fn register(&mut self, conn: Conn) {
         if let Err(err) = conn.stream().set_nodelay(true) {
-            self.shared
-                .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
             return;
         }
         let session = Session::new(conn.accepted_at());
@@ -452,7 +472,9 @@ impl RingLoop {
         .flags(squeue::Flags::BUFFER_SELECT)
         .user_data(key as u64);
         self.conns[key].in_flight = InFlight::Recv;
-        self.push(&entry);
+        if !self.push(&entry) {
+            self.close(key, Outcome::Failed(ErrorKind::Io));
+        }
     }
 
     fn submit_send(&mut self, key: usize, bid: u16, sent: u32, len: u32) {
@@ -462,7 +484,10 @@ impl RingLoop {
             .build()
             .user_data(key as u64);
         self.conns[key].in_flight = InFlight::Send { bid, sent, len };
-        self.push(&entry);
+        if !self.push(&entry) {
+            self.recycle(bid);
+            self.close(key, Outcome::Failed(ErrorKind::Io));
+        }
     }
 
     /// Gives a buffer back and lets a starved connection receive again.
@@ -536,7 +561,7 @@ impl RingLoop {
                 if sent < len {
                     self.submit_send(key, bid, sent, len);
                 } else {
-                    self.conns[key].session.write_done();
+                    self.conns[key].session.write_done(now);
                     self.recycle(bid);
                     self.submit_recv(key);
                 }
@@ -563,7 +588,7 @@ impl RingLoop {
 
     fn close(&mut self, key: usize, outcome: Outcome) {
         if let Some(connection) = self.conns.try_remove(key) {
-            connection.session.finish(outcome, &self.shared);
+            connection.session.finish(connection.conn, outcome);
             // Dropping the connection deregisters it and closes the socket; nothing is in flight.
         }
     }
@@ -590,4 +615,57 @@ impl RingLoop {
 
 fn errno_outcome(errno: i32) -> Outcome {
     Outcome::Failed(ErrorKind::of(&io::Error::from_raw_os_error(errno)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring whose submission queue never has room and whose submit fails with EBUSY.
+    struct AlwaysFull {
+        submits: usize,
+    }
+
+    impl Submission for AlwaysFull {
+        fn try_push(&mut self, _entry: &squeue::Entry) -> bool {
+            false
+        }
+
+        fn submit_and_reap(&mut self, reaped: &mut Vec<Completion>) -> io::Result<()> {
+            self.submits += 1;
+            reaped.push((7, 0, 0));
+            Err(io::Error::from_raw_os_error(libc::EBUSY))
+        }
+    }
+
+    #[test]
+    fn a_ring_that_stays_full_gives_up_after_bounded_tries_keeping_what_it_reaped() {
+        let mut ring = AlwaysFull { submits: 0 };
+        let mut reaped = Vec::new();
+        let entry = opcode::Nop::new().build();
+        let err = push_bounded(&mut ring, &entry, &mut reaped).expect_err("gives up");
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+        assert_eq!(ring.submits, PUSH_ATTEMPTS);
+        assert_eq!(
+            reaped.len(),
+            PUSH_ATTEMPTS,
+            "completions reaped between tries are kept"
+        );
+    }
+
+    /// Room appears after a submit: the entry is queued.
+    #[test]
+    fn a_submit_that_makes_room_lets_the_entry_in() {
+        struct FullOnce(bool);
+        impl Submission for FullOnce {
+            fn try_push(&mut self, _entry: &squeue::Entry) -> bool {
+                !std::mem::replace(&mut self.0, false)
+            }
+            fn submit_and_reap(&mut self, _reaped: &mut Vec<Completion>) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let entry = opcode::Nop::new().build();
+        assert!(push_bounded(&mut FullOnce(true), &entry, &mut Vec::new()).is_ok());
+    }
 }
