@@ -212,6 +212,10 @@ pub struct Connections {
     /// and no verified echo (idle time between messages does not count).
     #[serde(default)]
     pub starved: u64,
+    /// The stall threshold `starved` was judged by: `--stall-threshold`, or 90% of the window
+    /// when the window is shorter than that (else no connection could ever count as starved).
+    #[serde(default)]
+    pub stall_threshold_ms: f64,
 }
 
 /// `errors`
@@ -309,7 +313,13 @@ impl Report {
             by_kind.insert(kind.as_str().to_string(), merged.errors[kind.index()]);
         }
         let per_slot: Vec<u64> = merged.slots.iter().map(|s| s.messages).collect();
-        let stall_ns = config.stall_threshold_ms * 1_000_000;
+        // A window shorter than the threshold could never show a starved connection: judge by
+        // 90% of the window then (a connection unserved for almost all of it is starved).
+        let window_ns = (duration_s * 1e9) as u64;
+        let mut stall_ns = config.stall_threshold_ms * 1_000_000;
+        if window_ns > 0 {
+            stall_ns = stall_ns.min(window_ns / 10 * 9);
+        }
         let starved = merged
             .slots
             .iter()
@@ -392,6 +402,7 @@ impl Report {
                 max_messages: per_slot.iter().copied().max().unwrap_or(0),
                 jain_fairness: jain_fairness(&per_slot),
                 starved,
+                stall_threshold_ms: stall_ns as f64 / 1e6,
             },
             errors: Errors {
                 total: total_errors,

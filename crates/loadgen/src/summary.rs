@@ -127,7 +127,7 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
             "WARNING: {} of {} connections waited longer than {} ms without any echo while \
              others were served (the server serves fewer connections at a time than are open, \
              e.g. a pool with fewer workers than connections).",
-            conns.starved, c.connections, c.stall_threshold_ms
+            conns.starved, c.connections, conns.stall_threshold_ms
         )?;
     }
     if report.unreachable() {
