@@ -9,21 +9,17 @@
 //! of an echo-server strategy (`thread`, `pool`, `event-loop`, …), `VS_BLOCKING_PIN=0` to leave
 //! threads unpinned.
 
+#[path = "../tests/common/bench_env.rs"]
+mod bench_env;
 #[path = "../tests/common/mio_echo.rs"]
 mod mio_echo;
 
+use bench_env::{env_or, pin_to_cores};
 use echo_server::{Config as ServerConfig, Server, Strategy};
 use loadgen::baseline::{BaselineConfig, run_blocking};
 use loadgen::stats::median;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -47,10 +43,7 @@ fn main() -> anyhow::Result<()> {
         });
         TestServer::Mio(addr, stop, handle)
     } else {
-        let strategy = Strategy::ALL
-            .iter()
-            .copied()
-            .find(|s| s.name() == server_name)
+        let strategy = Strategy::from_name(&server_name)
             .ok_or_else(|| anyhow::anyhow!("unknown server {server_name:?}"))?;
         let mut server_config = ServerConfig::loopback(strategy);
         server_config.workers = connections;
@@ -138,18 +131,6 @@ fn main() -> anyhow::Result<()> {
         best_ours / best_theirs
     );
     Ok(())
-}
-
-/// Pins the calling thread (and the threads it spawns later) to `cores`.
-fn pin_to_cores(cores: &[usize]) -> bool {
-    // SAFETY: cpu_set_t is plain old data; CPU_SET writes inside it; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
 }
 
 enum TestServer {

@@ -14,34 +14,19 @@
 //!
 //! Try: `cargo run --release -p loadgen --example one_connection_p50`.
 
+#[path = "../tests/common/bench_env.rs"]
+mod bench_env;
+
+use bench_env::{env_or, pin_to_cores};
 use echo_server::{Config as ServerConfig, Server, Strategy};
 use loadgen::stats::{new_histogram, record_ns_as_us};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
-}
-
-/// Pins the calling thread (and the threads it spawns later) to `cores`.
-fn pin_to_cores(cores: &[usize]) -> bool {
-    // SAFETY: cpu_set_t is plain old data; CPU_SET writes inside it; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            libc::CPU_SET(c, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
 }
 
 /// The minimal client: (p50 µs, mean µs, messages) over `window` after `warmup`.
@@ -84,10 +69,7 @@ fn main() -> anyhow::Result<()> {
         Ok(target) => (None, target, "external server, not pinned here".to_string()),
         Err(_) => {
             let name = std::env::var("P50_SERVER").unwrap_or_else(|_| "event-loop".into());
-            let strategy = Strategy::ALL
-                .iter()
-                .copied()
-                .find(|s| s.name() == name)
+            let strategy = Strategy::from_name(&name)
                 .ok_or_else(|| anyhow::anyhow!("unknown strategy {name:?}"))?;
             let pinned = cores >= 2 && pin_to_cores(&[0]);
             let server = Server::start(ServerConfig::loopback(strategy))?;

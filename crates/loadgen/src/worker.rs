@@ -99,6 +99,25 @@ struct ErrorAt {
     bytes: Option<(u8, u8)>,
 }
 
+impl ErrorAt {
+    /// At message `message`; the byte within it is not known.
+    fn message(message: u64) -> ErrorAt {
+        ErrorAt {
+            message: Some(message),
+            ..ErrorAt::default()
+        }
+    }
+
+    /// At byte `offset` of message `message`.
+    fn byte(message: u64, offset: u64) -> ErrorAt {
+        ErrorAt {
+            message: Some(message),
+            offset: Some(offset),
+            bytes: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     intended_ns: u64,
@@ -751,11 +770,7 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Corrupt,
-                        ErrorAt {
-                            message: Some(msg),
-                            offset: Some(0),
-                            bytes: None,
-                        },
+                        ErrorAt::byte(msg, 0),
                         || {
                             format!(
                                 "extra bytes after the last echo: {n} byte(s) came back after \
@@ -813,11 +828,7 @@ impl Ctx {
                         conn,
                         now,
                         ErrorKind::Reset,
-                        ErrorAt {
-                            message: Some(msg),
-                            offset: None,
-                            bytes: None,
-                        },
+                        ErrorAt::message(msg),
                         || "write returned 0 bytes".into(),
                     );
                     return;
@@ -858,18 +869,9 @@ impl Ctx {
                 Err(e) => {
                     let kind = ErrorKind::from_io(&e);
                     let msg = conn.send_pos / size;
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        kind,
-                        ErrorAt {
-                            message: Some(msg),
-                            offset: None,
-                            bytes: None,
-                        },
-                        || format!("write: {e}"),
-                    );
+                    self.fail(registry, conn, now, kind, ErrorAt::message(msg), || {
+                        format!("write: {e}")
+                    });
                     return;
                 }
             }
@@ -898,18 +900,9 @@ impl Ctx {
                         )
                     };
                     let owed = conn.in_flight.len();
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        kind,
-                        ErrorAt {
-                            message: Some(msg),
-                            offset: Some(off),
-                            bytes: None,
-                        },
-                        || format!("{what} ({owed} message(s) still owed)"),
-                    );
+                    self.fail(registry, conn, now, kind, ErrorAt::byte(msg, off), || {
+                        format!("{what} ({owed} message(s) still owed)")
+                    });
                     return;
                 }
                 Ok(n) => {
@@ -928,18 +921,9 @@ impl Ctx {
                 Err(e) => {
                     let kind = ErrorKind::from_io(&e);
                     let msg = conn.recv_msg(size);
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        kind,
-                        ErrorAt {
-                            message: Some(msg),
-                            offset: None,
-                            bytes: None,
-                        },
-                        || format!("read: {e}"),
-                    );
+                    self.fail(registry, conn, now, kind, ErrorAt::message(msg), || {
+                        format!("read: {e}")
+                    });
                     return;
                 }
             }
@@ -1002,11 +986,7 @@ impl Ctx {
                 conn,
                 now,
                 ErrorKind::Corrupt,
-                ErrorAt {
-                    message: Some(msg),
-                    offset: Some(off),
-                    bytes: None,
-                },
+                ErrorAt::byte(msg, off),
                 || format!("{extra} more byte(s) came back than were sent (first: {got:#04x})"),
             );
             return false;
@@ -1117,11 +1097,7 @@ impl Ctx {
                                 conn,
                                 now,
                                 ErrorKind::Timeout,
-                                ErrorAt {
-                                    message: Some(msg),
-                                    offset: Some(off),
-                                    bytes: None,
-                                },
+                                ErrorAt::byte(msg, off),
                                 || format!("no complete echo within {ms} ms"),
                             );
                         }

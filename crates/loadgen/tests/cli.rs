@@ -3,12 +3,7 @@
 
 mod common;
 
-use common::{Behavior, TestServer};
-use std::process::Command;
-
-fn loadgen() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-}
+use common::{Behavior, TestServer, closed_port, loadgen_bin, read_json, run_expecting};
 
 fn schema_validator() -> jsonschema::Validator {
     let path = concat!(
@@ -37,27 +32,21 @@ fn json_report_validates_against_the_schema() {
     let server = TestServer::start(Behavior::Echo);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let out = loadgen()
-        .args([
-            "--target",
-            &server.target(),
-            "--connections",
-            "4",
-            "--messages",
-            "500",
-        ])
-        .args(["--warmup", "100ms", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_expecting(
+        loadgen_bin()
+            .args([
+                "--target",
+                &server.target(),
+                "--connections",
+                "4",
+                "--messages",
+                "500",
+            ])
+            .args(["--warmup", "100ms", "--json"])
+            .arg(&json),
+        0,
     );
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let value: serde_json::Value = read_json(&json);
     assert_valid(&value);
     assert_eq!(value["schema"], "echolab.loadgen/1");
     assert_eq!(value["messages"]["verified"], 500);
@@ -74,21 +63,15 @@ fn json_report_validates_against_the_schema() {
 
     // An open-loop report (with `schedule`, loop lag and `held_back`) validates too.
     let open = dir.path().join("open.json");
-    let out = loadgen()
-        .args(["--target", &server.target(), "--connections", "2"])
-        .args(["--rate", "400", "--duration", "500ms", "--warmup", "0s"])
-        .arg("--json")
-        .arg(&open)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_expecting(
+        loadgen_bin()
+            .args(["--target", &server.target(), "--connections", "2"])
+            .args(["--rate", "400", "--duration", "500ms", "--warmup", "0s"])
+            .arg("--json")
+            .arg(&open),
+        0,
     );
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&open).unwrap()).unwrap();
+    let value: serde_json::Value = read_json(&open);
     assert_valid(&value);
     for key in [
         "loop_p99_lag_us",
@@ -108,25 +91,24 @@ fn corrupt_echo_exits_1_and_still_writes_the_report() {
     let server = TestServer::start(Behavior::CorruptAt(64 * 7 + 3));
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let out = loadgen()
-        .args([
-            "--target",
-            &server.target(),
-            "--connections",
-            "1",
-            "--messages",
-            "20",
-        ])
-        .args(["--warmup", "0s", "--quiet", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = run_expecting(
+        loadgen_bin()
+            .args([
+                "--target",
+                &server.target(),
+                "--connections",
+                "1",
+                "--messages",
+                "20",
+            ])
+            .args(["--warmup", "0s", "--quiet", "--json"])
+            .arg(&json),
+        1,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("corrupt 1"), "{stdout}");
     assert!(stdout.contains("connection 0 message 7 byte 3"), "{stdout}");
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let value: serde_json::Value = read_json(&json);
     assert_valid(&value);
     assert_eq!(value["errors"]["by_kind"]["corrupt"], 1);
     let s = &value["errors"]["samples"][0];
@@ -143,39 +125,35 @@ fn corrupt_echo_exits_1_and_still_writes_the_report() {
 #[test]
 fn corrupt_within_max_errors_exits_0() {
     let server = TestServer::start(Behavior::CorruptAt(64 * 7 + 3));
-    let out = loadgen()
-        .args([
-            "--target",
-            &server.target(),
-            "--connections",
-            "1",
-            "--messages",
-            "20",
-        ])
-        .args(["--warmup", "0s", "--max-errors", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    run_expecting(
+        loadgen_bin()
+            .args([
+                "--target",
+                &server.target(),
+                "--connections",
+                "1",
+                "--messages",
+                "20",
+            ])
+            .args(["--warmup", "0s", "--max-errors", "1"]),
+        0,
+    );
 }
 
 #[test]
 fn refused_target_exits_1() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = loadgen()
-        .args([
+    let addr = closed_port();
+    let out = run_expecting(
+        loadgen_bin().args([
             "--target",
             &addr.to_string(),
             "--duration",
             "1s",
             "--warmup",
             "0s",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+        ]),
+        1,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("refused 16"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not be reached"));
@@ -276,79 +254,68 @@ fn merge_subcommand_adds_reports_and_refuses_mismatches() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, size: &str, messages: &str| {
         let path = dir.path().join(name);
-        let out = loadgen()
-            .args([
-                "--target",
-                &server.target(),
-                "--connections",
-                "2",
-                "--warmup",
-                "0s",
-            ])
-            .args(["--size", size, "--messages", messages, "--json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0));
+        run_expecting(
+            loadgen_bin()
+                .args([
+                    "--target",
+                    &server.target(),
+                    "--connections",
+                    "2",
+                    "--warmup",
+                    "0s",
+                ])
+                .args(["--size", size, "--messages", messages, "--json"])
+                .arg(&path),
+            0,
+        );
         path
     };
     let a = run("a.json", "64", "300");
     let b = run("b.json", "64", "500");
     let c = run("c.json", "32", "100");
     let all = dir.path().join("all.json");
-    let out = loadgen()
-        .arg("merge")
-        .arg(&a)
-        .arg(&b)
-        .arg("-o")
-        .arg(&all)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_expecting(
+        loadgen_bin()
+            .arg("merge")
+            .arg(&a)
+            .arg(&b)
+            .arg("-o")
+            .arg(&all),
+        0,
     );
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&all).unwrap()).unwrap();
+    let value: serde_json::Value = read_json(&all);
     assert_valid(&value);
     let merged: loadgen::Report = serde_json::from_value(value).unwrap();
     assert_eq!(merged.messages.verified, 800);
     assert_eq!(merged.latency_histogram().unwrap().len(), 800);
     assert_eq!(merged.connections.opened, 4);
 
-    let out = loadgen()
-        .arg("merge")
-        .arg(&a)
-        .arg(&c)
-        .arg("-o")
-        .arg(&all)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = run_expecting(
+        loadgen_bin()
+            .arg("merge")
+            .arg(&a)
+            .arg(&c)
+            .arg("-o")
+            .arg(&all),
+        1,
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("different message sizes"));
 }
 
 #[test]
 fn baseline_blocking_subcommand_prints_its_result() {
     let server = TestServer::start(Behavior::Echo);
-    let out = loadgen()
-        .args([
-            "baseline-blocking",
-            "--target",
-            &server.target(),
-            "--connections",
-            "4",
-        ])
-        .args(["--duration", "300ms", "--warmup", "100ms"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_expecting(
+        loadgen_bin()
+            .args([
+                "baseline-blocking",
+                "--target",
+                &server.target(),
+                "--connections",
+                "4",
+            ])
+            .args(["--duration", "300ms", "--warmup", "100ms"]),
+        0,
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -364,7 +331,7 @@ fn sigint_ends_the_run_early_and_still_reports() {
     let server = TestServer::start(Behavior::Echo);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let child = loadgen()
+    let child = loadgen_bin()
         .args([
             "--target",
             &server.target(),
@@ -395,27 +362,18 @@ fn sigint_ends_the_run_early_and_still_reports() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("verified of"), "{stdout}");
-    let report: loadgen::Report =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: loadgen::Report = read_json(&json);
     assert!(report.duration_s < 30.0, "{}", report.duration_s);
     assert_eq!(report.errors.total, 0);
 }
 
 #[test]
 fn a_failed_run_with_an_slo_exits_1_not_3() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = loadgen()
-        .args(["--target", &addr.to_string(), "--connections", "2"])
-        .args(["--duration", "300ms", "--warmup", "0s", "--slo", "p99<=10s"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let addr = closed_port();
+    run_expecting(
+        loadgen_bin()
+            .args(["--target", &addr.to_string(), "--connections", "2"])
+            .args(["--duration", "300ms", "--warmup", "0s", "--slo", "p99<=10s"]),
+        1,
     );
 }

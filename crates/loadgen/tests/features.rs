@@ -3,13 +3,8 @@
 
 mod common;
 
-use common::{Behavior, TestServer, config};
+use common::{Behavior, TestServer, config, loadgen_bin, read_json, run_expecting};
 use loadgen::ErrorKind;
-use std::process::Command;
-
-fn loadgen_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-}
 
 #[test]
 fn churn_reconnects_and_times_connects() {
@@ -136,28 +131,24 @@ fn hgrm_and_hlog_files_are_readable() {
     let dir = tempfile::tempdir().unwrap();
     let hgrm = dir.path().join("l.hgrm");
     let hlog = dir.path().join("l.hlog");
-    let out = loadgen_bin()
-        .args([
-            "--target",
-            &server.target(),
-            "--connections",
-            "2",
-            "--duration",
-            "2500ms",
-        ])
-        .args(["--warmup", "0s", "--rate", "400", "--hgrm"])
-        .arg(&hgrm)
-        .arg("--hlog")
-        .arg(&hlog)
-        .arg("--json")
-        .arg(dir.path().join("r.json"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = dir.path().join("r.json");
+    run_expecting(
+        loadgen_bin()
+            .args([
+                "--target",
+                &server.target(),
+                "--connections",
+                "2",
+                "--duration",
+                "2500ms",
+            ])
+            .args(["--warmup", "0s", "--rate", "400", "--hgrm"])
+            .arg(&hgrm)
+            .arg("--hlog")
+            .arg(&hlog)
+            .arg("--json")
+            .arg(&json),
+        0,
     );
     let text = std::fs::read_to_string(&hgrm).unwrap();
     assert!(
@@ -165,8 +156,7 @@ fn hgrm_and_hlog_files_are_readable() {
         "{text}"
     );
     // .hgrm values are milliseconds: its max is the report's max µs / 1000.
-    let report: loadgen::Report =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let report: loadgen::Report = read_json(&json);
     let max_ms: f64 = text
         .split("#[Max     =")
         .nth(1)
@@ -212,50 +202,43 @@ fn hgrm_and_hlog_files_are_readable() {
 #[test]
 fn slo_exit_codes() {
     let server = TestServer::start(Behavior::Echo);
-    let run = |slo: &str| {
+    let run = |slo: &str, code: i32| {
+        run_expecting(
+            loadgen_bin()
+                .args([
+                    "--target",
+                    &server.target(),
+                    "--connections",
+                    "2",
+                    "--messages",
+                    "400",
+                ])
+                .args(["--warmup", "0s", "--slo", slo]),
+            code,
+        )
+    };
+    let met = run("p99<=10s,errors=0", 0);
+    assert!(String::from_utf8_lossy(&met.stdout).contains("SLO p99<=10s met"));
+    let unmet = run("p99<=1ns,errors=0", 3);
+    let stdout = String::from_utf8_lossy(&unmet.stdout);
+    assert!(stdout.contains("SLO p99<=1ns NOT MET"), "{stdout}");
+    assert!(stdout.contains("SLO errors=0 met"), "{stdout}");
+    let bad = run("p99 under 1ms", 2);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --slo"));
+    // An invalid run (too few samples) misses any SLO.
+    let few = run_expecting(
         loadgen_bin()
             .args([
                 "--target",
                 &server.target(),
-                "--connections",
-                "2",
                 "--messages",
-                "400",
+                "10",
+                "--warmup",
+                "0s",
             ])
-            .args(["--warmup", "0s", "--slo", slo])
-            .output()
-            .unwrap()
-    };
-    let met = run("p99<=10s,errors=0");
-    assert_eq!(
-        met.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&met.stdout)
+            .args(["--slo", "p99<=10s"]),
+        3,
     );
-    assert!(String::from_utf8_lossy(&met.stdout).contains("SLO p99<=10s met"));
-    let unmet = run("p99<=1ns,errors=0");
-    assert_eq!(unmet.status.code(), Some(3));
-    let stdout = String::from_utf8_lossy(&unmet.stdout);
-    assert!(stdout.contains("SLO p99<=1ns NOT MET"), "{stdout}");
-    assert!(stdout.contains("SLO errors=0 met"), "{stdout}");
-    let bad = run("p99 under 1ms");
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --slo"));
-    // An invalid run (too few samples) misses any SLO.
-    let few = loadgen_bin()
-        .args([
-            "--target",
-            &server.target(),
-            "--messages",
-            "10",
-            "--warmup",
-            "0s",
-        ])
-        .args(["--slo", "p99<=10s"])
-        .output()
-        .unwrap();
-    assert_eq!(few.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&few.stdout).contains("not valid"));
 }
 

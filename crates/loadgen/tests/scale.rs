@@ -3,9 +3,11 @@
 //! re-executes its own binary to run the server as a child process. The small mio echo server in
 //! `common/mio_echo.rs` (used by the `vs_blocking` bench) is checked here too.
 
+mod common;
 #[path = "common/mio_echo.rs"]
 mod mio_echo;
 
+use common::config;
 use echo_server::{Config as ServerConfig, Server, Strategy};
 use mio_echo::{bind, serve};
 use std::io::{BufRead, BufReader, Write};
@@ -53,11 +55,8 @@ fn mio_echo_test_server() {
             stop2.load(std::sync::atomic::Ordering::SeqCst)
         })
     });
-    let mut c = loadgen::Config::new(addr.to_string());
+    let mut c = config(&addr.to_string());
     c.connections = 50;
-    c.threads = 2;
-    c.warmup_ms = 0;
-    c.duration_ms = None;
     c.messages = Some(5_000);
     c.size_bytes = 70_000;
     c.depth = Some(2);

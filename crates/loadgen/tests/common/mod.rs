@@ -1,9 +1,13 @@
 //! Test echo servers (thread per connection, in-process, on 127.0.0.1:0) with deliberate faults:
-//! a byte flipped at a known stream offset, or all echoing paused for S ms every P ms.
+//! a byte flipped at a known stream offset, or all echoing paused for S ms every P ms. Also the
+//! shared steps of the tests: a base run configuration, running the `loadgen` binary and checking
+//! its exit code, reading the JSON it wrote.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -169,4 +173,39 @@ pub fn config(target: &str) -> loadgen::Config {
     c.messages = Some(2_000);
     c.quiet = true;
     c
+}
+
+/// The `loadgen` binary built for these tests.
+pub fn loadgen_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+/// Runs `cmd` to its end and asserts its exit code is `code`, showing its stdout and stderr when
+/// it is not.
+pub fn run_expecting(cmd: &mut Command, code: i32) -> Output {
+    let out = cmd.output().expect("the loadgen binary runs");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads and parses a JSON file (a report loadgen wrote) as a `serde_json::Value` or a
+/// `loadgen::Report`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// A loopback address on which nothing listens (a port that was bound and let go).
+pub fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
 }
