@@ -13,8 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    binaries, files_ending, fixture_echo, processes_mentioning, read_json, run_to_exit, xtask,
-    xtask_run,
+    binaries, fails_and_leaves_no_process, files_ending, fixture_echo, mute_server,
+    processes_mentioning, read_json, run_to_exit, xtask, xtask_run,
 };
 use xtask::bench::{BenchPlan, ServerEntry, run_plan};
 use xtask::manifest::Manifest;
@@ -183,37 +183,28 @@ fn unknown_strategy_exits_2_before_building() {
     assert!(stderr.contains("unknown strategy \"fibers\""), "{stderr}");
 }
 
+/// The server command forks a grandchild (`sleep … &`) before exec'ing: stopping only the PID
+/// xtask started would leave the grandchild running; the whole group must go.
 #[test]
 fn server_that_never_listens_fails_cleanly() {
-    let out = tempfile::tempdir().expect("temp dir");
-    let marker = format!("{}.{}", 7, std::process::id());
+    let (mute, marker) = mute_server(7);
+    let mute = format!("mute={mute}");
     let started = Instant::now();
-    let mute = format!("mute=sleep {marker} # {{port}}");
-    let (_, stderr) = run_to_exit(
-        &mut xtask_run(
-            [
-                "bench",
-                "--strategies",
-                "none",
-                "--smoke",
-                "--ready-timeout",
-                "1s",
-                "--server",
-                &mute,
-            ],
-            out.path(),
-        ),
-        1,
-    );
-    assert!(
-        stderr.contains("mute did not accept connections on 127.0.0.1:"),
-        "{stderr}"
+    fails_and_leaves_no_process(
+        &[
+            "bench",
+            "--strategies",
+            "none",
+            "--smoke",
+            "--ready-timeout",
+            "1s",
+            "--server",
+            &mute,
+        ],
+        &marker,
+        "mute did not accept connections on 127.0.0.1:",
     );
     assert!(started.elapsed() < Duration::from_secs(60));
-    assert!(
-        processes_mentioning(&format!("sleep {marker}")).is_empty(),
-        "the mute server was left running"
-    );
 }
 
 #[test]
@@ -318,37 +309,4 @@ fn all_strategies_are_the_ones_the_server_offers() {
     }
     let manifest = Manifest::read(out.path()).expect("manifest");
     assert_eq!(manifest.config["pin"], false);
-}
-
-#[test]
-fn a_forking_server_that_never_listens_leaves_no_process_behind() {
-    // The server command forks a grandchild (`sleep … &`) before exec'ing: stopping only the
-    // PID xtask started would leave the grandchild running; the whole group must go.
-    let out = tempfile::tempdir().expect("temp dir");
-    let marker = format!("{}.{}", 8, std::process::id());
-    let forking = format!("forking=sleep {marker}1 & exec sleep {marker}2 # {{port}}");
-    let (_, stderr) = run_to_exit(
-        &mut xtask_run(
-            [
-                "bench",
-                "--strategies",
-                "none",
-                "--smoke",
-                "--ready-timeout",
-                "1s",
-                "--server",
-                &forking,
-            ],
-            out.path(),
-        ),
-        1,
-    );
-    assert!(
-        stderr.contains("forking did not accept connections"),
-        "{stderr}"
-    );
-    assert!(
-        processes_mentioning(&format!("sleep {marker}")).is_empty(),
-        "the forking server or its grandchild was left running"
-    );
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{fixture_echo, processes_mentioning, read_json, run_to_exit, xtask, xtask_run};
+use common::{
+    fails_and_leaves_no_process, fixture_echo, mute_server, read_json, run_to_exit, xtask,
+    xtask_run,
+};
 
 #[test]
 fn capacity_finds_a_bracket_and_writes_its_files() {
@@ -130,27 +133,18 @@ fn unparsable_slo_and_unknown_strategy_exit_2() {
 
 #[test]
 fn a_server_that_never_listens_fails_and_leaves_no_process() {
-    let out = tempfile::tempdir().expect("temp dir");
-    let marker = format!("{}.{}", 9, std::process::id());
-    let mute = format!("sleep {marker} & exec sleep {marker} # {{port}}");
-    let (_, stderr) = run_to_exit(
-        &mut xtask_run(
-            [
-                "capacity",
-                "--slo",
-                "p99<=1ms",
-                "--ready-timeout",
-                "1s",
-                "--server",
-                &mute,
-            ],
-            out.path(),
-        ),
-        1,
-    );
-    assert!(stderr.contains("did not accept connections"), "{stderr}");
-    assert!(
-        processes_mentioning(&format!("sleep {marker}")).is_empty(),
-        "the mute server was left running"
+    let (mute, marker) = mute_server(9);
+    fails_and_leaves_no_process(
+        &[
+            "capacity",
+            "--slo",
+            "p99<=1ms",
+            "--ready-timeout",
+            "1s",
+            "--server",
+            &mute,
+        ],
+        &marker,
+        "did not accept connections",
     );
 }

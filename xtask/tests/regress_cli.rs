@@ -6,7 +6,10 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{fixture_echo, processes_mentioning, read_json, run_to_exit, xtask, xtask_run};
+use common::{
+    fails_and_leaves_no_process, fixture_echo, mute_server, read_json, run_to_exit, xtask,
+    xtask_run,
+};
 
 /// The regress runs of this file take turns: three paired measurements at once on two cores
 /// would mostly measure each other.
@@ -157,27 +160,18 @@ fn unknown_git_ref_and_bad_threshold_exit_2() {
 
 #[test]
 fn a_server_that_never_listens_fails_and_leaves_no_process() {
-    let out = tempfile::tempdir().expect("temp dir");
-    let marker = format!("{}.{}", 11, std::process::id());
-    let mute = format!("sleep {marker} & exec sleep {marker} # {{port}}");
-    let (_, stderr) = run_to_exit(
-        &mut xtask_run(
-            [
-                "regress",
-                "--ready-timeout",
-                "1s",
-                "--baseline-server",
-                &mute,
-                "--candidate-server",
-                &mute,
-            ],
-            out.path(),
-        ),
-        1,
-    );
-    assert!(stderr.contains("did not accept connections"), "{stderr}");
-    assert!(
-        processes_mentioning(&format!("sleep {marker}")).is_empty(),
-        "the mute server was left running"
+    let (mute, marker) = mute_server(11);
+    fails_and_leaves_no_process(
+        &[
+            "regress",
+            "--ready-timeout",
+            "1s",
+            "--baseline-server",
+            &mute,
+            "--candidate-server",
+            &mute,
+        ],
+        &marker,
+        "did not accept connections",
     );
 }

@@ -74,6 +74,27 @@ pub fn run_to_exit(command: &mut Command, code: i32) -> (String, String) {
     (stdout, stderr)
 }
 
+/// A server command that never listens: `sleep MARKER` (`{port}` is swallowed by a comment),
+/// started with `& exec` so a grandchild sleeps too, which only stopping the whole process group
+/// ends. Returns the command and the `sleep MARKER` text its processes carry.
+pub fn mute_server(seed: u32) -> (String, String) {
+    let marker = format!("sleep {seed}.{}", std::process::id());
+    (format!("{marker}1 & exec {marker}2 # {{port}}"), marker)
+}
+
+/// Runs xtask with `args` against a server from [`mute_server`]: it must exit 1 with `expected`
+/// in its stderr, and no process of that server may be left running.
+pub fn fails_and_leaves_no_process(args: &[&str], marker: &str, expected: &str) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let (_, stderr) = run_to_exit(&mut xtask_run(args, out.path()), 1);
+    assert!(stderr.contains(expected), "{stderr}");
+    assert!(
+        processes_mentioning(marker).is_empty(),
+        "the server (or its grandchild) was left running: {:?}",
+        processes_mentioning(marker)
+    );
+}
+
 /// A JSON file parsed (the test fails naming the file when it is missing or malformed).
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path)
