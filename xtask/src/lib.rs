@@ -2,37 +2,53 @@
 //!
 //! The cargo-xtask pattern: a plain binary crate that drives the workspace's own binaries
 //! (`echo-server`, `loadgen`) with visible command lines and records everything needed to
-//! reproduce a number (a run directory with a manifest). Split as *measure* (`bench`,
-//! `capacity`, `regress`, which start processes through [`shell`]), *compute* ([`stats`],
-//! [`summary`], pure functions) and *present* (table/CSV/Markdown exporters, plots, HTML).
+//! reproduce a number (a run directory with a manifest). Split as *measure* ([`trial`], which
+//! starts processes through [`shell`]), *compute* ([`stats`], [`summary`], and the pure parts of
+//! the commands: [`capacity::search`], [`capacity::slo`], [`regress::gate`]) and *present*
+//! ([`present`]: tables, lines, plots, HTML), over one set of *records* ([`record`]: every file
+//! a run writes, and its JSON).
+//!
+//! # Layers
+//!
+//! Each module imports only from the layers below it (and its own submodules); no two modules
+//! import each other, directly or around a circle:
+//!
+//! | layer | modules | imports from |
+//! |---|---|---|
+//! | 6. dispatch | this file (`run`, `exit_code`) | everything |
+//! | 5. commands | [`bench`], [`capacity`], [`regress`], [`report`], [`merge`], [`fixture`] | 0–4 |
+//! | 4. present | [`present`] (`format` ← `table` ← `html`; `text`; `plot`; `progress`) | 0, 2 (and 3's `summary` in tests) |
+//! | 3. measure, compute | [`trial`] (`pinning` ← `server` ← runner); [`summary`] | 0–2 |
+//! | 2. records | [`record`] (`plan`, `loadgen_report` ← `trial` ← `summary`; `capacity`, `regress`, `manifest`) | 0, 1 |
+//! | 1. processes | [`shell`] | 0 |
+//! | 0. foundation | [`error`], [`flags`], [`interrupt`], [`stats`] | nothing in the crate |
+//!
+//! A command's own pure parts (`capacity::{search, slo}`, `regress::{gate, baseline}`) import
+//! only from layers 0–2, so they can be tested without processes; the command module on top of
+//! them strings the named steps together. Check with
+//! `grep -rn 'crate::' xtask/src` (every hit points down this table).
 //!
 //! Try it: `cargo xtask bench --smoke`, then open `results/runs/*-bench/summary.md`.
 
 pub mod bench;
 pub mod capacity;
+pub mod error;
 pub mod fixture;
 pub mod flags;
 pub mod interrupt;
-pub mod loadgen_report;
-pub mod manifest;
 pub mod merge;
+pub mod present;
+pub mod record;
 pub mod regress;
 pub mod report;
 pub mod shell;
 pub mod stats;
 pub mod summary;
+pub mod trial;
 
 use anyhow::Result;
 
-/// Bad input from the user (unknown strategy, malformed flag value, …): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
-
-/// Builds an [`InputError`] wrapped in `anyhow`.
-pub fn input_error(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(InputError(message.into()))
-}
+pub use error::{InputError, input_error};
 
 /// Runs one xtask command; `main` maps the result to an exit code with [`exit_code`].
 pub fn run(args: flags::Xtask) -> Result<()> {

@@ -11,17 +11,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::error::input_error;
+use crate::present::format::format_count;
+
 /// `cargo xtask merge`.
 pub fn run(inputs: &[PathBuf], output: &Path) -> Result<()> {
     if inputs.len() < 2 {
-        return Err(crate::input_error("merge needs at least two reports"));
+        return Err(input_error("merge needs at least two reports"));
     }
     let merged = loadgen::merge::merge_files(inputs, output)?;
     eprintln!(
         "merged {} reports: {} messages verified, {} msg/s, p99 {} µs → {}",
         inputs.len(),
         merged.messages.verified,
-        crate::summary::format_count(merged.throughput.messages_per_s),
+        format_count(merged.throughput.messages_per_s),
         merged.latency_us.p99,
         output.display()
     );

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::error::input_error;
 use crate::flags::{BuildArgs, BuildProfile};
 use crate::interrupt;
 
@@ -62,7 +63,7 @@ pub fn binaries(root: &Path, build: &BuildArgs, target_dir: Option<&Path>) -> Re
         };
         for path in [&found.echo_server, &found.loadgen] {
             if !path.is_file() {
-                return Err(crate::input_error(format!(
+                return Err(input_error(format!(
                     "--bin-dir: {} does not exist",
                     path.display()
                 )));
@@ -328,7 +329,7 @@ pub struct ServerLaunch {
 impl ServerLaunch {
     /// An external server from a shell command with `{port}`: picks a free loopback port,
     /// substitutes it, runs `sh -c 'exec CMD'`. The template was checked for `{port}` when the
-    /// flag was parsed ([`crate::bench::parse_server_spec`]).
+    /// flag was parsed.
     pub fn external(name: &str, command_template: &str) -> Result<Self> {
         let port = free_port()?;
         let command = command_template.replace("{port}", &port.to_string());

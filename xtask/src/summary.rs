@@ -1,106 +1,15 @@
-//! Per-cell summaries of bench trials and their presentation.
+//! *Compute*: per-cell summaries of bench trials.
 //!
-//! *Compute*: [`summarize`] turns trial records into one [`CellSummary`] per cell (median,
-//! spread, an order-statistic interval of the median with its real coverage, latency, errors,
-//! server CPU and memory) and marks a winner per (connections, size) only where intervals of at
-//! least [`MIN_COVERAGE_FOR_WINNER`] coverage do not overlap. *Present*: one [`Exporter`] per
-//! format — [`TerminalTable`], [`MarkdownTable`], [`CsvTable`] — each writing to any `Write`.
+//! [`summarize`] turns trial records into one [`CellSummary`] per cell (median, spread, an
+//! order-statistic interval of the median with its real coverage, latency, errors, server CPU
+//! and memory) and marks a winner per (connections, size) only where intervals of at least
+//! [`MIN_COVERAGE_FOR_WINNER`] coverage do not overlap. Pure functions over records; the tables
+//! that show the result are presentation's (`present::table`, above this layer).
 
-use std::io::{self, Write};
-
-use serde::{Deserialize, Serialize};
-
-use crate::loadgen_report::ReportFigures;
-use crate::stats::{self, Interval};
-
-/// One cell of the bench matrix.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Cell {
-    /// A strategy name (`pool`) or an external server's name.
-    pub server: String,
-    pub connections: u32,
-    pub size_bytes: u32,
-}
-
-impl Cell {
-    /// A file-name-safe id, e.g. `pool-c16-s64`.
-    pub fn id(&self) -> String {
-        let server: String = self
-            .server
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("{server}-c{}-s{}", self.connections, self.size_bytes)
-    }
-}
-
-/// Everything recorded about one trial (one line of `trials.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialRecord {
-    /// Position in the run's (shuffled) order, from 0.
-    pub order: usize,
-    pub cell: Cell,
-    /// Trial number within the cell, from 0.
-    pub trial: u32,
-    /// Paths relative to the run directory.
-    pub loadgen_json: String,
-    pub loadgen_log: String,
-    pub server_log: String,
-    pub server_stats_json: Option<String>,
-    pub loadgen_exit_code: Option<i32>,
-    pub figures: Option<ReportFigures>,
-    /// Server CPU (user+system) during the measured window, seconds.
-    pub server_cpu_s: Option<f64>,
-    pub server_cpu_per_message_us: Option<f64>,
-    /// Server peak RSS (`VmHWM`) at the end of the trial, KiB.
-    pub server_peak_rss_kib: Option<u64>,
-    /// Worker threads / loops the server reported (`workers` of its `--stats-json`); built-in
-    /// strategies only. Shows when pinning shrank a default pool to one worker.
-    #[serde(default)]
-    pub server_workers: Option<u64>,
-    /// Why the trial produced no figures (server failed to start, loadgen crashed, …).
-    pub failure: Option<String>,
-}
-
-/// One row of the summary table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CellSummary {
-    pub cell: Cell,
-    /// Trials with a report.
-    pub trials: usize,
-    pub failed_trials: usize,
-    /// Trials whose loadgen said `valid: false`.
-    pub invalid_trials: usize,
-    /// Most connections starved in any trial (loadgen `connections.starved`).
-    #[serde(default)]
-    pub starved_connections: Option<u64>,
-    pub messages_per_s_median: f64,
-    pub messages_per_s_spread_percent: f64,
-    /// Order-statistic (sign-test) interval of the median. The name is kept for compatibility;
-    /// its real coverage is `messages_per_s_ci_coverage` (75% at 3 trials, 87.5% at 4, 93.75%
-    /// at 5, at least 95% from 6).
-    pub messages_per_s_ci95: Interval,
-    /// Coverage (0..=1) of `messages_per_s_ci95`; 0 in summaries written before it existed.
-    #[serde(default)]
-    pub messages_per_s_ci_coverage: f64,
-    /// Medians over trials of each trial's percentile.
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub errors: u64,
-    pub server_cpu_per_message_us: Option<f64>,
-    pub server_peak_rss_kib: Option<u64>,
-    /// Most workers the server reported in any trial (built-in strategies).
-    #[serde(default)]
-    pub server_workers: Option<u64>,
-    /// Highest median for its (connections, size) and its interval overlaps no other's.
-    pub winner: bool,
-}
+use crate::record::loadgen_report::ReportFigures;
+use crate::record::summary::CellSummary;
+use crate::record::trial::{Cell, TrialRecord};
+use crate::stats;
 
 /// Summarizes `records` per cell, in the order of `cells`.
 pub fn summarize(cells: &[Cell], records: &[TrialRecord]) -> Vec<CellSummary> {
@@ -197,251 +106,12 @@ fn is_clean(summary: &CellSummary) -> bool {
         && summary.starved_connections.unwrap_or(0) == 0
 }
 
-/// One output format of the summary.
-pub trait Exporter {
-    /// Writes the whole summary.
-    fn export(&self, summaries: &[CellSummary], out: &mut dyn Write) -> io::Result<()>;
-}
-
-/// `123,456` for a rate; `-` for NaN.
-pub fn format_count(value: f64) -> String {
-    if !value.is_finite() {
-        return "-".into();
-    }
-    let digits = format!("{:.0}", value.abs());
-    let mut grouped = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    if value < 0.0 {
-        format!("-{grouped}")
-    } else {
-        grouped
-    }
-}
-
-/// Latency in µs: one decimal below 100, whole numbers above; `-` for NaN.
-pub fn format_us(value: f64) -> String {
-    if !value.is_finite() {
-        "-".into()
-    } else if value < 100.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.0}")
-    }
-}
-
-fn format_rss(kib: Option<u64>) -> String {
-    kib.map_or("-".into(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
-}
-
-fn format_cpu(us: Option<f64>) -> String {
-    us.map_or("-".into(), |us| format!("{us:.2}"))
-}
-
-fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec![
-        "server",
-        "conns",
-        "size",
-        "msg/s (median)",
-        "spread",
-        "CI of median (cover.)",
-        "p50 µs",
-        "p99 µs",
-        "errors",
-        "cpu µs/msg",
-        "peak RSS",
-        "",
-    ];
-    let rows = summaries
-        .iter()
-        .map(|s| {
-            let mut note = String::new();
-            if s.winner {
-                note.push('*');
-            }
-            if s.failed_trials > 0 {
-                note.push_str(&format!(" {} failed", s.failed_trials));
-            }
-            if s.invalid_trials > 0 {
-                note.push_str(&format!(" {} invalid", s.invalid_trials));
-            }
-            if let Some(starved) = s.starved_connections.filter(|&n| n > 0) {
-                note.push_str(&format!(" {starved} starved"));
-            }
-            vec![
-                // 0 means "not a worker-pool strategy" (iterative, thread): nothing to show.
-                match s.server_workers.filter(|&workers| workers > 0) {
-                    Some(workers) => format!("{} (w={workers})", s.cell.server),
-                    None => s.cell.server.clone(),
-                },
-                s.cell.connections.to_string(),
-                s.cell.size_bytes.to_string(),
-                format_count(s.messages_per_s_median),
-                if s.trials >= 2 && s.messages_per_s_spread_percent.is_finite() {
-                    format!("{:.1}%", s.messages_per_s_spread_percent)
-                } else {
-                    "-".into()
-                },
-                if s.trials > 1 {
-                    format!(
-                        "{}–{} ({:.0}%)",
-                        format_count(s.messages_per_s_ci95.low),
-                        format_count(s.messages_per_s_ci95.high),
-                        (s.messages_per_s_ci_coverage * 100.0).floor()
-                    )
-                } else {
-                    "-".into()
-                },
-                format_us(s.p50_us),
-                format_us(s.p99_us),
-                s.errors.to_string(),
-                format_cpu(s.server_cpu_per_message_us),
-                format_rss(s.server_peak_rss_kib),
-                note.trim().to_string(),
-            ]
-        })
-        .collect();
-    (header, rows)
-}
-
-const WINNER_NOTE: &str = "* fastest for its connection count and size, with an interval of \
-     ≥ 90% coverage that overlaps no other's";
-
-const COVERAGE_NOTE: &str = "CI of median: order-statistic (sign-test) interval; its coverage \
-     is 75% at 3 trials, 87.5% at 4, 93.75% at 5, ≥ 95% from 6; winners need ≥ 90%";
-
-/// Aligned plain-text table for the terminal.
-#[derive(Debug, Default)]
-pub struct TerminalTable;
-
-impl Exporter for TerminalTable {
-    fn export(&self, summaries: &[CellSummary], out: &mut dyn Write) -> io::Result<()> {
-        let (header, rows) = table_rows(summaries);
-        let widths: Vec<usize> = (0..header.len())
-            .map(|column| {
-                rows.iter()
-                    .map(|row| row[column].chars().count())
-                    .chain([header[column].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let left_aligned = |column: usize| column == 0 || column == header.len() - 1;
-        let render = |cells: Vec<String>| -> String {
-            let line: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(column, text)| {
-                    let pad = " ".repeat(widths[column] - text.chars().count());
-                    if left_aligned(column) {
-                        format!("{text}{pad}")
-                    } else {
-                        format!("{pad}{text}")
-                    }
-                })
-                .collect();
-            line.join("  ").trim_end().to_string()
-        };
-        writeln!(
-            out,
-            "{}",
-            render(header.iter().map(|h| h.to_string()).collect())
-        )?;
-        for row in rows {
-            writeln!(out, "{}", render(row))?;
-        }
-        if summaries.iter().any(|s| s.winner) {
-            writeln!(out, "{WINNER_NOTE}")?;
-        }
-        writeln!(out, "{COVERAGE_NOTE}")?;
-        Ok(())
-    }
-}
-
-/// GitHub-flavoured Markdown table (`summary.md`).
-#[derive(Debug, Default)]
-pub struct MarkdownTable;
-
-impl Exporter for MarkdownTable {
-    fn export(&self, summaries: &[CellSummary], out: &mut dyn Write) -> io::Result<()> {
-        let (header, rows) = table_rows(summaries);
-        writeln!(out, "| {} |", header.join(" | "))?;
-        let rule: Vec<&str> = (0..header.len())
-            .map(|column| {
-                if column == 0 || column == header.len() - 1 {
-                    "---"
-                } else {
-                    "---:"
-                }
-            })
-            .collect();
-        writeln!(out, "|{}|", rule.join("|"))?;
-        for row in rows {
-            writeln!(out, "| {} |", row.join(" | "))?;
-        }
-        if summaries.iter().any(|s| s.winner) {
-            writeln!(out, "\n{WINNER_NOTE}")?;
-        }
-        writeln!(out, "\n{COVERAGE_NOTE}")?;
-        Ok(())
-    }
-}
-
-/// Machine-readable CSV (`summary.csv`), plain numbers, one row per cell.
-#[derive(Debug, Default)]
-pub struct CsvTable;
-
-impl Exporter for CsvTable {
-    fn export(&self, summaries: &[CellSummary], out: &mut dyn Write) -> io::Result<()> {
-        writeln!(
-            out,
-            "server,connections,size_bytes,trials,failed_trials,invalid_trials,messages_per_s_median,\
-             messages_per_s_spread_percent,messages_per_s_ci95_low,messages_per_s_ci95_high,\
-             messages_per_s_ci_coverage,p50_us,p99_us,errors,server_cpu_per_message_us,server_peak_rss_kib,winner"
-        )?;
-        let optional = |value: Option<f64>| value.map_or(String::new(), |v| format!("{v:.3}"));
-        for s in summaries {
-            let server = if s.cell.server.contains([',', '"']) {
-                format!("\"{}\"", s.cell.server.replace('"', "\"\""))
-            } else {
-                s.cell.server.clone()
-            };
-            writeln!(
-                out,
-                "{server},{},{},{},{},{},{:.1},{:.2},{:.1},{:.1},{:.4},{:.1},{:.1},{},{},{},{}",
-                s.cell.connections,
-                s.cell.size_bytes,
-                s.trials,
-                s.failed_trials,
-                s.invalid_trials,
-                s.messages_per_s_median,
-                s.messages_per_s_spread_percent,
-                s.messages_per_s_ci95.low,
-                s.messages_per_s_ci95.high,
-                s.messages_per_s_ci_coverage,
-                s.p50_us,
-                s.p99_us,
-                s.errors,
-                optional(s.server_cpu_per_message_us),
-                s.server_peak_rss_kib
-                    .map_or(String::new(), |k| k.to_string()),
-                s.winner
-            )?;
-        }
-        Ok(())
-    }
-}
-
+/// Fixed trial records and summaries for the tests of this module and of the tables.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn cell(server: &str, connections: u32) -> Cell {
+    pub(crate) fn cell(server: &str, connections: u32) -> Cell {
         Cell {
             server: server.into(),
             connections,
@@ -449,7 +119,7 @@ mod tests {
         }
     }
 
-    fn record(cell: Cell, trial: u32, rate: f64, p99: f64, errors: u64) -> TrialRecord {
+    pub(crate) fn record(cell: Cell, trial: u32, rate: f64, p99: f64, errors: u64) -> TrialRecord {
         TrialRecord {
             order: 0,
             cell,
@@ -484,7 +154,7 @@ mod tests {
         }
     }
 
-    fn fixed_summaries() -> Vec<CellSummary> {
+    pub(crate) fn fixed_summaries() -> Vec<CellSummary> {
         let cells = vec![cell("iterative", 16), cell("pool", 16), cell("thread", 16)];
         let mut records = Vec::new();
         for (trial, (a, b, c)) in [
@@ -501,6 +171,14 @@ mod tests {
         }
         summarize(&cells, &records)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{cell, fixed_summaries, record};
+    use super::*;
+    use crate::record::trial::TrialFailure;
+    use crate::stats::Interval;
 
     #[test]
     fn summary_median_spread_errors_and_no_winner_when_overlapping() {
@@ -586,7 +264,7 @@ mod tests {
             }),
             ("failed", |r| {
                 r.figures = None;
-                r.failure = Some("server exited".into());
+                r.failure = Some(TrialFailure::ServerStart("server exited".into()));
             }),
         ];
         for (what, spoil) in spoilers {
@@ -603,98 +281,11 @@ mod tests {
         let cells = vec![cell("pool", 1)];
         let mut failed = record(cells[0].clone(), 1, 0.0, 0.0, 0);
         failed.figures = None;
-        failed.failure = Some("server exited".into());
+        failed.failure = Some(TrialFailure::ServerStart("server exited".into()));
         let records = vec![record(cells[0].clone(), 0, 500.0, 10.0, 0), failed];
         let summaries = summarize(&cells, &records);
         assert_eq!(summaries[0].trials, 1);
         assert_eq!(summaries[0].failed_trials, 1);
         assert_eq!(summaries[0].messages_per_s_median, 500.0);
-    }
-
-    #[test]
-    fn terminal_table_is_aligned_and_complete() {
-        let mut out = Vec::new();
-        TerminalTable
-            .export(&fixed_summaries(), &mut out)
-            .expect("writes to a Vec");
-        let text = String::from_utf8(out).expect("utf-8");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
-        assert!(lines[4].contains("75% at 3 trials"), "{text}");
-        assert!(lines[2].contains("(75%)"), "{text}");
-        assert!(lines[0].starts_with("server"), "{text}");
-        assert!(lines[0].contains("msg/s (median)") && lines[0].contains("p99 µs"));
-        assert!(lines[1].starts_with("iterative"));
-        assert!(lines[2].starts_with("pool") && lines[2].contains("305"));
-        // Right-aligned numeric columns end at the same character position.
-        let end_of = |line: &str, needle: &str| {
-            line.char_indices()
-                .find(|(i, _)| line[*i..].starts_with(needle))
-                .map(|(i, _)| line[..i].chars().count() + needle.chars().count())
-        };
-        assert_eq!(end_of(lines[0], "conns"), end_of(lines[1], " 16"));
-        assert_eq!(end_of(lines[1], " 16"), end_of(lines[2], " 16"));
-    }
-
-    #[test]
-    fn markdown_and_csv_have_one_row_per_cell() {
-        let summaries = fixed_summaries();
-        let mut markdown = Vec::new();
-        MarkdownTable
-            .export(&summaries, &mut markdown)
-            .expect("writes");
-        let markdown = String::from_utf8(markdown).expect("utf-8");
-        assert_eq!(markdown.lines().filter(|l| l.starts_with('|')).count(), 5);
-        assert!(markdown.contains("| pool | 16 | 64 | 305 |"), "{markdown}");
-
-        let mut csv = Vec::new();
-        CsvTable.export(&summaries, &mut csv).expect("writes");
-        let csv = String::from_utf8(csv).expect("utf-8");
-        let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines.len(), 4);
-        let columns = lines[0].split(',').count();
-        assert!(
-            lines.iter().all(|l| l.split(',').count() == columns),
-            "{csv}"
-        );
-        assert!(
-            lines[1].starts_with("iterative,16,64,3,0,0,100.0,20.00,"),
-            "{csv}"
-        );
-    }
-
-    #[test]
-    fn the_table_shows_the_servers_real_worker_count() {
-        let cells = vec![cell("pool", 16)];
-        let mut records = vec![record(cells[0].clone(), 0, 100.0, 10.0, 0)];
-        records[0].server_workers = Some(1);
-        let summaries = summarize(&cells, &records);
-        assert_eq!(summaries[0].server_workers, Some(1));
-        let mut out = Vec::new();
-        TerminalTable.export(&summaries, &mut out).expect("writes");
-        let text = String::from_utf8(out).expect("utf-8");
-        assert!(
-            text.lines()
-                .nth(1)
-                .is_some_and(|l| l.starts_with("pool (w=1)")),
-            "{text}"
-        );
-        // Strategies without a pool report 0 workers: shown without a count.
-        records[0].server_workers = Some(0);
-        let mut out = Vec::new();
-        TerminalTable
-            .export(&summarize(&cells, &records), &mut out)
-            .expect("writes");
-        let text = String::from_utf8(out).expect("utf-8");
-        assert!(!text.contains("(w=0)"), "{text}");
-    }
-
-    #[test]
-    fn counts_are_grouped() {
-        assert_eq!(format_count(1_234_567.4), "1,234,567");
-        assert_eq!(format_count(999.0), "999");
-        assert_eq!(format_count(f64::NAN), "-");
-        assert_eq!(format_us(12.345), "12.3");
-        assert_eq!(format_us(1234.4), "1234");
     }
 }

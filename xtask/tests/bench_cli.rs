@@ -16,8 +16,9 @@ use common::{
     binaries, fails_and_leaves_no_process, files_ending, fixture_echo, mute_server,
     processes_mentioning, read_json, run_to_exit, xtask, xtask_run,
 };
-use xtask::bench::{BenchPlan, ServerEntry, run_plan};
-use xtask::manifest::Manifest;
+use xtask::bench::run_plan;
+use xtask::record::manifest::Manifest;
+use xtask::record::plan::{BenchPlan, ServerEntry};
 use xtask::shell::project_root;
 
 fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
@@ -297,7 +298,7 @@ fn all_strategies_are_the_ones_the_server_offers() {
         ),
         0,
     );
-    let offered = xtask::bench::offered_strategies(&binaries().echo_server).expect("lists");
+    let offered = xtask::trial::server::offered_strategies(&binaries().echo_server).expect("lists");
     assert!(offered.len() >= 3, "{offered:?}");
     for strategy in &offered {
         assert!(

@@ -46,6 +46,12 @@ fn regress_with(extra: &[&str], connections: &str, code: i32) -> (String, String
     );
     let file = read_json(&out.path().join("regress.json"));
     assert_eq!(file["schema"], "echolab.xtask.regress/1");
+    assert!(
+        file.get("verdict").is_some(),
+        "no verdict:\n{}\n{}",
+        outputs.0,
+        outputs.1
+    );
     let pairs = file["estimate"]["pairs"].as_u64().expect("pairs") as usize;
     let excluded = file["excluded_pairs"].as_array().map_or(0, Vec::len);
     assert_eq!(

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::{read_json, write_json};
 use crate::shell::command_output;
 
 /// Schema id of `manifest.json`.
@@ -98,20 +99,8 @@ impl Manifest {
 
     /// Reads `manifest.json` from a run directory.
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        read_json(&dir.join("manifest.json"))
     }
-}
-
-/// Writes pretty JSON to `path` (through a temporary file, so a crash never leaves half a file).
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    let temporary = path.with_extension("json.tmp");
-    std::fs::write(&temporary, text + "\n")
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `20261125T120000Z` for a time.

@@ -89,9 +89,7 @@ impl ReportFigures {
 
 /// Reads a report file as JSON.
 pub fn read_report(path: &Path) -> Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    super::read_json(path)
 }
 
 /// Decodes `histograms.<name>` (HdrHistogram V2 / V2-deflate, base64) from a report, with
@@ -109,6 +107,31 @@ pub fn histogram(
     let histogram =
         loadgen::report::decode_histogram(encoded).with_context(|| format!("histograms.{name}"))?;
     Ok(Some(histogram))
+}
+
+/// `histograms.<name>` of every given report, added exactly; `None` when no report has it. A
+/// report that is missing or does not decode is passed over (its trial still counts in the
+/// summary; only the picture lacks it).
+pub fn merged_histogram(
+    reports: impl IntoIterator<Item = impl AsRef<Path>>,
+    name: &str,
+) -> Result<Option<hdrhistogram::Histogram<u64>>> {
+    let mut total: Option<hdrhistogram::Histogram<u64>> = None;
+    for path in reports {
+        let Ok(report) = read_report(path.as_ref()) else {
+            continue;
+        };
+        let Ok(Some(histogram)) = histogram(&report, name) else {
+            continue;
+        };
+        match &mut total {
+            Some(total) => total
+                .add(&histogram)
+                .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?,
+            None => total = Some(histogram),
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

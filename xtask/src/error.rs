@@ -1,0 +1,12 @@
+//! Bad input from the user, told apart from every other failure: [`InputError`] makes xtask
+//! exit 2 (see `exit_code` in `lib.rs`), anything else 1. The bottom of the crate: imports nothing.
+
+/// Bad input from the user (unknown strategy, malformed flag value, …): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Builds an [`InputError`] wrapped in `anyhow`.
+pub fn input_error(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(InputError(message.into()))
+}

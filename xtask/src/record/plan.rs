@@ -1,0 +1,89 @@
+//! The validated configuration of a set of trials ([`BenchPlan`], stored as the bench
+//! manifest's `config` and inside regress's) and the servers it names ([`ServerEntry`], also
+//! the `server` of `capacity.json` and `regress.json`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flags::RunArgs;
+
+/// One server in the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerEntry {
+    pub name: String,
+    /// `None` for a built-in strategy; the command template (with `{port}`) for an external one.
+    pub command: Option<String>,
+}
+
+impl ServerEntry {
+    /// True for a built-in strategy of `echo-server` (not an external command).
+    pub fn is_builtin(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
+/// The full, validated configuration of a bench run (stored in the manifest); `capacity` and
+/// `regress` run their trials from one too (see [`BenchPlan::one_cell`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchPlan {
+    pub servers: Vec<ServerEntry>,
+    /// True when `--strategies all` asked for every strategy the built server offers.
+    pub all_strategies: bool,
+    pub connections: Vec<u32>,
+    pub sizes_bytes: Vec<u32>,
+    pub depth: Option<u32>,
+    pub rate_per_s: Option<u64>,
+    pub trials: u32,
+    pub duration_ms: u64,
+    pub warmup_ms: u64,
+    pub pin: bool,
+    pub seed: u64,
+    pub ready_timeout_ms: u64,
+    /// Extra arguments for built-in strategies' servers (`--server-args`).
+    #[serde(default)]
+    pub server_args: Vec<String>,
+}
+
+impl BenchPlan {
+    /// One cell, closed loop, one trial, no servers yet: what `capacity` and `regress` measure
+    /// (they set `servers`, `trials` or `rate_per_s` per step).
+    pub fn one_cell(
+        connections: u32,
+        size_bytes: u32,
+        duration: Duration,
+        warmup: Duration,
+        run: &RunArgs,
+    ) -> Self {
+        BenchPlan {
+            servers: vec![],
+            all_strategies: false,
+            connections: vec![connections],
+            sizes_bytes: vec![size_bytes],
+            depth: None,
+            rate_per_s: None,
+            trials: 1,
+            duration_ms: duration.as_millis() as u64,
+            warmup_ms: warmup.as_millis() as u64,
+            pin: !run.no_pin,
+            seed: 0,
+            ready_timeout_ms: run.ready_timeout.as_millis() as u64,
+            server_args: run.server_args(),
+        }
+    }
+
+    /// The warm-up as a duration.
+    pub fn warmup(&self) -> Duration {
+        Duration::from_millis(self.warmup_ms)
+    }
+
+    /// The measured window of one trial as a duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.duration_ms)
+    }
+
+    /// How long a server may take to become ready.
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_millis(self.ready_timeout_ms)
+    }
+}

@@ -1,0 +1,203 @@
+//! `regress.json` (`echolab.xtask.regress/1`): the two sides, every trial, the per-pair ratios,
+//! the excluded pairs, the estimate and the [`Verdict`]. `estimate` and `verdict` are there only
+//! once the run has a verdict (the finished file has the same keys as ever).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::ServerEntry;
+use super::{read_json, write_json};
+use crate::flags::Metric;
+use crate::stats::RatioEstimate;
+
+/// Schema id of `regress.json`.
+pub const REGRESS_SCHEMA: &str = "echolab.xtask.regress/1";
+
+/// The file name inside a run directory.
+pub const REGRESS_FILE: &str = "regress.json";
+
+/// Which side of the comparison: serialized as `baseline` / `candidate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Baseline,
+    Candidate,
+}
+
+impl Side {
+    /// The side's name, as files and output spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Baseline => "baseline",
+            Side::Candidate => "candidate",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The gate's answer: `slower`, `faster`, `no_change` in the file; `no change` in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Slower,
+    Faster,
+    NoChange,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Slower => "slower",
+            Verdict::Faster => "faster",
+            Verdict::NoChange => "no change",
+        })
+    }
+}
+
+/// What runs on one side of the comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contender {
+    pub label: Side,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub server: ServerEntry,
+}
+
+/// One measured trial.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegressTrial {
+    pub pair: usize,
+    pub side: Side,
+    pub value: f64,
+    pub errors: u64,
+    /// The loadgen's `valid` (false: its numbers cannot be trusted; the pair is excluded).
+    #[serde(default)]
+    pub valid: Option<bool>,
+    pub report: String,
+}
+
+/// The file `regress.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegressFile {
+    pub schema: String,
+    pub baseline: Contender,
+    pub candidate: Contender,
+    pub metric: Metric,
+    pub threshold: f64,
+    pub connections: u32,
+    pub size_bytes: u32,
+    pub duration_ms: u64,
+    pub trials: Vec<RegressTrial>,
+    /// Per usable pair, candidate vs baseline (below 1 = slower).
+    pub ratios: Vec<f64>,
+    /// Pairs left out of the estimate, and why (either side invalid or verified nothing, or
+    /// the baseline had errors).
+    #[serde(default)]
+    pub excluded_pairs: Vec<String>,
+    /// Why the candidate fails the gate regardless of the ratios (errors, nothing verified).
+    #[serde(default)]
+    pub candidate_failures: Vec<String>,
+    /// Absent while the pairs run (and when the run ended without a verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<RatioEstimate>,
+    /// Absent while the pairs run (and when the run ended without a verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+impl RegressFile {
+    /// Reads `regress.json` of a run directory.
+    pub fn read(run_dir: &Path) -> anyhow::Result<Self> {
+        read_json(&run_dir.join(REGRESS_FILE))
+    }
+
+    /// Writes `regress.json` into a run directory.
+    pub fn write(&self, run_dir: &Path) -> anyhow::Result<()> {
+        write_json(&run_dir.join(REGRESS_FILE), self)
+    }
+
+    /// Pairs with at least one trial recorded.
+    pub fn pairs_run(&self) -> usize {
+        self.trials.iter().map(|t| t.pair + 1).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finished `regress.json` as xtask wrote it before sides were enums (trials trimmed).
+    const WRITTEN_BEFORE: &str = r#"{
+  "schema": "echolab.xtask.regress/1",
+  "baseline": {"label": "baseline", "git_ref": null, "commit": null,
+               "server": {"name": "baseline", "command": "./fixture-echo --port {port}"}},
+  "candidate": {"label": "candidate", "git_ref": "working tree", "commit": null,
+                "server": {"name": "pool", "command": null}},
+  "metric": "throughput", "threshold": 0.05, "connections": 4, "size_bytes": 64,
+  "duration_ms": 400,
+  "trials": [
+    {"pair": 0, "side": "baseline", "value": 12510.0, "errors": 0, "valid": true,
+     "report": "trials/000-baseline-c4-s64-t0.loadgen.json"},
+    {"pair": 0, "side": "candidate", "value": 940.0, "errors": 0, "valid": true,
+     "report": "trials/001-candidate-c4-s64-t0.loadgen.json"}
+  ],
+  "ratios": [0.07513988808952837],
+  "excluded_pairs": ["pair 2: baseline measurement invalid (loadgen saturated)"],
+  "candidate_failures": [],
+  "estimate": {"ratio": 0.0766, "ci": {"low": 0.0751, "high": 0.0796}, "pairs": 6},
+  "verdict": "no_change"
+}"#;
+
+    #[test]
+    fn a_finished_file_reads_back_to_the_same_json() {
+        let before: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE).expect("json");
+        let file: RegressFile = serde_json::from_str(WRITTEN_BEFORE).expect("reads");
+        assert_eq!(file.trials[1].side, Side::Candidate);
+        assert_eq!(file.verdict, Some(Verdict::NoChange));
+        assert_eq!(file.pairs_run(), 1);
+        assert_eq!(serde_json::to_value(&file).expect("writes"), before);
+    }
+
+    #[test]
+    fn a_file_of_a_run_still_going_has_no_estimate_and_no_verdict() {
+        let mut file: RegressFile = serde_json::from_str(WRITTEN_BEFORE).expect("reads");
+        file.estimate = None;
+        file.verdict = None;
+        let json = serde_json::to_value(&file).expect("writes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(
+            !keys.contains(&"estimate") && !keys.contains(&"verdict"),
+            "{keys:?}"
+        );
+        let back: RegressFile = serde_json::from_value(json).expect("reads back");
+        assert_eq!((back.estimate, back.verdict), (None, None));
+        assert_eq!(back.trials.len(), 2);
+    }
+
+    #[test]
+    fn verdicts_and_sides_keep_their_words() {
+        for (verdict, json, words) in [
+            (Verdict::Slower, "slower", "slower"),
+            (Verdict::Faster, "faster", "faster"),
+            (Verdict::NoChange, "no_change", "no change"),
+        ] {
+            assert_eq!(serde_json::to_value(verdict).expect("writes"), json);
+            assert_eq!(verdict.to_string(), words);
+        }
+        for (side, words) in [(Side::Baseline, "baseline"), (Side::Candidate, "candidate")] {
+            assert_eq!(serde_json::to_value(side).expect("writes"), words);
+            assert_eq!(side.to_string(), words);
+        }
+    }
+}
