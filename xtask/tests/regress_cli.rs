@@ -1,10 +1,13 @@
 //! `cargo xtask regress` both ways, on port 0 with short trials: a server against itself is
 //! not `slower` (exit 0), a server that sleeps 4 ms before every echo (against one that sleeps 200 µs) is `slower` (exit 1); bad
-//! input (an unknown git ref, a bad threshold, an unknown strategy …) exits 2 before anything runs.
+//! input (an unknown git ref, a bad threshold, an unknown strategy …) exits 2 before anything runs;
+//! an interrupted run keeps every pair it finished in `regress.json`.
 
 mod common;
 
+use std::process::Stdio;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use common::{
     fails_and_leaves_no_process, fixture_echo, mute_server, read_json, run_to_exit, xtask,
@@ -179,5 +182,75 @@ fn a_server_that_never_listens_fails_and_leaves_no_process() {
         ],
         &marker,
         "did not accept connections",
+    );
+}
+
+#[test]
+fn an_interrupted_run_keeps_the_pairs_it_finished() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = tempfile::tempdir().expect("temp dir");
+    let server = fixture_echo("200us");
+    let mut child = xtask_run(
+        [
+            "regress",
+            "--duration",
+            "400ms",
+            "--warmup",
+            "100ms",
+            "--connections",
+            "4",
+            "--trials",
+            "60",
+            "--baseline-server",
+            &server,
+            "--candidate-server",
+            &server,
+        ],
+        out.path(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("starts");
+    // regress.json is rewritten after every pair: wait for the first two pairs to land.
+    let file = out.path().join("regress.json");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let pairs_done = || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json["trials"].as_array().map(Vec::len))
+            .unwrap_or(0)
+            / 2
+    };
+    while pairs_done() < 2 {
+        assert!(Instant::now() < deadline, "no pair finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    assert_eq!(child.wait().expect("xtask exits").code(), Some(130));
+    let written = read_json(&file);
+    let trials = written["trials"].as_array().expect("trials").len();
+    assert!(trials >= 4 && trials % 2 == 0, "{written}");
+    assert!(trials < 120, "the run was interrupted: {written}");
+    assert_eq!(written["schema"], "echolab.xtask.regress/1");
+    assert!(
+        written.get("verdict").is_none() && written.get("estimate").is_none(),
+        "no verdict before the run ends: {written}"
+    );
+    let kept = written["ratios"].as_array().map_or(0, Vec::len)
+        + written["excluded_pairs"].as_array().map_or(0, Vec::len);
+    assert_eq!(2 * kept, trials, "every finished pair is judged: {written}");
+    // `report` redraws what there is and says there is no verdict.
+    run_to_exit(&mut xtask(["report"]).arg(out.path()), 0);
+    let index = std::fs::read_to_string(out.path().join("index.html")).expect("index.html");
+    assert!(
+        index.contains("no verdict: the run stopped after"),
+        "{index}"
     );
 }

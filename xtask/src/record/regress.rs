@@ -1,6 +1,7 @@
 //! `regress.json` (`echolab.xtask.regress/1`): the two sides, every trial, the per-pair ratios,
-//! the excluded pairs, the estimate and the [`Verdict`]. `estimate` and `verdict` are there only
-//! once the run has a verdict (the finished file has the same keys as ever).
+//! the excluded pairs, the estimate and the [`Verdict`]. Written after every pair, so a crash
+//! loses at most the pair that was running; `estimate` and `verdict` appear when the run ends
+//! with a verdict (the finished file has the same keys as ever).
 
 use std::path::Path;
 

@@ -11,6 +11,8 @@
 //! 1 + threshold, `no change` otherwise. `--baseline-server/--candidate-server` compare any two
 //! server commands the same way.
 //!
+//! `regress.json` is rewritten after every pair, so a crash loses at most one pair.
+//!
 //! Try it: `cargo xtask regress --baseline HEAD` (the tree against itself: no change).
 
 pub mod baseline;
@@ -86,6 +88,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     for pair in 0..args.trials as usize {
         let outcome = pairs.run_pair(pair, &mut file.trials)?;
         record_outcome(&mut file, &outcome);
+        file.write(&run_dir)?;
     }
     conclude(file, &run_dir)
 }
