@@ -24,6 +24,7 @@ use crate::interrupt;
 use crate::present::progress::Progress;
 use crate::present::table::{TerminalTable, export_to_vec, write_summaries};
 use crate::present::text::trial_line;
+use crate::record::RunFile;
 use crate::record::manifest::{Manifest, create_run_dir};
 use crate::record::plan::{BenchPlan, ServerEntry};
 use crate::record::summary::CellSummary;

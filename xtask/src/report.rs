@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 
 use crate::present;
 use crate::present::table::{TerminalTable, export_to_vec, write_summaries};
+use crate::record::RunFile;
 use crate::record::capacity::CapacityFile;
 use crate::record::manifest::Manifest;
 use crate::record::regress::RegressFile;

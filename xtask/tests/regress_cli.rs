@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,22 @@ use common::{
 /// The regress runs of this file take turns: three paired measurements at once on two cores
 /// would mostly measure each other.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// `regress` with short trials (400 ms, 100 ms warm-up), `connections` connections and `extra`,
+/// writing its run directory to `out`.
+fn short_regress(extra: &[&str], connections: &str, out: &Path) -> Command {
+    let mut argv: Vec<&str> = vec![
+        "regress",
+        "--duration",
+        "400ms",
+        "--warmup",
+        "100ms",
+        "--connections",
+        connections,
+    ];
+    argv.extend(extra);
+    xtask_run(argv, out)
+}
 
 /// Runs `regress` with short trials and `extra`, asserts it exits with `code` and wrote a
 /// consistent `regress.json`; returns its stdout and stderr.
@@ -30,17 +47,7 @@ fn regress_with(extra: &[&str], connections: &str, code: i32) -> (String, String
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().expect("temp dir");
-    let mut argv: Vec<&str> = vec![
-        "regress",
-        "--duration",
-        "400ms",
-        "--warmup",
-        "100ms",
-        "--connections",
-        connections,
-    ];
-    argv.extend(extra);
-    let outputs = run_to_exit(&mut xtask_run(argv, out.path()), code);
+    let outputs = run_to_exit(&mut short_regress(extra, connections, out.path()), code);
     assert!(
         out.path().join("regress.json").exists(),
         "no verdict:\n{}\n{}",
@@ -192,15 +199,8 @@ fn an_interrupted_run_keeps_the_pairs_it_finished() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().expect("temp dir");
     let server = fixture_echo("200us");
-    let mut child = xtask_run(
-        [
-            "regress",
-            "--duration",
-            "400ms",
-            "--warmup",
-            "100ms",
-            "--connections",
-            "4",
+    let mut child = short_regress(
+        &[
             "--trials",
             "60",
             "--baseline-server",
@@ -208,6 +208,7 @@ fn an_interrupted_run_keeps_the_pairs_it_finished() {
             "--candidate-server",
             &server,
         ],
+        "4",
         out.path(),
     )
     .stdout(Stdio::null())
@@ -236,7 +237,7 @@ fn an_interrupted_run_keeps_the_pairs_it_finished() {
     assert_eq!(child.wait().expect("xtask exits").code(), Some(130));
     let written = read_json(&file);
     let trials = written["trials"].as_array().expect("trials").len();
-    assert!(trials >= 4 && trials % 2 == 0, "{written}");
+    assert!(trials >= 4 && trials.is_multiple_of(2), "{written}");
     assert!(trials < 120, "the run was interrupted: {written}");
     assert_eq!(written["schema"], "echolab.xtask.regress/1");
     assert!(
@@ -247,7 +248,7 @@ fn an_interrupted_run_keeps_the_pairs_it_finished() {
         + written["excluded_pairs"].as_array().map_or(0, Vec::len);
     assert_eq!(2 * kept, trials, "every finished pair is judged: {written}");
     // `report` redraws what there is and says there is no verdict.
-    run_to_exit(&mut xtask(["report"]).arg(out.path()), 0);
+    run_to_exit(xtask(["report"]).arg(out.path()), 0);
     let index = std::fs::read_to_string(out.path().join("index.html")).expect("index.html");
     assert!(
         index.contains("no verdict: the run stopped after"),

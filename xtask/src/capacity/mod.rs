@@ -27,6 +27,7 @@ use crate::flags::CapacityArgs;
 use crate::interrupt;
 use crate::present;
 use crate::present::text::{CapacityAnswer, step_line};
+use crate::record::RunFile;
 use crate::record::capacity::{CAPACITY_SCHEMA, CapacityFile, SearchLimits, Step};
 use crate::record::manifest::{Manifest, create_run_dir};
 use crate::record::plan::{BenchPlan, ServerEntry};

@@ -210,6 +210,17 @@ mod tests {
         }
     }
 
+    /// A search that bracketed the capacity between `pass` and `fail` (within 25%).
+    fn bracketed(pass: u64, fail: u64) -> SearchOutcome {
+        SearchOutcome {
+            capacity_per_s: Some(pass),
+            first_fail_per_s: Some(fail),
+            steps: vec![],
+            stopped: StopReason::Bracketed { precision: 0.25 },
+            unconfirmed_per_s: None,
+        }
+    }
+
     fn limits() -> SearchLimits {
         SearchLimits {
             start_rate_per_s: 1000,
@@ -301,13 +312,7 @@ mod tests {
             .into_iter()
             .map(|rate| fake_step(rate, 1500))
             .collect();
-        let mut outcome = SearchOutcome {
-            capacity_per_s: Some(1500),
-            first_fail_per_s: Some(2000),
-            steps: vec![],
-            stopped: StopReason::Bracketed { precision: 0.25 },
-            unconfirmed_per_s: None,
-        };
+        let mut outcome = bracketed(1500, 2000);
         let mut confirm = fake_step(1500, 1000);
         confirm.confirm = true;
         confirm.reasons = vec![StepReason::SloNotMet("SLO p99<=1ms NOT MET".into())];
@@ -320,13 +325,7 @@ mod tests {
             "bracket within 25%; 1500 msg/s failed its confirmation"
         );
         // A passing confirmation changes nothing.
-        let mut outcome = SearchOutcome {
-            capacity_per_s: Some(1500),
-            first_fail_per_s: Some(2000),
-            steps: vec![],
-            stopped: StopReason::Bracketed { precision: 0.25 },
-            unconfirmed_per_s: None,
-        };
+        let mut outcome = bracketed(1500, 2000);
         let last = steps.len() - 1;
         steps[last] = fake_step(1500, 1500);
         steps[last].confirm = true;
@@ -339,13 +338,7 @@ mod tests {
         let mut fail = fake_step(4000, 2000);
         fail.reasons = vec![StepReason::LoadgenSaturated];
         let steps = vec![fake_step(2000, 2000), fail];
-        let mut outcome = SearchOutcome {
-            capacity_per_s: Some(2000),
-            first_fail_per_s: Some(4000),
-            steps: vec![],
-            stopped: StopReason::Bracketed { precision: 0.25 },
-            unconfirmed_per_s: None,
-        };
+        let mut outcome = bracketed(2000, 4000);
         let limit = settle(&mut outcome, &steps);
         assert_eq!(limit, Some(4000));
         assert_eq!(

@@ -1,13 +1,11 @@
 //! `capacity.json` (`echolab.xtask.capacity/1`): the server, the SLO, the search limits, every
 //! measured [`Step`] with its [`StepReason`]s, and the answer.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::plan::ServerEntry;
 use super::trial::TrialFailure;
-use super::{read_json, same_words, write_json};
+use super::{RunFile, same_words};
 
 /// Schema id of `capacity.json`.
 pub const CAPACITY_SCHEMA: &str = "echolab.xtask.capacity/1";
@@ -246,15 +244,12 @@ pub struct CapacityFile {
     pub steps: Vec<Step>,
 }
 
-impl CapacityFile {
-    /// Reads `capacity.json` of a run directory.
-    pub fn read(run_dir: &Path) -> anyhow::Result<Self> {
-        read_json(&run_dir.join(CAPACITY_FILE))
-    }
+impl RunFile for CapacityFile {
+    const FILE: &'static str = CAPACITY_FILE;
+    const SCHEMA: &'static str = CAPACITY_SCHEMA;
 
-    /// Writes `capacity.json` into a run directory.
-    pub fn write(&self, run_dir: &Path) -> anyhow::Result<()> {
-        write_json(&run_dir.join(CAPACITY_FILE), self)
+    fn schema(&self) -> &str {
+        &self.schema
     }
 }
 

@@ -25,7 +25,7 @@ pub mod trial;
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -50,6 +50,37 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A record kept as one JSON file in a run directory: `trials.json`, `capacity.json`,
+/// `regress.json`.
+pub trait RunFile: Serialize + DeserializeOwned {
+    /// Its file name inside a run directory.
+    const FILE: &'static str;
+    /// The schema id its `schema` key holds.
+    const SCHEMA: &'static str;
+
+    /// Its `schema` key.
+    fn schema(&self) -> &str;
+
+    /// Reads it from a run directory; a file of another schema is an error.
+    fn read(run_dir: &Path) -> Result<Self> {
+        let file: Self = read_json(&run_dir.join(Self::FILE))?;
+        if file.schema() != Self::SCHEMA {
+            bail!(
+                "{} has schema {:?}, expected {}",
+                Self::FILE,
+                file.schema(),
+                Self::SCHEMA
+            );
+        }
+        Ok(file)
+    }
+
+    /// Writes it into a run directory (atomically, see [`write_json`]).
+    fn write(&self, run_dir: &Path) -> Result<()> {
+        write_json(&run_dir.join(Self::FILE), self)
+    }
 }
 
 /// `Some(candidate)` when it prints as exactly `text`: a sentence parsed back into a variant

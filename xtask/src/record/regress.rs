@@ -3,12 +3,10 @@
 //! loses at most the pair that was running; `estimate` and `verdict` appear when the run ends
 //! with a verdict (the finished file has the same keys as ever).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
+use super::RunFile;
 use super::plan::ServerEntry;
-use super::{read_json, write_json};
 use crate::flags::Metric;
 use crate::stats::RatioEstimate;
 
@@ -113,19 +111,18 @@ pub struct RegressFile {
 }
 
 impl RegressFile {
-    /// Reads `regress.json` of a run directory.
-    pub fn read(run_dir: &Path) -> anyhow::Result<Self> {
-        read_json(&run_dir.join(REGRESS_FILE))
-    }
-
-    /// Writes `regress.json` into a run directory.
-    pub fn write(&self, run_dir: &Path) -> anyhow::Result<()> {
-        write_json(&run_dir.join(REGRESS_FILE), self)
-    }
-
     /// Pairs with at least one trial recorded.
     pub fn pairs_run(&self) -> usize {
         self.trials.iter().map(|t| t.pair + 1).max().unwrap_or(0)
+    }
+}
+
+impl RunFile for RegressFile {
+    const FILE: &'static str = REGRESS_FILE;
+    const SCHEMA: &'static str = REGRESS_SCHEMA;
+
+    fn schema(&self) -> &str {
+        &self.schema
     }
 }
 

@@ -1,14 +1,12 @@
 //! `trials.json` (`echolab.xtask.trials/1`): the cells of a run and one [`TrialRecord`] per
 //! trial, rewritten after every trial so a crash loses at most the trial that was running.
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::loadgen_report::ReportFigures;
-use super::{read_json, same_words, write_json};
+use super::{RunFile, same_words};
 
 /// One cell of the bench matrix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -169,22 +167,14 @@ impl TrialsFile {
             trials,
         }
     }
+}
 
-    /// Reads `trials.json` of a run directory; another schema is an error.
-    pub fn read(run_dir: &Path) -> Result<Self> {
-        let file: Self = read_json(&run_dir.join(TRIALS_FILE))?;
-        if file.schema != TRIALS_SCHEMA {
-            bail!(
-                "trials.json has schema {:?}, expected {TRIALS_SCHEMA}",
-                file.schema
-            );
-        }
-        Ok(file)
-    }
+impl RunFile for TrialsFile {
+    const FILE: &'static str = TRIALS_FILE;
+    const SCHEMA: &'static str = TRIALS_SCHEMA;
 
-    /// Writes `trials.json` into a run directory.
-    pub fn write(&self, run_dir: &Path) -> Result<()> {
-        write_json(&run_dir.join(TRIALS_FILE), self)
+    fn schema(&self) -> &str {
+        &self.schema
     }
 }
 

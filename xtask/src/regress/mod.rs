@@ -29,6 +29,7 @@ use crate::flags::RegressArgs;
 use crate::interrupt;
 use crate::present;
 use crate::present::text::{metric_name, regress_trial_line, verdict_line};
+use crate::record::RunFile;
 use crate::record::loadgen_report::ReportFigures;
 use crate::record::manifest::{Manifest, create_run_dir};
 use crate::record::plan::{BenchPlan, ServerEntry};
