@@ -1,11 +1,12 @@
 //! `cargo xtask bench`: compare server strategies (and any external echo server) on one
 //! machine, with interleaved trials so that drift spreads evenly over the cells.
 //!
-//! How: build release binaries, check that every server starts, then for each trial in a
-//! shuffled round-robin order (each round runs every cell once, seed printed): start a fresh
-//! server on port 0 (pinned to its own cores), run loadgen against it (pinned to the others),
-//! sample the server's CPU time and peak RSS from `/proc`, stop the server, and append the record
-//! to `trials.json`. Finally summarize per cell (see [`crate::summary`]) and print the table.
+//! How: build release binaries, check that every server starts, then run each trial (see
+//! [`crate::trial`]: a fresh server on port 0 pinned to its own cores, loadgen pinned to the
+//! others, the server's CPU time and peak RSS from `/proc`) in a shuffled round-robin order
+//! (each round runs every cell once, seed printed), rewriting `trials.json` after each. Finally
+//! summarize per cell (see [`crate::summary`]), write the summaries, plots and `index.html`
+//! (see [`crate::present`]) and print the table.
 //!
 //! Try it: `cargo xtask bench --smoke`, or
 //! `cargo xtask bench --strategies pool --server socat='socat TCP-LISTEN:{port},fork,reuseaddr PIPE'`.

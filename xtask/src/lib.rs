@@ -15,18 +15,20 @@
 //!
 //! | layer | modules | imports from |
 //! |---|---|---|
-//! | 6. dispatch | this file (`run`, `exit_code`) | everything |
-//! | 5. commands | [`bench`], [`capacity`], [`regress`], [`report`], [`merge`], [`fixture`] | 0–4 |
-//! | 4. present | [`present`] (`format` ← `table` ← `html`; `text`; `plot`; `progress`) | 0, 2 (and 3's `summary` in tests) |
-//! | 3. measure, compute | [`trial`] (`pinning` ← `server` ← runner); [`summary`] | 0–2 |
-//! | 2. records | [`record`] (`plan`, `loadgen_report` ← `trial` ← `summary`; `capacity`, `regress`, `manifest`) | 0, 1 |
+//! | 6. dispatch | this file (`run`, `exit_code`) | every command |
+//! | 5. commands | [`bench`](mod@bench), [`capacity`], [`regress`], [`report`], [`merge`], [`fixture`] | 0–4 |
+//! | 4. present | [`present`]: `format`; `table`, `text`, `plot` (on `format`); `html` (on `table`, `text`); `progress` | 0, 2 (3 in tests) |
+//! | 3. measure | [`trial`]: `pinning`; `server` (on `pinning`); the runner (on both) | 0–2 |
+//! | 3. compute | [`summary`] | 0, 2 |
+//! | 2. records | [`record`]: `plan`, `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `manifest` | 0, 1 |
 //! | 1. processes | [`shell`] | 0 |
 //! | 0. foundation | [`error`], [`flags`], [`interrupt`], [`stats`] | nothing in the crate |
 //!
-//! A command's own pure parts (`capacity::{search, slo}`, `regress::{gate, baseline}`) import
-//! only from layers 0–2, so they can be tested without processes; the command module on top of
-//! them strings the named steps together. Check with
-//! `grep -rn 'crate::' xtask/src` (every hit points down this table).
+//! Inside a command, its pure parts — `capacity::search` and `capacity::slo`, `regress::gate`
+//! (and `regress::baseline`, git only) — import from layers 0–2 alone, so they are tested
+//! without starting a server; the command's `run` strings its named steps together on top of
+//! them. Measure and compute (3) do not import each other. To check:
+//! `grep -rn 'crate::\|super::' xtask/src` — every hit points down this table.
 //!
 //! Try it: `cargo xtask bench --smoke`, then open `results/runs/*-bench/summary.md`.
 

@@ -1,7 +1,7 @@
 //! *Present*: everything a person reads — tables, one-line texts, SVG plots, `index.html` —
 //! rendered from records, never measured here.
 //!
-//! One module per kind of output: [`format`] (how numbers look), [`table`] (the bench summary,
+//! One module per kind of output: [`format`](mod@format) (how numbers look), [`table`] (the bench summary,
 //! one `Exporter` per format: terminal, Markdown, CSV, JSON; HTML in [`html`]), [`text`] (the
 //! lines commands print), [`plot`] (SVG), [`html`] (`index.html`), [`progress`] (the progress
 //! bar). The functions below draw a whole run directory; `cargo xtask report` calls the same.

@@ -158,7 +158,7 @@ pub fn drop_unstartable_strategies(
     let mut kept = Vec::new();
     let ready_timeout = plan.ready_timeout();
     for server in plan.servers.drain(..) {
-        if server.command.is_some() {
+        if !server.is_builtin() {
             kept.push(server);
             continue;
         }
@@ -187,10 +187,10 @@ pub fn drop_unstartable_strategies(
 /// requested strategy is offered.
 pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<()> {
     if !plan.all_strategies {
-        if plan.servers.iter().any(|s| s.command.is_none())
+        if plan.servers.iter().any(|s| s.is_builtin())
             && let Ok(offered) = offered_strategies(&binaries.echo_server)
         {
-            for server in plan.servers.iter().filter(|s| s.command.is_none()) {
+            for server in plan.servers.iter().filter(|s| s.is_builtin()) {
                 if !offered.contains(&server.name) {
                     return Err(input_error(format!(
                         "this echo-server has no strategy {:?} yet; it offers: {}",
@@ -203,11 +203,7 @@ pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<(
         return Ok(());
     }
     let offered = offered_strategies(&binaries.echo_server)?;
-    let externals: Vec<ServerEntry> = plan
-        .servers
-        .drain(..)
-        .filter(|s| s.command.is_some())
-        .collect();
+    let externals: Vec<ServerEntry> = plan.servers.drain(..).filter(|s| !s.is_builtin()).collect();
     plan.servers = offered
         .into_iter()
         .map(|name| ServerEntry {
