@@ -100,6 +100,21 @@ impl Ctx {
         }
     }
 
+    /// [`Self::fail`] for an I/O error `e` of a `what` call (`read`, `write`) at `message`.
+    pub(super) fn fail_io(
+        &mut self,
+        registry: &Registry,
+        conn: &mut Conn,
+        now: u64,
+        what: &str,
+        message: u64,
+        e: io::Error,
+    ) {
+        let kind = ErrorKind::from_io(&e);
+        let at = ErrorAt::message(message);
+        self.fail(registry, conn, now, kind, at, || format!("{what}: {e}"));
+    }
+
     /// [`Self::fail`] with what the echo got wrong.
     pub(super) fn fail_with(&mut self, registry: &Registry, conn: &mut Conn, now: u64, f: Fault) {
         let connection = conn.session.stream.connection();

@@ -268,11 +268,8 @@ impl Ctx {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let kind = ErrorKind::from_io(&e);
                     let msg = conn.session.stream.send_message();
-                    self.fail(registry, conn, now, kind, ErrorAt::message(msg), || {
-                        format!("write: {e}")
-                    });
+                    self.fail_io(registry, conn, now, "write", msg, e);
                     return;
                 }
             }
@@ -309,11 +306,8 @@ impl Ctx {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let kind = ErrorKind::from_io(&e);
                     let msg = conn.session.stream.recv_message();
-                    self.fail(registry, conn, now, kind, ErrorAt::message(msg), || {
-                        format!("read: {e}")
-                    });
+                    self.fail_io(registry, conn, now, "read", msg, e);
                     return;
                 }
             }

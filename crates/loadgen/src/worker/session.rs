@@ -128,6 +128,7 @@ mod tests {
     use super::super::record::tests::{MS, recorder};
     use super::*;
     use crate::config::{Arrival, Config};
+    use crate::payload::Mismatch;
     use crate::report::{BEHIND_LOOP_P99_US, BuildInputs, Report};
     use crate::stats::ThreadResult;
     use hdrhistogram::Histogram;
@@ -456,8 +457,7 @@ mod tests {
                 fault,
                 Fault::Corrupt {
                     message: 1,
-                    offset: 17,
-                    ..
+                    mismatch: Mismatch { offset: 17, .. },
                 }
             ),
             "{fault:?}"

@@ -13,7 +13,7 @@
 
 use super::record::ErrorAt;
 use crate::errors::ErrorKind;
-use crate::payload;
+use crate::payload::{self, Mismatch};
 use std::collections::VecDeque;
 
 /// A message issued and not yet verified in full.
@@ -30,13 +30,8 @@ pub(crate) struct Pending {
 /// What the echo got wrong, located exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
-    /// An echoed byte differs from the byte sent.
-    Corrupt {
-        message: u64,
-        offset: u64,
-        expected: u8,
-        got: u8,
-    },
+    /// An echoed byte differs from the byte sent (the first one, within `message`).
+    Corrupt { message: u64, mismatch: Mismatch },
     /// More bytes came back than were sent (`message`/`offset`: the first byte never sent).
     Extra {
         message: u64,
@@ -73,15 +68,10 @@ impl Fault {
     /// Where it happened, for the error sample.
     pub fn at(&self) -> ErrorAt {
         match *self {
-            Fault::Corrupt {
-                message,
-                offset,
-                expected,
-                got,
-            } => ErrorAt {
+            Fault::Corrupt { message, mismatch } => ErrorAt {
                 message: Some(message),
-                offset: Some(offset),
-                bytes: Some((expected, got)),
+                offset: Some(mismatch.offset),
+                bytes: Some((mismatch.expected, mismatch.got)),
             },
             Fault::Extra {
                 message, offset, ..
@@ -96,14 +86,9 @@ impl Fault {
     /// The sample's text, for connection `connection`.
     pub fn describe(&self, connection: u64) -> String {
         match *self {
-            Fault::Corrupt {
-                message,
-                offset,
-                expected,
-                got,
-            } => format!(
-                "connection {connection} message {message} byte {offset}: sent {expected:#04x}, \
-                 got {got:#04x}"
+            Fault::Corrupt { message, mismatch } => format!(
+                "connection {connection} message {message} byte {}: sent {:#04x}, got {:#04x}",
+                mismatch.offset, mismatch.expected, mismatch.got
             ),
             Fault::Extra { extra, first, .. } => {
                 format!("{extra} more byte(s) came back than were sent (first: {first:#04x})")
@@ -272,12 +257,12 @@ impl Stream {
             let msg = self.recv_pos / size;
             let off = self.recv_pos % size;
             let seg = ((size - off) as usize).min(checked - i);
-            if let Err(m) = payload::verify_message(self.connection, msg, off, &data[i..i + seg]) {
+            if let Err(mismatch) =
+                payload::verify_message(self.connection, msg, off, &data[i..i + seg])
+            {
                 return Err(Fault::Corrupt {
                     message: msg,
-                    offset: m.offset,
-                    expected: m.expected,
-                    got: m.got,
+                    mismatch,
                 });
             }
             self.recv_pos += seg as u64;
@@ -417,9 +402,11 @@ mod tests {
                 fault,
                 Fault::Corrupt {
                     message: 2,
-                    offset: 3,
-                    expected: sent,
-                    got: sent ^ 0x40,
+                    mismatch: Mismatch {
+                        offset: 3,
+                        expected: sent,
+                        got: sent ^ 0x40,
+                    },
                 },
                 "split at {split}"
             );
