@@ -323,7 +323,7 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         code = EXIT_FAILED;
     }
     if let Some(path) = &config.json
-        && let Err(e) = write_json(&report, path)
+        && let Err(e) = crate::report::write_json(&report, path)
     {
         let _ = writeln!(stderr, "error: {e:#}");
         code = EXIT_FAILED;
@@ -369,18 +369,6 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         }
     }
     code
-}
-
-/// Writes `report` as pretty JSON to `path`.
-pub fn write_json(report: &crate::Report, path: &std::path::Path) -> anyhow::Result<()> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut w, report)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(w)?;
-    w.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The CLI's observer: the live progress bar and the `.hlog` writer.

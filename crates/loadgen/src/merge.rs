@@ -12,7 +12,9 @@
 //! file given twice.
 
 use crate::errors::ErrorKind;
-use crate::report::{Percentiles, Report, Schedule, decode_histogram, encode_histogram};
+use crate::report::{
+    Percentiles, Report, Schedule, decode_histogram, encode_histogram, write_json,
+};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +37,7 @@ pub fn merge_files(inputs: &[PathBuf], output: &Path) -> anyhow::Result<Report> 
         reports.push(report);
     }
     let merged = merge_reports(&reports)?;
-    crate::cli::write_json(&merged, output)?;
+    write_json(&merged, output)?;
     Ok(merged)
 }
 
@@ -394,7 +396,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.json");
-        crate::cli::write_json(&a, &path).unwrap();
+        write_json(&a, &path).unwrap();
         let err = merge_files(&[path.clone(), path], &dir.path().join("out.json"))
             .unwrap_err()
             .to_string();

@@ -7,6 +7,9 @@
 //! random access (any offset costs one mix), so a read that starts in the middle of a message needs
 //! no state beyond the offset, and filling or checking costs about one multiply-xorshift per eight
 //! bytes. Try it: `cargo test -p loadgen payload`.
+//!
+//! The load generator's worker uses only [`fill_message`] and [`verify_message`], which name a
+//! byte range by `(connection, message, offset)`: a different payload scheme changes this file.
 
 /// The SplitMix64 increment (2^64 / φ).
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -55,6 +58,24 @@ pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
         *b = byte_at(seed, pos);
         pos += 1;
     }
+}
+
+/// Writes bytes `offset .. offset + out.len()` of message `seq` on connection `connection_id`.
+#[inline]
+pub fn fill_message(connection_id: u64, seq: u64, offset: u64, out: &mut [u8]) {
+    fill(message_seed(connection_id, seq), offset, out);
+}
+
+/// Checks that `data` equals bytes `offset .. offset + data.len()` of message `seq` on connection
+/// `connection_id`; returns the first differing byte otherwise.
+#[inline]
+pub fn verify_message(
+    connection_id: u64,
+    seq: u64,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), Mismatch> {
+    verify(message_seed(connection_id, seq), offset, data)
 }
 
 /// The first byte where an echo differs from the payload.

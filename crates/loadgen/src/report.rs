@@ -1,5 +1,6 @@
 //! The JSON report (`--json FILE`, schema `echolab.loadgen/1`): its types, how it is computed
-//! from what the threads measured, and the histogram (de)serialization shared with `merge`.
+//! from what the threads measured, the histogram (de)serialization shared with `merge`, and
+//! writing a report as JSON (the CLI's `--json` and `merge -o`).
 //!
 //! The JSON Schema lives in `crates/loadgen/schema/loadgen-report.schema.json`; keys are only
 //! ever added, never renamed. Every histogram is HdrHistogram V2 + deflate, base64 encoded, so
@@ -15,6 +16,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 /// The schema id every report carries.
 pub const SCHEMA: &str = "echolab.loadgen/1";
@@ -439,6 +443,21 @@ impl Report {
     pub fn latency_histogram(&self) -> anyhow::Result<Histogram<u64>> {
         decode_histogram(&self.histograms.latency_us)
     }
+
+    /// Writes the report as pretty JSON, followed by a newline, to `w`.
+    pub fn write_json_to(&self, mut w: impl Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut w, self)?;
+        writeln!(w)?;
+        w.flush()
+    }
+}
+
+/// Writes `report` as pretty JSON to the file `path` (created or truncated).
+pub fn write_json(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    report
+        .write_json_to(BufWriter::new(file))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -458,5 +477,39 @@ mod tests {
         assert_eq!(back.max(), h.max());
         assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
         assert!(decode_histogram("not base64!").is_err());
+    }
+
+    #[test]
+    fn a_report_written_as_json_reads_back_the_same() {
+        let mut t = ThreadResult::new(1);
+        for ns in [20_000u64, 35_000, 1_000_000] {
+            crate::stats::record_ns_as_us(&mut t.latency, ns);
+        }
+        t.messages_verified = 3;
+        t.opened = 1;
+        let inputs = BuildInputs {
+            threads: 1,
+            duration_s: 1.0,
+            cpu_s: 0.01,
+        };
+        let report = Report::build(
+            &Config::new("127.0.0.1:7"),
+            crate::env::capture(),
+            &t,
+            inputs,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        report.write_json_to(&mut out).unwrap();
+        assert!(out.ends_with(b"}\n"));
+        let back: Report = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, report);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        write_json(&report, &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), out);
+        let err = write_json(&report, &dir.path().join("missing/report.json")).unwrap_err();
+        assert!(format!("{err:#}").contains("creating"), "{err:#}");
     }
 }

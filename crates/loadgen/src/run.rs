@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::report::{BuildInputs, Report};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
-use crate::worker::{INTERVAL_NS, IntervalReport, Timing, WorkerSetup, run_worker};
+use crate::worker::{INTERVAL_NS, IntervalReport, Timing, Window, WorkerSetup, run_worker};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -93,8 +93,10 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     };
     let timing = Timing {
         base,
-        measure_start_ns,
-        measure_end_ns,
+        window: Window {
+            measure_start_ns,
+            measure_end_ns,
+        },
     };
     let config_arc = Arc::new(config.clone());
     let source_addrs = Arc::new(source_addrs);

@@ -1,0 +1,362 @@
+//! The poll loop of one client thread: waits for socket readiness (and, in open loop, for the
+//! next intended send time), feeds what the sockets say into each connection's [`Session`], and
+//! runs the housekeeping (connects, timeouts, intervals, live counters) every 10 ms.
+//!
+//! Every read and write is timestamped when the call returns, not once per poll batch (up to 1024
+//! events would share one stale time); the vDSO clock costs ~20 ns.
+
+use super::conn::{Conn, Phase};
+use super::record::{ErrorAt, Recorder};
+use super::schedule::{DueQueue, Plan};
+use super::session::Session;
+use super::timer::{SendTimer, TIMER_TOKEN};
+use super::{Timing, WorkerSetup};
+use crate::errors::ErrorKind;
+use crate::stats::{SlotStats, ThreadResult, thread_cpu_ns};
+use mio::{Events, Poll, Registry};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Scratch buffer size for reads and writes.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// How often housekeeping (timeouts, intervals, live counters) runs at most.
+const HOUSEKEEPING_NS: u64 = 10_000_000;
+
+/// What one thread shares between its connections: the plan, the recorder, the scratch buffers.
+pub(super) struct Ctx {
+    pub plan: Plan,
+    pub rec: Recorder,
+    pub timing: Timing,
+    pub target: SocketAddr,
+    pub source_addrs: Arc<Vec<IpAddr>>,
+    pub next_source: usize,
+    /// Bytes per write call (`--write-chunk`; `usize::MAX` = as much as the socket takes).
+    pub write_chunk: usize,
+    pub timeout_ms: u64,
+    pub stall_threshold_ms: u64,
+    pub send_buf: Vec<u8>,
+    pub recv_buf: Vec<u8>,
+    /// Open loop: connections waiting for their next intended send time.
+    pub due: DueQueue,
+    /// Connections in `Phase::Done`.
+    pub done: usize,
+}
+
+/// Runs one client thread to the end and returns what it measured.
+pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
+    let WorkerSetup {
+        thread,
+        config,
+        target,
+        source_addrs,
+        slots,
+        timing,
+        live,
+        stop,
+        intervals,
+        recycled,
+    } = setup;
+    // CPU and wall time are counted over the measured window only.
+    let mut window_started: Option<(u64, u64)> = None;
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let plan = Plan::new(&config, timing.window);
+    let size = config.size_bytes as u64;
+    let mut conns: Vec<Conn> = slots
+        .iter()
+        .enumerate()
+        .map(|(index, &slot)| Conn::new(index, slot, Session::new(&plan, slot, size)))
+        .collect();
+    let rec = Recorder::new(
+        thread,
+        slots.len(),
+        timing.window,
+        plan.is_open_loop(),
+        live,
+        intervals,
+        recycled,
+    );
+    let mut ctx = Ctx {
+        rec,
+        timing,
+        target,
+        source_addrs,
+        next_source: thread,
+        write_chunk: config.write_chunk_bytes.unwrap_or(usize::MAX).max(1),
+        timeout_ms: config.timeout_ms,
+        stall_threshold_ms: config.stall_threshold_ms,
+        send_buf: vec![0u8; SCRATCH_BYTES],
+        recv_buf: vec![0u8; SCRATCH_BYTES],
+        due: DueQueue::with_capacity(conns.len() + 1),
+        done: conns.iter().filter(|c| c.phase == Phase::Done).count(),
+        plan,
+    };
+
+    let registry = poll.registry().try_clone()?;
+    // Open loop: a timerfd wakes the loop at the next intended send time.
+    let mut timer = if ctx.plan.is_open_loop() {
+        Some(SendTimer::new(&registry, ctx.timing.now_ns())?)
+    } else {
+        None
+    };
+    let window = ctx.timing.window;
+    let mut last_housekeeping_ns: Option<u64> = None;
+    loop {
+        let now = ctx.timing.now_ns();
+        if window_started.is_none() && now >= window.measure_start_ns {
+            window_started = Some((thread_cpu_ns(), now));
+        }
+        if stop.load(Ordering::Relaxed) {
+            for conn in &mut conns {
+                if conn.phase != Phase::Done {
+                    ctx.finish(&registry, conn, now);
+                }
+            }
+        }
+        // Every 10 ms (and at once at the start): connect idle slots whose time has come, check
+        // timeouts, flush intervals. Nothing in the loop scans all connections more often.
+        if last_housekeeping_ns.is_none_or(|last| now.saturating_sub(last) >= HOUSEKEEPING_NS) {
+            last_housekeeping_ns = Some(now);
+            for conn in &mut conns {
+                if conn.phase == Phase::Idle && conn.retry_at_ns <= now {
+                    ctx.connect(&registry, conn, now);
+                }
+            }
+            ctx.housekeeping(&registry, &mut conns, now);
+        }
+        if ctx.done == conns.len() {
+            break;
+        }
+        let mut timeout_ns = HOUSEKEEPING_NS;
+        if let Some(due) = ctx.due.earliest() {
+            if due <= now {
+                timeout_ns = 0;
+            } else if let Some(timer) = timer.as_mut() {
+                timer.arm(due);
+            } else {
+                timeout_ns = timeout_ns.min(due - now);
+            }
+        }
+        if let Some(end) = window.measure_end_ns
+            && end > now
+        {
+            timeout_ns = timeout_ns.min(end - now);
+        }
+        if now < window.measure_start_ns {
+            timeout_ns = timeout_ns.min(window.measure_start_ns - now);
+        }
+        match poll.poll(&mut events, Some(Duration::from_nanos(timeout_ns))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let now = ctx.timing.now_ns();
+        for event in events.iter() {
+            let index = event.token().0;
+            if index == TIMER_TOKEN.0 {
+                if let Some(timer) = timer.as_mut() {
+                    timer.fired();
+                }
+                continue;
+            }
+            let Some(conn) = conns.get_mut(index) else {
+                continue;
+            };
+            match conn.phase {
+                Phase::Connecting => {
+                    if event.is_writable() || event.is_error() || event.is_read_closed() {
+                        ctx.on_connect_ready(&registry, conn, now);
+                    }
+                }
+                Phase::Open => {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        ctx.on_readable(&registry, conn, event.is_read_closed());
+                    }
+                    if conn.phase == Phase::Open && event.is_writable() {
+                        ctx.write_pending(&registry, conn);
+                    }
+                }
+                Phase::Draining => {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        ctx.on_drain_readable(&registry, conn);
+                    }
+                }
+                Phase::Idle | Phase::Done => {}
+            }
+        }
+        while let Some((due, index)) = ctx.due.pop_due(now) {
+            let conn = &mut conns[index];
+            if !conn.session.schedule.take_wake(due) {
+                continue;
+            }
+            if conn.phase == Phase::Open {
+                ctx.pump(&registry, conn, now);
+            }
+        }
+    }
+
+    // Every connection is done here; stalls still open when it ended were counted then.
+    let end_ns = ctx.timing.now_ns();
+    let (cpu_start_ns, wall_start_ns) = window_started.unwrap_or((thread_cpu_ns(), end_ns));
+    let cpu_ns = thread_cpu_ns().saturating_sub(cpu_start_ns);
+    let wall_ns = end_ns.saturating_sub(wall_start_ns);
+    let slots = conns.iter().map(|conn| SlotStats {
+        slot: conn.slot,
+        messages: conn.session.progress.messages_verified,
+        max_gap_ns: conn.session.progress.max_gap_ns,
+    });
+    Ok(ctx.rec.finish(end_ns, slots, cpu_ns, wall_ns))
+}
+
+impl Ctx {
+    /// Issues every message that is due and writes what it can.
+    pub(super) fn pump(&mut self, registry: &Registry, conn: &mut Conn, now: u64) {
+        // The loop's own lateness is measured against the clock now, not the poll's timestamp.
+        let now = if self.plan.is_open_loop() {
+            self.timing.now_ns().max(now)
+        } else {
+            now
+        };
+        if conn.phase == Phase::Open
+            && let Some(due) = conn.session.issue_due(&self.plan, &mut self.rec, now)
+        {
+            self.due
+                .wake_at(&mut conn.session.schedule, due, conn.index);
+        }
+        self.write_pending(registry, conn);
+        if conn.phase == Phase::Open && conn.session.stream.in_flight() == 0 {
+            self.maybe_end_connection(registry, conn, now);
+        }
+    }
+
+    /// Writes the bytes of issued messages until they are all out or the socket is full.
+    fn write_pending(&mut self, registry: &Registry, conn: &mut Conn) {
+        let cap = self.send_buf.len().min(self.write_chunk);
+        loop {
+            let len = conn.session.stream.fill_unsent(&mut self.send_buf[..cap]);
+            if len == 0 {
+                return;
+            }
+            let Some(socket) = conn.socket.as_mut() else {
+                return;
+            };
+            let written = socket.write(&self.send_buf[..len]);
+            let now = self.timing.now_ns();
+            match written {
+                Ok(0) => {
+                    let msg = conn.session.stream.send_message();
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        ErrorKind::Reset,
+                        ErrorAt::message(msg),
+                        || "write returned 0 bytes".into(),
+                    );
+                    return;
+                }
+                Ok(written) => {
+                    conn.session.wrote(written, now, &mut self.rec);
+                    if written < len && self.write_chunk == usize::MAX {
+                        // The socket buffer is full; a writable event follows.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = conn.session.stream.send_message();
+                    self.fail_io(registry, conn, now, "write", msg, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and verifies everything the socket has, then issues what that made due.
+    fn on_readable(&mut self, registry: &Registry, conn: &mut Conn, read_closed: bool) {
+        let mut now;
+        loop {
+            let Some(socket) = conn.socket.as_mut() else {
+                return;
+            };
+            let read = socket.read(&mut self.recv_buf);
+            now = self.timing.now_ns();
+            match read {
+                Ok(0) => {
+                    let fault = conn.session.stream.closed_by_server();
+                    self.fail_with(registry, conn, now, fault);
+                    return;
+                }
+                Ok(n) => {
+                    self.rec.bytes_received(n, now);
+                    let data = &self.recv_buf[..n];
+                    if let Err(fault) = conn.session.received(data, now, &self.plan, &mut self.rec)
+                    {
+                        self.fail_with(registry, conn, now, fault);
+                        return;
+                    }
+                    if n < self.recv_buf.len() && !read_closed {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = conn.session.stream.recv_message();
+                    self.fail_io(registry, conn, now, "read", msg, e);
+                    return;
+                }
+            }
+        }
+        self.pump(registry, conn, now);
+    }
+
+    /// Connect and echo timeouts, drains that waited long enough, finished connections,
+    /// interval histograms and live counters.
+    fn housekeeping(&mut self, registry: &Registry, conns: &mut [Conn], now: u64) {
+        self.rec.flush_intervals(now, false);
+        let timeout_ms = self.timeout_ms;
+        let timeout_ns = timeout_ms * 1_000_000;
+        let stall_ns = self.stall_threshold_ms * 1_000_000;
+        let mut starved_now = 0u64;
+        for conn in conns.iter_mut() {
+            match conn.phase {
+                Phase::Connecting if now.saturating_sub(conn.connect_started_ns) > timeout_ns => {
+                    self.fail(
+                        registry,
+                        conn,
+                        now,
+                        ErrorKind::Timeout,
+                        ErrorAt::default(),
+                        || format!("connect did not complete within {timeout_ms} ms"),
+                    );
+                }
+                Phase::Draining if now >= conn.drain_deadline_ns => {
+                    // No EOF in time: not an error (some servers do not close on a half-close).
+                    let reconnect = conn.reconnect_after_drain;
+                    self.end_after_drain(registry, conn, now, reconnect);
+                }
+                Phase::Open => match conn.session.echo_wait_since(conn.connect_started_ns) {
+                    Some(since) if now.saturating_sub(since) > timeout_ns => {
+                        let stream = &conn.session.stream;
+                        let at = ErrorAt::byte(stream.recv_message(), stream.recv_offset());
+                        self.fail(registry, conn, now, ErrorKind::Timeout, at, || {
+                            format!("no complete echo within {timeout_ms} ms")
+                        });
+                    }
+                    Some(_) => {}
+                    None => self.maybe_end_connection(registry, conn, now),
+                },
+                _ => {}
+            }
+            if conn.phase != Phase::Done && conn.session.stalled(now, stall_ns, &self.plan.window) {
+                starved_now += 1;
+            }
+        }
+        self.rec.publish(Some(starved_now));
+    }
+}
