@@ -22,7 +22,9 @@
 //! - [`timer`]: the open-loop timerfd that wakes the loop at the next intended send time.
 //!
 //! The hot path records into per-thread histograms and counters only; nothing is allocated per
-//! message (payloads are generated into and verified from two per-thread scratch buffers).
+//! message (large payloads are written straight from the process's payload table, small ones
+//! through a per-thread send buffer; echoes are read into a per-thread receive buffer and
+//! compared with the table).
 //! Try it: `cargo test -p loadgen --lib worker`.
 
 mod conn;

@@ -11,17 +11,30 @@ use super::schedule::{DueQueue, Plan};
 use super::session::Session;
 use super::timer::{SendTimer, TIMER_TOKEN};
 use super::{Timing, WorkerSetup};
+use crate::buffer::PageAligned;
 use crate::errors::ErrorKind;
 use crate::stats::{SlotStats, ThreadResult, thread_cpu_ns};
 use mio::{Events, Poll, Registry};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Scratch buffer size for reads and writes.
-const SCRATCH_BYTES: usize = 64 * 1024;
+/// Send buffer size (small messages are copied into it and written in one call).
+const SEND_BUF_BYTES: usize = 64 * 1024;
+/// Receive buffer size: larger than a 64 KiB message, so that reading one whole message is a
+/// short read and needs no second call to learn that the socket is empty. Page-aligned (see
+/// [`crate::buffer`]).
+const RECV_BUF_BYTES: usize = 256 * 1024;
+/// Messages at least this large are written straight from the payload table (`writev`);
+/// smaller ones are copied into the send buffer first, so that many pipelined small messages
+/// still go out in one call.
+const VECTORED_MIN_BYTES: u64 = 1024;
+/// Slices per `writev` at most.
+const MAX_IOV: usize = 32;
+/// Bytes per `writev` at most (a 1 MiB message in one call when the socket takes it).
+const VECTORED_MAX_BYTES: usize = 1024 * 1024;
 /// How often housekeeping (timeouts, intervals, live counters) runs at most.
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 
@@ -38,7 +51,9 @@ pub(super) struct Ctx {
     pub timeout_ms: u64,
     pub stall_threshold_ms: u64,
     pub send_buf: Vec<u8>,
-    pub recv_buf: Vec<u8>,
+    pub recv_buf: PageAligned,
+    /// The slices of the payload table the next `writev` sends (capacity [`MAX_IOV`], reused).
+    pub iov: Vec<IoSlice<'static>>,
     /// Open loop: connections waiting for their next intended send time.
     pub due: DueQueue,
     /// Connections in `Phase::Done`.
@@ -88,8 +103,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         write_chunk: config.write_chunk_bytes.unwrap_or(usize::MAX).max(1),
         timeout_ms: config.timeout_ms,
         stall_threshold_ms: config.stall_threshold_ms,
-        send_buf: vec![0u8; SCRATCH_BYTES],
-        recv_buf: vec![0u8; SCRATCH_BYTES],
+        send_buf: vec![0u8; SEND_BUF_BYTES],
+        recv_buf: PageAligned::zeroed(RECV_BUF_BYTES),
+        iov: Vec::with_capacity(MAX_IOV),
         due: DueQueue::with_capacity(conns.len() + 1),
         done: conns.iter().filter(|c| c.phase == Phase::Done).count(),
         plan,
@@ -232,18 +248,38 @@ impl Ctx {
         }
     }
 
-    /// Writes the bytes of issued messages until they are all out or the socket is full.
+    /// Writes the bytes of issued messages until they are all out or the socket is full: large
+    /// messages straight from the payload table, small ones through the send buffer.
     fn write_pending(&mut self, registry: &Registry, conn: &mut Conn) {
-        let cap = self.send_buf.len().min(self.write_chunk);
+        let vectored = conn.session.stream.message_bytes() >= VECTORED_MIN_BYTES;
+        let cap = if vectored {
+            VECTORED_MAX_BYTES.min(self.write_chunk)
+        } else {
+            self.send_buf.len().min(self.write_chunk)
+        };
         loop {
-            let len = conn.session.stream.fill_unsent(&mut self.send_buf[..cap]);
+            let stream = &conn.session.stream;
+            let len = if vectored {
+                self.iov.clear();
+                let iov = &mut self.iov;
+                stream.unsent_segments(cap, |segment| {
+                    iov.push(IoSlice::new(segment));
+                    iov.len() < MAX_IOV
+                })
+            } else {
+                stream.fill_unsent(&mut self.send_buf[..cap])
+            };
             if len == 0 {
                 return;
             }
             let Some(socket) = conn.socket.as_mut() else {
                 return;
             };
-            let written = socket.write(&self.send_buf[..len]);
+            let written = if vectored {
+                socket.write_vectored(&self.iov)
+            } else {
+                socket.write(&self.send_buf[..len])
+            };
             let now = self.timing.now_ns();
             match written {
                 Ok(0) => {
