@@ -5,27 +5,29 @@
 //! How: one table of [`TABLE_BYTES`] random bytes is generated once per process from a fixed seed
 //! ([`TABLE_SEED`], SplitMix64), so runs and hosts agree. A message is cut into blocks of
 //! [`BLOCK_BYTES`]; block `b` of message `seq` on connection `id` is the table's bytes from
-//! `block_start(id, seq, b)`, a hash of the three reduced to one of the `TABLE_BYTES −
-//! BLOCK_BYTES + 1` positions where a whole block fits. So every byte is random access (one
-//! hash per block), any run of message bytes inside one block is one contiguous slice of the
-//! table ([`segment`]): the worker writes it to the socket straight from the table (`writev`, no
-//! fill), and checks an echo with one slice comparison (`memcmp`), scanning bytes only to locate
-//! a mismatch. Blocks of one message start at independent places, so a message longer than a
-//! block does not repeat itself (a periodic pattern would hide an echo shifted by the period).
+//! `block_start(id, seq, b)`: a hash of the three reduced to one of the
+//! `(TABLE_BYTES − BLOCK_BYTES) / START_ALIGN_BYTES + 1` = 31,745 places, 64 bytes apart, where
+//! a whole block fits. So every byte is random access (one hash per block), and any run of
+//! message bytes inside one block is one contiguous slice of the table ([`segment`]): the worker
+//! writes it to the socket straight from the table (`writev`, no fill), and checks an echo with
+//! one slice comparison (`memcmp`) per block, scanning bytes only to locate a mismatch. Blocks of
+//! one message start at independent places, so a message longer than a block does not repeat
+//! itself (a periodic pattern would hide an echo shifted by its period).
 //!
 //! What it detects (`crates/loadgen/README.md` has the same list; the tests below check each):
 //! - a changed byte: always, located exactly;
-//! - bytes from another message or connection (or a shifted echo: bytes lost, duplicated or
+//! - bytes from another message or connection, or a shifted echo (bytes lost, duplicated or
 //!   reordered): a run of `k` such bytes passes only if it equals the expected bytes, which for
 //!   two different table positions happens with probability 2^(−8k) (one byte: 1/256; a
 //!   64-bit word: 2^−64);
 //! - unless the two blocks start at the same table position: for any two blocks that happens
-//!   with probability 1 / ([`TABLE_BYTES`] − [`BLOCK_BYTES`] + 1) ≈ 2.2 × 10^−6, and then a
-//!   block of the one echoed in place of the other passes unnoticed.
+//!   with probability 1 / 31,745 ≈ 3.2 × 10^−5, and then a block of the one echoed in place of
+//!   the other passes unnoticed.
 //!
 //! The table's size is a cache trade-off: `cargo bench -p loadgen --bench payload` prints the
-//! cost of verifying 64 KiB against tables from 64 KiB to 16 MiB. Try it: `cargo test -p
-//! loadgen payload`.
+//! cost of a message's copies and verification with tables from 64 KiB to 16 MiB (2 MiB costs
+//! the same as 512 KiB there; 16 MiB, out of the caches' reach, about half as much again). Try
+//! it: `cargo test -p loadgen payload`.
 //!
 //! The load generator's worker uses only [`segment`], [`fill_message`] and [`verify_message`],
 //! which name a byte range by `(connection, message, offset)`: a different payload scheme
@@ -34,7 +36,8 @@
 use crate::buffer::PageAligned;
 use std::sync::LazyLock;
 
-/// Bytes in the pattern table: with the 64 KiB receive buffer it fits a core's L2 cache.
+/// Bytes in the pattern table: as cheap to read as a 512 KiB table (benches/payload.rs), with
+/// four times the block start positions.
 pub const TABLE_BYTES: usize = 2 * 1024 * 1024;
 /// A message's bytes come from the table in blocks of this many, each from its own place.
 pub const BLOCK_BYTES: usize = 64 * 1024;
@@ -268,6 +271,8 @@ mod tests {
             pattern().start_positions(),
             ((TABLE_BYTES - BLOCK_BYTES) / START_ALIGN_BYTES + 1) as u64
         );
+        // The figure the module doc and the README state.
+        assert_eq!(pattern().start_positions(), 31_745);
     }
 
     #[test]
