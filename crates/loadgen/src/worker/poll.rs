@@ -128,7 +128,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         if stop.load(Ordering::Relaxed) {
             for conn in &mut conns {
                 if conn.phase != Phase::Done {
-                    ctx.finish(&registry, conn, now);
+                    ctx.finish(conn, now);
                 }
             }
         }
@@ -183,8 +183,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
             };
             match conn.phase {
                 Phase::Connecting => {
-                    if event.is_writable() || event.is_error() || event.is_read_closed() {
-                        ctx.on_connect_ready(&registry, conn, now);
+                    let failed = event.is_error() || event.is_read_closed();
+                    if event.is_writable() || failed {
+                        ctx.on_connect_ready(&registry, conn, now, failed);
                     }
                 }
                 Phase::Open => {
@@ -192,7 +193,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                         ctx.on_readable(&registry, conn, event.is_read_closed());
                     }
                     if conn.phase == Phase::Open && event.is_writable() {
-                        ctx.write_pending(&registry, conn);
+                        ctx.write_pending(conn);
                     }
                 }
                 Phase::Draining => {
@@ -242,7 +243,7 @@ impl Ctx {
             self.due
                 .wake_at(&mut conn.session.schedule, due, conn.index);
         }
-        self.write_pending(registry, conn);
+        self.write_pending(conn);
         if conn.phase == Phase::Open && conn.session.stream.in_flight() == 0 {
             self.maybe_end_connection(registry, conn, now);
         }
@@ -250,7 +251,7 @@ impl Ctx {
 
     /// Writes the bytes of issued messages until they are all out or the socket is full: large
     /// messages straight from the payload table, small ones through the send buffer.
-    fn write_pending(&mut self, registry: &Registry, conn: &mut Conn) {
+    fn write_pending(&mut self, conn: &mut Conn) {
         let vectored = conn.session.stream.message_bytes() >= VECTORED_MIN_BYTES;
         let cap = if vectored {
             VECTORED_MAX_BYTES.min(self.write_chunk)
@@ -284,14 +285,9 @@ impl Ctx {
             match written {
                 Ok(0) => {
                     let msg = conn.session.stream.send_message();
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        ErrorKind::Reset,
-                        ErrorAt::message(msg),
-                        || "write returned 0 bytes".into(),
-                    );
+                    self.fail(conn, now, ErrorKind::Reset, ErrorAt::message(msg), || {
+                        "write returned 0 bytes".into()
+                    });
                     return;
                 }
                 Ok(written) => {
@@ -305,7 +301,7 @@ impl Ctx {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let msg = conn.session.stream.send_message();
-                    self.fail_io(registry, conn, now, "write", msg, e);
+                    self.fail_io(conn, now, "write", msg, e);
                     return;
                 }
             }
@@ -324,7 +320,7 @@ impl Ctx {
             match read {
                 Ok(0) => {
                     let fault = conn.session.stream.closed_by_server();
-                    self.fail_with(registry, conn, now, fault);
+                    self.fail_with(conn, now, fault);
                     return;
                 }
                 Ok(n) => {
@@ -332,7 +328,7 @@ impl Ctx {
                     let data = &self.recv_buf[..n];
                     if let Err(fault) = conn.session.received(data, now, &self.plan, &mut self.rec)
                     {
-                        self.fail_with(registry, conn, now, fault);
+                        self.fail_with(conn, now, fault);
                         return;
                     }
                     if n < self.recv_buf.len() && !read_closed {
@@ -343,7 +339,7 @@ impl Ctx {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let msg = conn.session.stream.recv_message();
-                    self.fail_io(registry, conn, now, "read", msg, e);
+                    self.fail_io(conn, now, "read", msg, e);
                     return;
                 }
             }
@@ -362,14 +358,9 @@ impl Ctx {
         for conn in conns.iter_mut() {
             match conn.phase {
                 Phase::Connecting if now.saturating_sub(conn.connect_started_ns) > timeout_ns => {
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        ErrorKind::Timeout,
-                        ErrorAt::default(),
-                        || format!("connect did not complete within {timeout_ms} ms"),
-                    );
+                    self.fail(conn, now, ErrorKind::Timeout, ErrorAt::default(), || {
+                        format!("connect did not complete within {timeout_ms} ms")
+                    });
                 }
                 Phase::Draining if now >= conn.drain_deadline_ns => {
                     // No EOF in time: not an error (some servers do not close on a half-close).
@@ -380,7 +371,7 @@ impl Ctx {
                     Some(since) if now.saturating_sub(since) > timeout_ns => {
                         let stream = &conn.session.stream;
                         let at = ErrorAt::byte(stream.recv_message(), stream.recv_offset());
-                        self.fail(registry, conn, now, ErrorKind::Timeout, at, || {
+                        self.fail(conn, now, ErrorKind::Timeout, at, || {
                             format!("no complete echo within {timeout_ms} ms")
                         });
                     }
