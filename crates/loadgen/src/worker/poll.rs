@@ -13,7 +13,7 @@ use super::timer::{SendTimer, TIMER_TOKEN};
 use super::{Timing, WorkerSetup};
 use crate::buffer::PageAligned;
 use crate::errors::ErrorKind;
-use crate::stats::{SlotStats, ThreadResult, thread_cpu_ns};
+use crate::stats::{SlotStats, ThreadCpu, ThreadResult};
 use mio::{Events, Poll, Registry};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -75,7 +75,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         recycled,
     } = setup;
     // CPU and wall time are counted over the measured window only.
-    let mut window_started: Option<(u64, u64)> = None;
+    let mut window_started: Option<(ThreadCpu, u64)> = None;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let plan = Plan::new(&config, timing.window);
@@ -123,7 +123,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
     loop {
         let now = ctx.timing.now_ns();
         if window_started.is_none() && now >= window.measure_start_ns {
-            window_started = Some((thread_cpu_ns(), now));
+            window_started = Some((ThreadCpu::now(), now));
         }
         if stop.load(Ordering::Relaxed) {
             for conn in &mut conns {
@@ -217,15 +217,17 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
 
     // Every connection is done here; stalls still open when it ended were counted then.
     let end_ns = ctx.timing.now_ns();
-    let (cpu_start_ns, wall_start_ns) = window_started.unwrap_or((thread_cpu_ns(), end_ns));
-    let cpu_ns = thread_cpu_ns().saturating_sub(cpu_start_ns);
+    let (cpu_start, wall_start_ns) = window_started.unwrap_or((ThreadCpu::now(), end_ns));
+    let cpu = ThreadCpu::now().since(cpu_start);
     let wall_ns = end_ns.saturating_sub(wall_start_ns);
     let slots = conns.iter().map(|conn| SlotStats {
         slot: conn.slot,
         messages: conn.session.progress.messages_verified,
         max_gap_ns: conn.session.progress.max_gap_ns,
     });
-    Ok(ctx.rec.finish(end_ns, slots, cpu_ns, wall_ns))
+    let mut result = ctx.rec.finish(end_ns, slots, cpu.total_ns(), wall_ns);
+    result.user_cpu_ns = cpu.user_ns;
+    Ok(result)
 }
 
 impl Ctx {
