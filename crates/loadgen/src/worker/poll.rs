@@ -367,7 +367,7 @@ impl Ctx {
                 Phase::Draining if now >= conn.drain_deadline_ns => {
                     // No EOF in time: not an error (some servers do not close on a half-close).
                     let reconnect = conn.reconnect_after_drain;
-                    self.end_after_drain(registry, conn, now, reconnect);
+                    self.end_after_drain(registry, conn, now, reconnect, false);
                 }
                 Phase::Open => match conn.session.echo_wait_since(conn.connect_started_ns) {
                     Some(since) if now.saturating_sub(since) > timeout_ns => {
