@@ -134,6 +134,13 @@ impl Ctx {
     /// otherwise pay one more system call per connection.
     fn close(&mut self, conn: &mut Conn, now: u64) {
         drop(conn.socket.take());
+        // Bytes of this connection still in the thread's pipe are thrown away with it.
+        if let Some(pipe) = self.pipe.as_mut()
+            && pipe.holds(conn.index)
+            && pipe.discard().is_err()
+        {
+            self.pipe = None;
+        }
         conn.session.abandon(now, &self.plan.window);
         conn.phase = Phase::Idle;
     }

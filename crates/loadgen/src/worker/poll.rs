@@ -9,6 +9,7 @@ use super::conn::{Conn, Phase};
 use super::record::{ErrorAt, Recorder};
 use super::schedule::{DueQueue, Plan};
 use super::session::Session;
+use super::splice::SplicePipe;
 use super::timer::{SendTimer, TIMER_TOKEN};
 use super::{Timing, WorkerSetup};
 use crate::buffer::PageAligned;
@@ -17,6 +18,7 @@ use crate::stats::{SlotStats, ThreadCpu, ThreadResult};
 use mio::{Events, Poll, Registry};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,6 +33,9 @@ const RECV_BUF_BYTES: usize = 256 * 1024;
 /// smaller ones are copied into the send buffer first, so that many pipelined small messages
 /// still go out in one call.
 const VECTORED_MIN_BYTES: u64 = 1024;
+/// Messages at least this large go out through the thread's pipe (`vmsplice` + `splice`, no
+/// copy; see [`super::splice`]); below it a copy costs less than the two calls.
+const SPLICE_MIN_BYTES: u64 = 16 * 1024;
 /// Slices per `writev` at most.
 const MAX_IOV: usize = 32;
 /// Bytes per `writev` at most (a 1 MiB message in one call when the socket takes it).
@@ -54,6 +59,8 @@ pub(super) struct Ctx {
     pub recv_buf: PageAligned,
     /// The slices of the payload table the next `writev` sends (capacity [`MAX_IOV`], reused).
     pub iov: Vec<IoSlice<'static>>,
+    /// Large messages go out through this pipe without a copy (`None`: `writev` only).
+    pub pipe: Option<SplicePipe>,
     /// Open loop: connections waiting for their next intended send time.
     pub due: DueQueue,
     /// Connections in `Phase::Done`.
@@ -106,6 +113,11 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         send_buf: vec![0u8; SEND_BUF_BYTES],
         recv_buf: PageAligned::zeroed(RECV_BUF_BYTES),
         iov: Vec::with_capacity(MAX_IOV),
+        pipe: if config.size_bytes as u64 >= SPLICE_MIN_BYTES {
+            SplicePipe::new().ok()
+        } else {
+            None
+        },
         due: DueQueue::with_capacity(conns.len() + 1),
         done: conns.iter().filter(|c| c.phase == Phase::Done).count(),
         plan,
@@ -261,6 +273,20 @@ impl Ctx {
             self.send_buf.len().min(self.write_chunk)
         };
         loop {
+            let Some(socket) = conn.socket.as_mut() else {
+                return;
+            };
+            // This connection's bytes already in the pipe go first.
+            if let Some(pipe) = self.pipe.as_mut()
+                && pipe.holds(conn.index)
+            {
+                let len = pipe.pending();
+                let written = pipe.send_to(socket.as_raw_fd());
+                if !self.wrote(conn, len, written, "splice") {
+                    return;
+                }
+                continue;
+            }
             let stream = &conn.session.stream;
             let len = if vectored {
                 self.iov.clear();
@@ -275,37 +301,69 @@ impl Ctx {
             if len == 0 {
                 return;
             }
-            let Some(socket) = conn.socket.as_mut() else {
-                return;
-            };
+            if vectored
+                && let Some(pipe) = self.pipe.as_mut()
+                && pipe.is_free()
+            {
+                match pipe.load(conn.index, &self.iov) {
+                    // Sent from the pipe at the top of the loop.
+                    Ok(n) if n > 0 => continue,
+                    // No room or no splicing here: write it instead, from now on.
+                    _ => self.pipe = None,
+                }
+            }
             let written = if vectored {
                 socket.write_vectored(&self.iov)
             } else {
                 socket.write(&self.send_buf[..len])
             };
-            let now = self.timing.now_ns();
-            match written {
-                Ok(0) => {
-                    let msg = conn.session.stream.send_message();
-                    self.fail(conn, now, ErrorKind::Reset, ErrorAt::message(msg), || {
-                        "write returned 0 bytes".into()
-                    });
-                    return;
-                }
-                Ok(written) => {
-                    conn.session.wrote(written, now, &mut self.rec);
-                    if written < len && self.write_chunk == usize::MAX {
-                        // The socket buffer is full; a writable event follows.
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let msg = conn.session.stream.send_message();
-                    self.fail_io(conn, now, "write", msg, e);
-                    return;
-                }
+            if !self.wrote(conn, len, written, "write") {
+                return;
+            }
+        }
+    }
+
+    /// Books a `what` call (`write`, `splice`) that was offered `len` bytes and wrote
+    /// `written`; whether to write more now.
+    fn wrote(
+        &mut self,
+        conn: &mut Conn,
+        len: usize,
+        written: io::Result<usize>,
+        what: &str,
+    ) -> bool {
+        let now = self.timing.now_ns();
+        match written {
+            Ok(0) => {
+                let msg = conn.session.stream.send_message();
+                self.fail(conn, now, ErrorKind::Reset, ErrorAt::message(msg), || {
+                    format!("{what} returned 0 bytes")
+                });
+                false
+            }
+            Ok(written) => {
+                conn.session.wrote(written, now, &mut self.rec);
+                // Less than offered: the socket buffer is full; a writable event follows.
+                !(written < len && self.write_chunk == usize::MAX)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            // The kernel does not splice into this socket: nothing of the pipe went out; write
+            // those bytes (and all later ones) instead.
+            Err(e)
+                if what == "splice"
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                self.pipe = None;
+                true
+            }
+            Err(e) => {
+                let msg = conn.session.stream.send_message();
+                self.fail_io(conn, now, what, msg, e);
+                false
             }
         }
     }
