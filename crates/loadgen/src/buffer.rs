@@ -4,8 +4,8 @@
 //! run about 20× slower when the destination is 1..63 bytes ahead of the source modulo 4096:
 //! measured in user space, 64 KiB at 1.8 GB/s instead of 40 GB/s. A receive buffer from `malloc`
 //! of 128 KiB or more sits 16 bytes into a page, so every read of a page-aligned socket buffer
-//! hit that case (the loadgen's CPU per 64 KiB message nearly doubled). Buffers that start on a
-//! page, and payload blocks that start on 64-byte boundaries, stay clear of it.
+//! hit that case (the loadgen's CPU per 64 KiB message nearly doubled). A receive buffer that
+//! starts on a page stays clear of it for socket data that starts on a cache line.
 
 use std::ops::{Deref, DerefMut};
 

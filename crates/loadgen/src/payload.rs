@@ -6,8 +6,7 @@
 //! ([`TABLE_SEED`], SplitMix64), so runs and hosts agree. A message is cut into blocks of
 //! [`BLOCK_BYTES`]; block `b` of message `seq` on connection `id` is the table's bytes from
 //! `block_start(id, seq, b)`: a hash of the three reduced to one of the
-//! `(TABLE_BYTES − BLOCK_BYTES) / START_ALIGN_BYTES + 1` = 31,745 places, 64 bytes apart, where
-//! a whole block fits. So every byte is random access (one hash per block), and any run of
+//! `TABLE_BYTES − BLOCK_BYTES + 1` = 196,609 places where a whole block fits. So every byte is random access (one hash per block), and any run of
 //! message bytes inside one block is one contiguous slice of the table ([`segment`]): the worker
 //! writes it to the socket straight from the table (`writev`, no fill), and checks an echo with
 //! one slice comparison (`memcmp`) per block, scanning bytes only to locate a mismatch. Blocks of
@@ -21,13 +20,16 @@
 //!   two different table positions happens with probability 2^(−8k) (one byte: 1/256; a
 //!   64-bit word: 2^−64);
 //! - unless the two blocks start at the same table position: for any two blocks that happens
-//!   with probability 1 / 31,745 ≈ 3.2 × 10^−5, and then a block of the one echoed in place of
+//!   with probability 1 / 196,609 ≈ 5.1 × 10^−6, and then a block of the one echoed in place of
 //!   the other passes unnoticed.
 //!
-//! The table's size is a cache trade-off: `cargo bench -p loadgen --bench payload` prints the
-//! cost of a message's copies and verification with tables from 64 KiB to 16 MiB (2 MiB costs
-//! the same as 512 KiB there; 16 MiB, out of the caches' reach, about half as much again). Try
-//! it: `cargo test -p loadgen payload`.
+//! The table's size is a cache trade-off: a small message reads one random line of it, which
+//! must not be a cache miss (with a 2 MiB table, a `perf` profile of 64-byte messages showed
+//! the copy out of the table stalled on its first load, 4% of the loadgen's CPU), while more
+//! start positions make collisions rarer. 256 KiB stays in a core's L2 cache beside the
+//! receive buffer. `cargo bench -p loadgen --bench payload` prints the cost of a message's
+//! copies and verification with tables from 64 KiB to 16 MiB. Try it: `cargo test -p loadgen
+//! payload`.
 //!
 //! The load generator's worker uses only [`segment`], [`fill_message`] and [`verify_message`],
 //! which name a byte range by `(connection, message, offset)`: a different payload scheme
@@ -36,16 +38,12 @@
 use crate::buffer::PageAligned;
 use std::sync::LazyLock;
 
-/// Bytes in the pattern table: as cheap to read as a 512 KiB table (benches/payload.rs), with
-/// four times the block start positions.
-pub const TABLE_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes in the pattern table (see the module doc for why 256 KiB).
+pub const TABLE_BYTES: usize = 256 * 1024;
 /// A message's bytes come from the table in blocks of this many, each from its own place.
 pub const BLOCK_BYTES: usize = 64 * 1024;
 /// The seed of the table (fixed: every run on every host sends the same bytes).
 pub const TABLE_SEED: u64 = 0xEC40_1AB0_5EED_0001;
-/// Blocks start on multiples of this in the (page-aligned) table: the kernel's copy out of it
-/// then never meets the slow case of [`crate::buffer`].
-pub const START_ALIGN_BYTES: usize = 64;
 
 /// The SplitMix64 increment (2^64 / φ).
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -81,7 +79,7 @@ pub struct Mismatch {
 pub struct Pattern {
     table: PageAligned,
     block: usize,
-    /// Positions where a whole block fits: `(table.len() - block) / START_ALIGN_BYTES + 1`.
+    /// Positions where a whole block fits: `table.len() - block + 1`.
     starts: u64,
 }
 
@@ -104,7 +102,7 @@ impl Pattern {
         Pattern {
             table,
             block: block_bytes,
-            starts: ((table_bytes - block_bytes) / START_ALIGN_BYTES + 1) as u64,
+            starts: (table_bytes - block_bytes + 1) as u64,
         }
     }
 
@@ -128,7 +126,7 @@ impl Pattern {
     pub fn block_start(&self, connection_id: u64, seq: u64, block: u64) -> usize {
         let h = mix(message_key(connection_id, seq) ^ block.wrapping_mul(GOLDEN));
         // Lemire's multiply-shift: uniform over the positions without a division.
-        ((u128::from(h) * u128::from(self.starts)) >> 64) as usize * START_ALIGN_BYTES
+        ((u128::from(h) * u128::from(self.starts)) >> 64) as usize
     }
 
     /// The message bytes from `offset` on that lie in one piece in the table, at most `max`:
@@ -269,10 +267,10 @@ mod tests {
         assert_eq!(pattern().table().len(), TABLE_BYTES);
         assert_eq!(
             pattern().start_positions(),
-            ((TABLE_BYTES - BLOCK_BYTES) / START_ALIGN_BYTES + 1) as u64
+            (TABLE_BYTES - BLOCK_BYTES + 1) as u64
         );
         // The figure the module doc and the README state.
-        assert_eq!(pattern().start_positions(), 31_745);
+        assert_eq!(pattern().start_positions(), 196_609);
     }
 
     #[test]
@@ -428,9 +426,9 @@ mod tests {
 
     #[test]
     fn block_starts_collide_about_once_per_start_positions() {
-        // 4,000 messages of one connection: C(4000, 2) ≈ 8.0 million pairs, so about
-        // 8.0e6 / 31,745 ≈ 252 colliding pairs are expected (σ ≈ 16).
-        let n = 4_000u64;
+        // 10,000 messages of one connection: C(10000, 2) ≈ 50 million pairs, so about
+        // 5.0e7 / 196,609 ≈ 254 colliding pairs are expected (σ ≈ 16).
+        let n = 10_000u64;
         let mut seen: HashMap<usize, Vec<u64>> = HashMap::new();
         for seq in 0..n {
             seen.entry(pattern().block_start(1, seq, 0))
@@ -463,8 +461,7 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), starts.len(), "{starts:?}");
         assert!(starts.iter().all(|&s| s + BLOCK_BYTES <= TABLE_BYTES));
-        assert!(starts.iter().all(|&s| s % START_ALIGN_BYTES == 0));
-        // The table itself starts on a page, so block starts are 64-byte aligned in memory.
+        // The table itself starts on a page (see `crate::buffer`).
         assert_eq!(pattern().table().as_ptr() as usize % 4096, 0);
     }
 }
