@@ -488,6 +488,22 @@ mod tests {
         assert!(decode_histogram("not base64!").is_err());
     }
 
+    /// A one-thread, one-second report of `t` with `cpu_s` of CPU.
+    fn report_of(t: &ThreadResult, cpu_s: f64) -> Report {
+        let inputs = BuildInputs {
+            threads: 1,
+            duration_s: 1.0,
+            cpu_s,
+        };
+        Report::build(
+            &Config::new("127.0.0.1:7"),
+            crate::env::capture(),
+            t,
+            inputs,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_report_written_as_json_reads_back_the_same() {
         let mut t = ThreadResult::new(1);
@@ -496,18 +512,7 @@ mod tests {
         }
         t.messages_verified = 3;
         t.opened = 1;
-        let inputs = BuildInputs {
-            threads: 1,
-            duration_s: 1.0,
-            cpu_s: 0.01,
-        };
-        let report = Report::build(
-            &Config::new("127.0.0.1:7"),
-            crate::env::capture(),
-            &t,
-            inputs,
-        )
-        .unwrap();
+        let report = report_of(&t, 0.01);
         let mut out = Vec::new();
         report.write_json_to(&mut out).unwrap();
         assert!(out.ends_with(b"}\n"));
@@ -530,18 +535,7 @@ mod tests {
         t.opened = 1;
         t.cpu_ns = 40_000_000;
         t.user_cpu_ns = 10_000_000;
-        let inputs = BuildInputs {
-            threads: 1,
-            duration_s: 1.0,
-            cpu_s: 0.04,
-        };
-        let report = Report::build(
-            &Config::new("127.0.0.1:7"),
-            crate::env::capture(),
-            &t,
-            inputs,
-        )
-        .unwrap();
+        let report = report_of(&t, 0.04);
         assert!((report.loadgen.utime_s - 0.01).abs() < 1e-12);
         assert!((report.loadgen.stime_s - 0.03).abs() < 1e-12);
 

@@ -9,9 +9,9 @@
 //!
 //! What the bytes are is [`crate::payload`]'s business: every byte is a pure function of
 //! (connection id, message, offset), so nothing that was sent is kept. This module asks for it
-//! through three calls only: `payload::segment` (the next bytes as slices of the payload's
-//! table, which the writer hands to `writev` as they are), `payload::fill_message` (the same
-//! bytes copied, for small messages) and `payload::verify_message`.
+//! through two calls only: `payload::segment` (the next bytes as slices of the payload's table,
+//! which the writer sends as they are, or copies for small messages) and
+//! `payload::verify_message`.
 
 use super::record::ErrorAt;
 use crate::errors::ErrorKind;
@@ -238,22 +238,12 @@ impl Stream {
     /// every issued message is written.
     #[inline]
     pub fn fill_unsent(&self, out: &mut [u8]) -> usize {
-        let size = self.size;
-        let target = self.issued * size;
-        let cap = out.len();
         let mut len = 0usize;
-        let mut pos = self.send_pos;
-        while len < cap && pos < target {
-            let msg = pos / size;
-            let off = pos % size;
-            let n = ((size - off) as usize)
-                .min(cap - len)
-                .min((target - pos) as usize);
-            payload::fill_message(self.connection, msg, off, &mut out[len..len + n]);
-            len += n;
-            pos += n as u64;
-        }
-        len
+        self.unsent_segments(out.len(), |segment| {
+            out[len..len + segment.len()].copy_from_slice(segment);
+            len += segment.len();
+            true
+        })
     }
 
     /// `written` more bytes went out at `now`: every message whose first byte was among them is
