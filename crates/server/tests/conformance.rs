@@ -8,7 +8,7 @@
 //! served while another is open skip it and say so (`skip_without_concurrency`).
 //!
 //! After the per-strategy modules: the properties that set strategies apart (the pool's W served /
-//! rest wait, iterative's one at a time).
+//! rest wait, reactor-pool's fixed pool serving every connection, iterative's one at a time).
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -1002,6 +1002,7 @@ conformance! {
     iterative => Strategy::Iterative,
     thread => Strategy::Thread,
     pool => Strategy::Pool,
+    reactor_pool => Strategy::ReactorPool,
     rayon => Strategy::Rayon,
     event_loop => Strategy::EventLoop,
     async_tokio => Strategy::Async,
@@ -1077,6 +1078,34 @@ fn pool_serves_two_of_six_persistent_clients_and_four_wait() {
 #[test]
 fn rayon_serves_two_of_six_persistent_clients_and_four_wait() {
     serves_w_and_the_rest_wait(Strategy::Rayon);
+}
+
+/// `reactor-pool` keeps a fixed pool and serves every connection: with one worker, 6 persistent
+/// clients all get their echoes while all stay open, and keep getting them in turns.
+#[test]
+fn reactor_pool_with_one_worker_serves_six_persistent_clients_at_once() {
+    let mut config = Config::loopback(Strategy::ReactorPool);
+    config.workers = 1;
+    let server = start(config);
+    let mut clients: Vec<TcpStream> = (0..6)
+        .map(|_| served_connection(server.local_addr()))
+        .collect();
+    for round in 0..50u8 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let message = [round, i as u8, 0xee];
+            client.write_all(&message).expect("write");
+            let mut echo = [0u8; 3];
+            client
+                .read_exact(&mut echo)
+                .expect("echo while the others stay open");
+            assert_eq!(echo, message);
+        }
+    }
+    assert_eq!(server.stats().open_connections, 6);
+    drop(clients);
+    let stats = server.shutdown();
+    assert_eq!((stats.completed, stats.errors), (6, 0), "{stats:?}");
+    assert_eq!(stats.workers, 1, "{stats:?}");
 }
 
 #[test]
