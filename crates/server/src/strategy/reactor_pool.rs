@@ -15,11 +15,17 @@
 //! would block. Readiness that arrives while a worker serves the connection turns `RUNNING` into
 //! `NOTIFIED`, and the worker serves it again before letting it go, so no edge is lost and a
 //! connection is in the queue at most once. Two more choices keep wake-ups rare:
-//! - while the queue holds work, the poller does not wait in `epoll_wait` (where every arriving
-//!   message would wake it) but until the workers have taken all of it (at most
-//!   [`ROUND_WAIT`]); then one `epoll_wait` collects everything that became ready meanwhile;
-//! - the poller queues a whole batch before it wakes a sleeping worker, once, and a worker that
-//!   takes work while more waits wakes the next sleeper.
+//! - while the workers are busy, the poller does not wait in `epoll_wait` (where every arriving
+//!   message would wake it and take the CPU from a worker) but until a worker runs out of work
+//!   (at most [`ROUND_WAIT`]); then one `epoll_wait` collects everything that became ready
+//!   meanwhile. "Busy" means as many workers awake as can run at once: `--workers`, at most the
+//!   CPUs the process may run on (a server pinned to one CPU keeps one worker awake; more would
+//!   only take turns on it);
+//! - the poller queues a whole batch before it wakes a sleeping worker (if a CPU is free for it),
+//!   and a worker that takes work while more waits wakes the next one the same way.
+//!
+//! Measured against `event-loop` (system calls and context switches per message, and CPU per
+//! message, server pinned to one CPU): `docs/performance.md`, "reactor-pool: the hand-off".
 //!
 //! A connection that used its turn goes to the back of the queue (or, when the queue is full, to
 //! its worker's own list, served in alternation with the queue). Deadlines: each turn leaves the
@@ -44,6 +50,7 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use super::loops::{self, Incoming, LoopHandle, LoopThreads};
+use crate::core::config::{Config, available_cores};
 use crate::core::error::Error;
 use crate::core::registry::Conn;
 use crate::core::shared::Shared;
@@ -51,10 +58,11 @@ use crate::core::stats::{ErrorKind, Outcome};
 use crate::session::nonblocking::{Session, Step, scan_period};
 
 const WAKER: Token = Token(usize::MAX);
+
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_POLL: usize = 1024;
-/// The longest the poller waits for the workers to take what is queued before it polls again:
-/// connections that keep using their whole turn can keep the queue from ever running dry.
+/// The longest the poller waits for a worker to run out of work before it polls again:
+/// connections that keep using their whole turn can keep every worker busy for long.
 pub const ROUND_WAIT: Duration = Duration::from_millis(1);
 
 /// The acceptor's side: the poller's channel and waker (one loop thread, which owns the workers).
@@ -79,7 +87,7 @@ pub fn start(shared: &Arc<Shared>) -> Result<ReactorPool, Error> {
         Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("creating a poller waker", e))?,
     );
     let (closed_sender, closed) = crossbeam_channel::unbounded();
-    let queue = Arc::new(ReadyQueue::new(shared.config.queue, Arc::clone(&waker)));
+    let queue = Arc::new(ReadyQueue::new(&shared.config, Arc::clone(&waker)));
     let epoch = Instant::now();
     let mut workers = Vec::with_capacity(shared.config.workers);
     for i in 0..shared.config.workers {
@@ -178,17 +186,25 @@ fn nanos_since(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The bounded channel of ready connections, with the workers' sleep and the poller's wait for
-/// the queue to run dry.
+/// The bounded channel of ready connections, and who sleeps when: a worker while the queue is
+/// empty; the poller while every worker that can run at once is busy (readiness then gathers in
+/// epoll's ready list, collected by one `epoll_wait` when a worker runs out of work).
 struct ReadyQueue {
     sender: Sender<Arc<Entry>>,
     receiver: Receiver<Arc<Entry>>,
-    /// Workers asleep (or about to sleep) on `wake`.
+    /// Workers in the pool.
+    workers: usize,
+    /// Workers that can run at once: `--workers`, at most the CPUs this process may run on.
+    /// More awake workers than that would only take turns on the same CPUs.
+    runnable: usize,
+    /// Workers asleep (or about to sleep) on `wake` and not woken yet: a waker counts the one it
+    /// wakes out at once, so the poller never takes a worker it just woke for an idle one.
     sleepers: AtomicUsize,
-    sleep: Mutex<()>,
+    /// Wake-ups given and not yet taken by a sleeping worker.
+    sleep: Mutex<usize>,
     wake: Condvar,
     stopped: AtomicBool,
-    /// The poller waits for the queue to run dry (`ROUND_WAIT` at most).
+    /// The poller waits for a worker to run out of work (`ROUND_WAIT` at most).
     poller_waiting: AtomicBool,
     poller: OnceLock<Thread>,
     /// The acceptor has stopped: every close wakes the poller, so that it ends promptly.
@@ -197,13 +213,15 @@ struct ReadyQueue {
 }
 
 impl ReadyQueue {
-    fn new(bound: usize, poller_waker: Arc<Waker>) -> Self {
-        let (sender, receiver) = crossbeam_channel::bounded(bound);
+    fn new(config: &Config, poller_waker: Arc<Waker>) -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue);
         ReadyQueue {
             sender,
             receiver,
+            workers: config.workers,
+            runnable: config.workers.min(available_cores()),
             sleepers: AtomicUsize::new(0),
-            sleep: Mutex::new(()),
+            sleep: Mutex::new(0),
             wake: Condvar::new(),
             stopped: AtomicBool::new(false),
             poller_waiting: AtomicBool::new(false),
@@ -211,6 +229,14 @@ impl ReadyQueue {
             draining: AtomicBool::new(false),
             poller_waker,
         }
+    }
+
+    /// Whether as many workers as can run at once are awake.
+    fn busy(&self) -> bool {
+        let awake = self
+            .workers
+            .saturating_sub(self.sleepers.load(Ordering::SeqCst));
+        awake >= self.runnable
     }
 
     /// Queues one connection without waking anyone: the caller wakes a worker after its batch. A
@@ -228,14 +254,26 @@ impl ReadyQueue {
         }
     }
 
-    /// Wakes one sleeping worker, if any sleeps. (A worker announces its sleep and then looks at
-    /// the queue again, and a waker queues and then looks at the sleepers; with a full fence on
-    /// both sides, at least one of them sees the other.)
-    fn wake_one(&self) {
+    /// After the poller queued a batch: wakes a sleeping worker unless as many as can run at
+    /// once are awake (they take the batch). A worker announces its sleep and then looks at the
+    /// queue again, and the poller queues and then looks at the sleepers; with a full fence on
+    /// both sides, at least one of them sees the other, so no batch waits for nobody.
+    fn queued(&self) {
         fence(Ordering::SeqCst);
+        if !self.busy() {
+            self.wake_one();
+        }
+    }
+
+    fn wake_one(&self) {
         if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _guard = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
-            self.wake.notify_one();
+            let mut wakeups = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
+            // Checked again under the lock: sleepers only fall asleep holding it.
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                *wakeups += 1;
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -250,7 +288,11 @@ impl ReadyQueue {
             }
             *prefer_own = !own.is_empty();
             if let Ok(entry) = self.receiver.try_recv() {
-                self.taken();
+                // More waits and a CPU is free for it: wake the next sleeper (best effort; the
+                // awake workers take it anyway).
+                if !self.receiver.is_empty() && !self.busy() {
+                    self.wake_one();
+                }
                 return Some(entry);
             }
             if let Some(entry) = own.pop_front() {
@@ -259,48 +301,49 @@ impl ReadyQueue {
             if self.stopped.load(Ordering::Acquire) {
                 return None;
             }
-            let guard = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut wakeups = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if self.receiver.is_empty() && !self.stopped.load(Ordering::Acquire) {
-                let _guard = self
-                    .wake
-                    .wait(guard)
-                    .unwrap_or_else(PoisonError::into_inner);
+            if !self.receiver.is_empty() || self.stopped.load(Ordering::Acquire) {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                continue;
             }
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// After a worker took a connection: wake the poller if it waits for the queue to run dry
-    /// and it did, or the next sleeping worker if more waits.
-    fn taken(&self) {
-        if self.receiver.is_empty() {
-            // The take, then the look at the flag (the poller: the flag, then the look at the
-            // queue); the fence makes one of the two see the other.
-            fence(Ordering::SeqCst);
+            // Out of work: the poller may poll now.
             if self.poller_waiting.load(Ordering::SeqCst)
                 && self.poller_waiting.swap(false, Ordering::AcqRel)
                 && let Some(poller) = self.poller.get()
             {
                 poller.unpark();
             }
-        } else if self.sleepers.load(Ordering::Relaxed) > 0 {
-            self.wake_one();
+            loop {
+                wakeups = self
+                    .wake
+                    .wait(wakeups)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if *wakeups > 0 {
+                    *wakeups -= 1; // the waker counted this worker awake already
+                    break;
+                }
+                if self.stopped.load(Ordering::Acquire) {
+                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                    break;
+                }
+            }
         }
     }
 
-    /// The poller waits until the workers have taken everything queued, or until `limit`.
-    fn wait_for_workers(&self, limit: Instant) {
-        while !self.receiver.is_empty() {
+    /// The poller waits while as many workers as can run at once are busy, until `limit`.
+    /// (The poller sets its flag and then looks at the sleepers, a worker counts itself asleep
+    /// and then looks at the flag; full fences on both sides.)
+    fn wait_for_an_idle_worker(&self, limit: Instant) {
+        loop {
             let now = Instant::now();
-            if now >= limit {
+            if !self.busy() || now >= limit {
                 break;
             }
             self.poller_waiting.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if self.receiver.is_empty() {
-                self.poller_waiting.store(false, Ordering::Relaxed);
+            if !self.busy() {
                 break;
             }
             std::thread::park_timeout(limit - now);
@@ -324,7 +367,7 @@ impl ReadyQueue {
     /// Ends the workers once the queue is empty.
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
-        let _guard = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
+        let _wakeups = self.sleep.lock().unwrap_or_else(PoisonError::into_inner);
         self.wake.notify_all();
     }
 }
@@ -351,11 +394,11 @@ impl Poller {
         let mut next_scan = Instant::now() + self.scan_every;
         while self.incoming.accepting() || !self.conns.is_empty() {
             self.forget_closed();
-            // While the workers have work, new readiness gathers in epoll's ready list without
-            // waking this thread; one poll collects it once they have taken what is queued.
+            // While the workers are busy, new readiness gathers in epoll's ready list without
+            // waking this thread; one poll collects it once a worker runs out of work.
             self.queue
-                .wait_for_workers(next_scan.min(Instant::now() + ROUND_WAIT));
-            let timeout = if self.queue.receiver.is_empty() {
+                .wait_for_an_idle_worker(next_scan.min(Instant::now() + ROUND_WAIT));
+            let timeout = if self.queue.receiver.is_empty() && !self.queue.busy() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -393,7 +436,7 @@ impl Poller {
                 for entry in self.batch.drain(..) {
                     self.queue.push(entry);
                 }
-                self.queue.wake_one();
+                self.queue.queued();
             }
         }
         self.stop_workers();
