@@ -161,7 +161,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            strategy: Strategy::Pool,
+            // A fixed pool that serves every connection: with no flags, silent or persistent
+            // clients beyond --workers never keep another client waiting (README, "Which
+            // strategy?").
+            strategy: Strategy::ReactorPool,
             workers: available_cores(),
             loops: available_cores(),
             queue: 1024,
