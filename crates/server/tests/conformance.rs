@@ -1108,6 +1108,72 @@ fn reactor_pool_with_one_worker_serves_six_persistent_clients_at_once() {
     assert_eq!(stats.workers, 1, "{stats:?}");
 }
 
+/// The fairness turn (`--reads-per-turn`) of `reactor-pool` and `event-loop`: on one thread, a
+/// client that streams without pause does not keep a ping-pong client waiting; the stream's
+/// connection yields after its turn and goes to the back of the line. (A 1 KiB buffer makes
+/// every read of the stream a full one, so without the turn its socket would never run dry and
+/// the ping would wait for the stream to end: with a turn of 100,000,000 reads both cases fail.)
+fn a_stream_does_not_starve_a_ping_pong_client(strategy: Strategy) {
+    let mut config = Config::loopback(strategy);
+    config.workers = 1;
+    config.loops = 1;
+    config.reads_per_turn = 2;
+    config.buffer_size = 1024; // full reads: the stream's socket never runs dry
+    let server = start(config);
+    let addr = server.local_addr();
+    let stream = connect(addr);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writer = stream.try_clone().expect("clone");
+    let writing = Arc::clone(&done);
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![0x3cu8; 256 * 1024];
+        while !writing.load(Ordering::Relaxed) {
+            writer.write_all(&chunk).expect("stream write");
+        }
+        writer.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let mut reader = stream.try_clone().expect("clone");
+    let receiver = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            match reader.read(&mut buf).expect("stream read") {
+                0 => return total,
+                n => total += n as u64,
+            }
+        }
+    });
+    // The stream is flowing before the ping-pong client starts.
+    assert!(eventually(|| server.stats().accepted == 1));
+    std::thread::sleep(Duration::from_millis(100));
+    let mut ping = connect(addr);
+    ping.set_nodelay(true).expect("nodelay");
+    for i in 0..50u8 {
+        ping.write_all(&[i; 8]).expect("ping write");
+        let mut echo = [0u8; 8];
+        ping.read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("{strategy}: ping {i} not echoed beside a stream: {e}"));
+        assert_eq!(echo, [i; 8]);
+    }
+    done.store(true, Ordering::Relaxed);
+    sender.join().expect("stream writer");
+    let streamed = receiver.join().expect("stream reader");
+    assert!(streamed > 0);
+    drop(ping);
+    let stats = server.shutdown();
+    assert_eq!((stats.completed, stats.errors), (2, 0), "{stats:?}");
+}
+
+#[test]
+fn reactor_pool_a_stream_does_not_starve_a_ping_pong_client() {
+    a_stream_does_not_starve_a_ping_pong_client(Strategy::ReactorPool);
+}
+
+#[test]
+fn event_loop_a_stream_does_not_starve_a_ping_pong_client() {
+    a_stream_does_not_starve_a_ping_pong_client(Strategy::EventLoop);
+}
+
 #[test]
 fn iterative_serves_one_client_at_a_time() {
     let server = start(Config::loopback(Strategy::Iterative));
