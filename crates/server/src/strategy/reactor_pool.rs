@@ -18,9 +18,10 @@
 //! - while the workers are busy, the poller does not wait in `epoll_wait` (where every arriving
 //!   message would wake it and take the CPU from a worker) but until a worker runs out of work
 //!   (at most [`ROUND_WAIT`]); then one `epoll_wait` collects everything that became ready
-//!   meanwhile. "Busy" means as many workers awake as can run at once: `--workers`, at most the
-//!   CPUs the process may run on (a server pinned to one CPU keeps one worker awake; more would
-//!   only take turns on it);
+//!   meanwhile. "Busy" means work still queued, or as many workers awake as can run at once:
+//!   `--workers`, at most the CPUs the process may run on (a server pinned to one CPU keeps one
+//!   worker awake; more would only take turns on it). Polling again while a woken worker is on
+//!   its way to queued work would only spin;
 //! - the poller queues a whole batch before it wakes a sleeping worker (if a CPU is free for it),
 //!   and a worker that takes work while more waits wakes the next one the same way.
 //!
@@ -332,18 +333,25 @@ impl ReadyQueue {
         }
     }
 
-    /// The poller waits while as many workers as can run at once are busy, until `limit`.
-    /// (The poller sets its flag and then looks at the sleepers, a worker counts itself asleep
-    /// and then looks at the flag; full fences on both sides.)
+    /// Whether the pool has nothing for the poller to add to: work is queued (a woken worker is
+    /// on its way to it), or as many workers as can run at once are awake.
+    fn occupied(&self) -> bool {
+        !self.receiver.is_empty() || self.busy()
+    }
+
+    /// The poller waits while the pool is [occupied](ReadyQueue::occupied), until `limit`; a
+    /// worker that runs out of work wakes it. (The poller sets its flag and then looks at the
+    /// sleepers, a worker counts itself asleep and then looks at the flag; full fences on both
+    /// sides.)
     fn wait_for_an_idle_worker(&self, limit: Instant) {
         loop {
             let now = Instant::now();
-            if !self.busy() || now >= limit {
+            if !self.occupied() || now >= limit {
                 break;
             }
             self.poller_waiting.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if !self.busy() {
+            if !self.occupied() {
                 break;
             }
             std::thread::park_timeout(limit - now);
@@ -398,7 +406,7 @@ impl Poller {
             // waking this thread; one poll collects it once a worker runs out of work.
             self.queue
                 .wait_for_an_idle_worker(next_scan.min(Instant::now() + ROUND_WAIT));
-            let timeout = if self.queue.receiver.is_empty() && !self.queue.busy() {
+            let timeout = if !self.queue.occupied() {
                 next_scan.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
