@@ -162,6 +162,19 @@ struct Served {
 }
 
 impl Entry {
+    /// Ends the session (counted as `outcome`) and closes the connection, unless it was closed
+    /// already.
+    fn finish(&self, outcome: Outcome) {
+        let served = self
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(Served { conn, session }) = served {
+            session.finish(conn, outcome);
+        }
+    }
+
     /// Readiness from the poller: queue an idle connection (returns true: the caller queues it),
     /// or tell a worker serving it to serve it once more.
     fn notify(&self) -> bool {
@@ -509,14 +522,7 @@ impl Poller {
             }
         }
         for entry in self.conns.drain() {
-            let served = entry
-                .session
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(Served { conn, session }) = served {
-                session.finish(conn, Outcome::Failed(ErrorKind::Io));
-            }
+            entry.finish(Outcome::Failed(ErrorKind::Io));
         }
     }
 }
@@ -569,14 +575,7 @@ impl Worker {
                 }
                 Step::Close(outcome) => {
                     entry.state.store(CLOSED, Ordering::Release);
-                    let served = entry
-                        .session
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .take();
-                    if let Some(Served { conn, session }) = served {
-                        session.finish(conn, outcome);
-                    }
+                    entry.finish(outcome);
                     // The poller forgets it; its descriptor is closed, so no event follows.
                     let _ = self.closed.send(entry.key);
                     self.queue.closed();
