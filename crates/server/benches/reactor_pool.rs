@@ -6,6 +6,8 @@
 //! ```sh
 //! cargo bench -p echo-server --bench reactor_pool
 //! ECHO_BENCH_TRIALS=5 ECHO_BENCH_SECS=3 ECHO_BENCH_CONNECTIONS=128,1000 cargo bench -p echo-server --bench reactor_pool
+//! # Unpinned (server and loadgen share every CPU, as with no taskset), 4 messages in flight:
+//! ECHO_BENCH_PIN=0 ECHO_BENCH_DEPTH=4 ECHO_BENCH_CONNECTIONS=8,16 cargo bench -p echo-server --bench reactor_pool
 //! ```
 //!
 //! Per trial: a fresh server (`--strategy reactor-pool --workers 2` or `--strategy event-loop`,
@@ -113,6 +115,7 @@ impl Drop for Server {
 fn loadgen_config(addr: SocketAddr, connections: usize, window: Duration) -> loadgen::Config {
     let mut config = loadgen::Config::new(addr.to_string());
     config.connections = connections;
+    config.depth = Some(env_or("ECHO_BENCH_DEPTH", 1));
     config.duration_ms = Some(window.as_millis() as u64);
     config.warmup_ms = 0;
     config.timeout_ms = 20_000;
@@ -159,9 +162,10 @@ fn main() {
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .collect();
+    let depth: usize = env_or("ECHO_BENCH_DEPTH", 1);
     let cpus = common::allowed_cpus();
     let (server_cpu, loadgen_cpu) = match cpus.as_slice() {
-        [first, second, ..] => (Some(*first), Some(*second)),
+        [first, second, ..] if env_or("ECHO_BENCH_PIN", 1) == 1 => (Some(*first), Some(*second)),
         _ => (None, None),
     };
     match (server_cpu, loadgen_cpu) {
@@ -169,13 +173,14 @@ fn main() {
             common::pin_self(loadgen).expect("pin loadgen");
             println!("server pinned to CPU {server}, loadgen to CPU {loadgen}");
         }
-        _ => println!("fewer than 2 CPUs: nothing pinned"),
+        _ => println!("not pinned: server and loadgen share CPUs {cpus:?}"),
     }
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average before: {}", load.trim());
     }
     println!(
-        "{trials} interleaved trials of {window:?} per cell, 64-byte ping-pong (closed loop, depth 1)"
+        "{trials} interleaved trials of {window:?} per cell, 64-byte messages, closed loop, \
+         {depth} in flight per connection"
     );
     println!(
         "{:<13} {:>6} {:>5} {:>10} {:>7} {:>6} {:>8} {:>10} {:>9}  loadgen",
