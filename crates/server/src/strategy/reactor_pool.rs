@@ -128,7 +128,10 @@ pub fn start(shared: &Arc<Shared>) -> Result<ReactorPool, Error> {
     let thread = std::thread::Builder::new()
         .name("reactor-poller".into())
         .spawn(move || poller.run())
-        .map_err(|e| Error::io("spawning the reactor-pool poller", e))?;
+        .map_err(|e| {
+            queue.stop(); // the workers end (their handles went with the poller)
+            Error::io("spawning the reactor-pool poller", e)
+        })?;
     // Set before any connection exists, so every worker that may need to wake the poller can.
     let _ = queue.poller.set(thread.thread().clone());
     let handle = LoopHandle {
@@ -486,7 +489,7 @@ impl Poller {
         }
         if !self.incoming.accepting() {
             self.queue.draining.store(true, Ordering::Release);
-            self.forget_closed(); // closes the workers reported before they were told to wake us
+            self.forget_closed(); // closes reported before draining began woke nobody
         }
     }
 
