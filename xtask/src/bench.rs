@@ -22,11 +22,13 @@ use rand::seq::SliceRandom;
 use crate::error::input_error;
 use crate::flags::BenchArgs;
 use crate::interrupt;
+use crate::present;
 use crate::present::progress::Progress;
 use crate::present::table::{TerminalTable, export_to_vec, write_summaries};
 use crate::present::text::trial_line;
 use crate::record::RunFile;
 use crate::record::manifest::{Manifest, create_run_dir};
+use crate::record::matrix::{MatrixFile, connect_p99_by_cell};
 use crate::record::plan::{BenchPlan, ServerEntry};
 use crate::record::summary::CellSummary;
 use crate::record::trial::{Cell, TrialRecord, TrialsFile};
@@ -36,9 +38,17 @@ use crate::trial::server::{
     KNOWN_STRATEGIES, drop_unstartable_strategies, parse_server_spec, preflight, resolve_strategies,
 };
 use crate::trial::{Pinning, TrialRunner};
+use crate::verdict;
+use crate::workload::{self, CellFlags, Workload};
 
 /// The strategies compared when `--strategies` is not given (issue 2's matrix).
 pub const DEFAULT_STRATEGIES: [&str; 3] = ["iterative", "thread", "pool"];
+
+/// Measured time per trial of the default (no flags) run: 5 trials of every cell of the short
+/// matrix stay within 90 s on 2 cores.
+pub const SHORT_DURATION: Duration = Duration::from_millis(600);
+/// Warm-up per trial of the default run.
+pub const SHORT_WARMUP: Duration = Duration::from_millis(200);
 
 /// Validates flags into a plan (no processes started); bad input is an [`crate::InputError`].
 pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
@@ -87,8 +97,27 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
             "nothing to compare: no strategies and no --server",
         ));
     }
-    let connections = args.connections.clone().unwrap_or_else(|| vec![1, 16, 128]);
-    let sizes_bytes = args.sizes.clone().unwrap_or_else(|| vec![64]);
+    let cell_flags = CellFlags {
+        connections: args.connections.clone(),
+        sizes_bytes: args.sizes.clone(),
+        depth: args.depth,
+        rate_per_s: args.rate,
+    };
+    let workloads = workload::select(args.workloads.as_deref(), &cell_flags)?;
+    let (connections, sizes_bytes) = if workloads.is_empty() {
+        (
+            args.connections.clone().unwrap_or_else(|| vec![1, 16, 128]),
+            args.sizes.clone().unwrap_or_else(|| vec![64]),
+        )
+    } else {
+        let union = |of: &dyn Fn(&Workload) -> &[u32]| {
+            let mut all: Vec<u32> = workloads.iter().flat_map(|w| of(w).to_vec()).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        (union(&|w| &w.connections), union(&|w| &w.sizes_bytes))
+    };
     if connections.is_empty() || connections.contains(&0) {
         return Err(input_error("--connections: every count must be at least 1"));
     }
@@ -102,6 +131,9 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
     }
     let (trials, duration, warmup) = if args.smoke {
         (1, Duration::from_millis(500), Duration::from_millis(200))
+    } else if args.workloads.is_none() && !cell_flags.any() {
+        // The short matrix of the default run (see `workload`): it must stay near a minute.
+        (5, SHORT_DURATION, SHORT_WARMUP)
     } else {
         (5, Duration::from_millis(1000), Duration::from_millis(300))
     };
@@ -123,20 +155,36 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         seed: args.seed.unwrap_or_else(rand::random),
         ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
         server_args: args.run.server_args(),
+        workloads,
     })
 }
 
-/// The matrix, grouped by size, then connections, then server (the table's order).
+/// The matrix, grouped by workload (in the plan's order), then size, then connections, then
+/// server (the table's order).
 pub fn cells(plan: &BenchPlan) -> Vec<Cell> {
     let mut cells = Vec::new();
-    for &size_bytes in &plan.sizes_bytes {
-        for &connections in &plan.connections {
-            for server in &plan.servers {
-                cells.push(Cell {
-                    server: server.name.clone(),
-                    connections,
-                    size_bytes,
-                });
+    let unnamed = [None];
+    let named: Vec<Option<&Workload>> = plan.workloads.iter().map(Some).collect();
+    let groups = if named.is_empty() {
+        &unnamed[..]
+    } else {
+        &named[..]
+    };
+    for workload in groups {
+        let (sizes, connection_counts) = match workload {
+            Some(w) => (&w.sizes_bytes, &w.connections),
+            None => (&plan.sizes_bytes, &plan.connections),
+        };
+        for &size_bytes in sizes {
+            for &connections in connection_counts {
+                for server in &plan.servers {
+                    cells.push(Cell {
+                        server: server.name.clone(),
+                        connections,
+                        size_bytes,
+                        workload: workload.map(|w| w.name.clone()),
+                    });
+                }
             }
         }
     }
@@ -166,12 +214,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if plan.all_strategies {
         drop_unstartable_strategies(&mut plan, &binaries, &run_dir)?;
     }
-    let summaries = run_plan(&plan, &binaries, &run_dir, &root)?;
+    let (summaries, matrix) = run_plan(&plan, &binaries, &run_dir, &root)?;
     println!();
     print!(
         "{}",
         String::from_utf8_lossy(&export_to_vec(&TerminalTable, &summaries))
     );
+    println!();
+    print!("{}", present::matrix::terminal(&matrix));
     println!("\nrun directory: {}", run_dir.display());
     let failed: usize = summaries.iter().map(|s| s.failed_trials).sum();
     if failed > 0 {
@@ -183,15 +233,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs a validated plan into `run_dir` and returns the per-cell summaries: the manifest, the
-/// start checks, every trial in the shuffled order (`trials.json` rewritten after each), then
-/// the summaries, plots and `index.html`.
+/// Runs a validated plan into `run_dir` and returns the per-cell summaries and the matrix:
+/// the manifest, the start checks, every trial in the shuffled order (`trials.json` rewritten
+/// after each), then the summaries, the matrix, plots and `index.html`.
 pub fn run_plan(
     plan: &BenchPlan,
     binaries: &Binaries,
     run_dir: &Path,
     root: &Path,
-) -> Result<Vec<CellSummary>> {
+) -> Result<(Vec<CellSummary>, MatrixFile)> {
     let pinning = Pinning::new(plan.pin);
     write_manifest(plan, binaries, run_dir, root, &pinning)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
@@ -208,11 +258,17 @@ pub fn run_plan(
     let records = run_trials(&runner, &cells, &order)?;
     let summaries = summarize(&cells, &records);
     write_summaries(run_dir, &summaries)?;
+    let matrix = verdict::matrix(
+        plan,
+        &summaries,
+        &records,
+        &connect_p99_by_cell(run_dir, &records),
+    );
     let trials_file = TrialsFile::new(plan.seed, cells, records);
-    if let Err(error) = crate::present::bench_run(run_dir, &trials_file, &summaries) {
+    if let Err(error) = present::bench_run(run_dir, &trials_file, &summaries, &matrix) {
         eprintln!("warning: plots not drawn: {error:#}");
     }
-    Ok(summaries)
+    Ok((summaries, matrix))
 }
 
 /// Writes `manifest.json` with the plan, the binaries' versions and the pinning.
@@ -281,10 +337,7 @@ fn run_trials(
             .iter()
             .find(|s| s.name == cell.server)
             .context("cell without server")?;
-        progress.start(format!(
-            "{} c={} {}B trial {}",
-            cell.server, cell.connections, cell.size_bytes, trial
-        ));
+        progress.start(format!("{} trial {trial}", cell.label()));
         let record = runner.run_trial(step, cell, trial, server)?;
         progress.finish_step(trial_line(step + 1, order.len(), &record));
         records.push(record);
@@ -315,18 +368,54 @@ mod tests {
     }
 
     #[test]
-    fn default_plan_is_issue_2_matrix() {
+    fn default_plan_is_the_short_workload_matrix() {
         let plan = plan_from_args(&bench_args(&[])).expect("valid");
         let names: Vec<&str> = plan.servers.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["iterative", "thread", "pool"]);
-        assert_eq!(plan.connections, [1, 16, 128]);
-        assert_eq!(plan.sizes_bytes, [64]);
+        assert_eq!(names, DEFAULT_STRATEGIES);
+        let workloads: Vec<&str> = plan.workloads.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(workloads, crate::workload::DEFAULT_WORKLOADS);
+        assert!(workloads.len() >= 3, "issue 13: at least three workloads");
         // Five trials: the fewest whose interval of the median has ≥ 90% coverage.
         assert_eq!(plan.trials, 5);
-        assert_eq!(cells(&plan).len(), 9);
-        // About a minute: 45 trials of 1.3 s.
-        let total_ms = (plan.duration_ms + plan.warmup_ms) * 45;
-        assert!((40_000..=75_000).contains(&total_ms), "{total_ms}");
+        let cells = cells(&plan);
+        assert_eq!(cells.len(), workloads.len() * names.len());
+        assert!(cells.iter().all(|c| c.workload.is_some()));
+        // The measured time stays well inside the 90 s budget (server starts come on top).
+        let total_ms = (plan.duration_ms + plan.warmup_ms) * (cells.len() as u64) * 5;
+        assert!(total_ms <= 70_000, "{total_ms}");
+    }
+
+    #[test]
+    fn cell_flags_alone_keep_todays_matrix_and_combine_with_workloads() {
+        let plan = plan_from_args(&bench_args(&["--connections", "1,16,128"])).expect("valid");
+        assert!(plan.workloads.is_empty());
+        assert_eq!(plan.connections, [1, 16, 128]);
+        assert_eq!(plan.sizes_bytes, [64]);
+        let unnamed = cells(&plan);
+        assert_eq!(unnamed.len(), 9);
+        assert!(unnamed.iter().all(|c| c.workload.is_none()));
+        assert_eq!(unnamed[0].id(), "iterative-c1-s64");
+        assert_eq!(
+            (plan.trials, plan.duration_ms, plan.warmup_ms),
+            (5, 1000, 300)
+        );
+        // With --workloads the cell flags replace that parameter in each named workload.
+        let plan = plan_from_args(&bench_args(&[
+            "--workloads",
+            "pingpong,bulk",
+            "--connections",
+            "2",
+            "--strategies",
+            "pool",
+        ]))
+        .expect("valid");
+        let ids: Vec<String> = cells(&plan).iter().map(Cell::id).collect();
+        assert_eq!(ids, ["pool-pingpong-c2-s64", "pool-bulk-c2-s65536"]);
+        assert_eq!(plan.sizes_bytes, [64, 65536]);
+        // `--workloads all` runs every preset's full cells.
+        let plan = plan_from_args(&bench_args(&["--workloads", "all"])).expect("valid");
+        assert_eq!(plan.workloads.len(), crate::workload::PRESETS.len());
+        assert!(plan.connections.contains(&128) && plan.connections.contains(&1000));
     }
 
     #[test]
@@ -397,6 +486,35 @@ mod tests {
         assert!(
             joined.ends_with("--threads 1 --depth 4 --rate 1000"),
             "{joined}"
+        );
+        // A workload's cells get the workload's flags (and not the plan-wide ones).
+        let plan = plan_from_args(&bench_args(&["--workloads", "keepalive,churn"])).expect("valid");
+        let args_of = |cell: &Cell| {
+            loadgen_args(
+                &plan,
+                cell,
+                "127.0.0.1:5000".parse().expect("addr"),
+                Path::new("/tmp/x.json"),
+                Some(1),
+            )
+            .join(" ")
+        };
+        let cells = cells(&plan);
+        let keepalive = args_of(&cells[0]);
+        assert!(
+            keepalive.contains("--connections 1000 --size 64"),
+            "{keepalive}"
+        );
+        assert!(
+            keepalive.ends_with("--threads 1 --rate 20000"),
+            "{keepalive}"
+        );
+        let churn = args_of(cells.last().expect("cells"));
+        assert!(
+            churn.ends_with(
+                "--threads 1 --messages-per-connection 1 --source-addrs 127.0.0.2-127.0.0.254"
+            ),
+            "{churn}"
         );
     }
 }

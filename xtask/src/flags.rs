@@ -102,6 +102,11 @@ pub struct BenchArgs {
     /// An external echo server, `NAME='CMD … {port}'`; `{port}` becomes a free loopback port.
     #[arg(long = "server", value_name = "NAME='CMD … {port}'")]
     pub servers: Vec<String>,
+    /// Named workloads, comma separated: pingpong, pipelined, keepalive, churn, bulk, or all
+    /// (default: pingpong,keepalive,churn in short form; cell flags alone: one unnamed matrix).
+    /// Cell flags given with it replace that parameter in every named workload.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub workloads: Option<Vec<String>>,
     /// Connection counts (default: 1,16,128).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub connections: Option<Vec<u32>>,

@@ -17,11 +17,11 @@
 //! |---|---|---|
 //! | 6. dispatch | this file (`run`, `exit_code`) | every command |
 //! | 5. commands | [`bench`](mod@bench), [`capacity`], [`regress`], [`report`], [`merge`], [`fixture`] | 0–4 |
-//! | 4. present | [`present`]: `format`; `table`, `text`, `plot` (on `format`); `html` (on `table`, `text`); `progress` | 0, 2 (3 in tests) |
+//! | 4. present | [`present`]: `format`; `table`, `text`, `plot` (on `format`); `html` (on `table`, `text`); `matrix` (on `table`, `html`); `progress` | 0, 2 (3 in tests) |
 //! | 3. measure | [`trial`]: `pinning`; `server` (on `pinning`); the runner (on both) | 0–2 |
-//! | 3. compute | [`summary`] | 0, 2 |
-//! | 2. records | [`record`]: `plan`, `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `manifest` | 0, 1 |
-//! | 1. processes | [`shell`] | 0 |
+//! | 3. compute | [`summary`]; [`verdict`] (on `summary`'s coverage rule) | 0–2 |
+//! | 2. records | [`record`]: `plan` (on `trial`), `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `matrix` (on `trial`, `loadgen_report`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `manifest` | 0, 1 |
+//! | 1. processes, presets | [`shell`]; [`workload`] (the named workloads of `bench`) | 0 |
 //! | 0. foundation | [`error`], [`flags`], [`interrupt`], [`stats`] | nothing in the crate |
 //!
 //! Inside a command, its pure parts — `capacity::search` and `capacity::slo`, `regress::gate`
@@ -47,6 +47,8 @@ pub mod shell;
 pub mod stats;
 pub mod summary;
 pub mod trial;
+pub mod verdict;
+pub mod workload;
 
 use anyhow::Result;
 

@@ -53,18 +53,15 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord]) -> Vec<CellSummary> {
 /// at 3 trials two identical servers would get a "winner" about one time in ten.
 pub const MIN_COVERAGE_FOR_WINNER: f64 = 0.90;
 
-/// Marks, per (connections, size), the cell with the highest median as winner when its
+/// Marks, per (workload, connections, size) ([`Cell::group`]), the cell with the highest median as winner when its
 /// interval overlaps no other cell's interval in that group and every interval there has at
 /// least [`MIN_COVERAGE_FOR_WINNER`] coverage. Only a clean cell (no failed or invalid trial, no
 /// errors, no starved connection) can win.
 pub fn mark_winners(summaries: &mut [CellSummary]) {
-    let groups: Vec<(u32, u32)> = summaries
-        .iter()
-        .map(|s| (s.cell.connections, s.cell.size_bytes))
-        .collect();
+    let groups: Vec<Cell> = summaries.iter().map(|s| s.cell.clone()).collect();
     for group in &groups {
         let members: Vec<usize> = (0..summaries.len())
-            .filter(|&i| (summaries[i].cell.connections, summaries[i].cell.size_bytes) == *group)
+            .filter(|&i| summaries[i].cell.group() == group.group())
             .filter(|&i| summaries[i].trials > 0)
             .collect();
         if members.len() < 2
@@ -116,6 +113,7 @@ pub(crate) mod fixtures {
             server: server.into(),
             connections,
             size_bytes: 64,
+            workload: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
         seed: 7,
         ready_timeout_ms: 20_000,
         server_args: vec![],
+        workloads: vec![],
     }
 }
 
@@ -53,7 +54,7 @@ fn tiny_bench_writes_a_complete_run_directory() {
             command: Some(fixture),
         },
     ]);
-    let summaries =
+    let (summaries, _) =
         run_plan(&plan, binaries(), run_dir.path(), &project_root()).expect("bench runs");
 
     assert_eq!(summaries.len(), 4);
@@ -310,4 +311,105 @@ fn all_strategies_are_the_ones_the_server_offers() {
     }
     let manifest = Manifest::read(out.path()).expect("manifest");
     assert_eq!(manifest.config["pin"], false);
+}
+
+/// Named workloads end to end, briefly: churn and keepalive cells are named after their
+/// workload, churn's loadgen gets its source addresses, and the matrix reaches the terminal,
+/// `matrix.json`, `summary.md`, `summary.csv` and `index.html` (two trials: too few for a
+/// verdict, which the matrix must say).
+#[test]
+fn named_workloads_reach_every_output() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "bench",
+                "--workloads",
+                "churn,keepalive",
+                "--connections",
+                "4",
+                "--strategies",
+                "event-loop,thread",
+                "--trials",
+                "2",
+                "--duration",
+                "200ms",
+                "--warmup",
+                "100ms",
+                "--no-pin",
+            ],
+            out.path(),
+        ),
+        0,
+    );
+    assert!(
+        stdout.contains("Which strategy for which workload"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("churn c=4 64B (conn/s)"), "{stdout}");
+    assert!(stdout.contains("keepalive c=4 64B (µs p99)"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: no winner: too few trials"),
+        "{stdout}"
+    );
+    let matrix = read_json(&out.path().join("matrix.json"));
+    assert_eq!(matrix["schema"], "echolab.xtask.matrix/1");
+    let rows = matrix["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["workload"], "churn");
+    assert_eq!(rows[0]["merit"], "connections_per_s");
+    assert_eq!(rows[1]["merit"], "p99_us");
+    assert_eq!(rows[1]["cells"].as_array().map(Vec::len), Some(2));
+    // summary.json is still a top-level array, one entry per cell, the workload in its cell.
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary.as_array().map(Vec::len), Some(4));
+    assert_eq!(summary[0]["cell"]["workload"], "churn");
+    let churn = files_ending(
+        &out.path().join("trials"),
+        "-event-loop-churn-c4-s64-t0.loadgen.json",
+    );
+    assert_eq!(churn.len(), 1, "trial files carry the workload");
+    let report = read_json(&churn[0]);
+    assert_eq!(report["config"]["messages_per_connection"], 1, "{report}");
+    assert!(
+        report["config"]["source_addrs"]
+            .to_string()
+            .contains("127.0.0.2"),
+        "{report}"
+    );
+    let markdown = std::fs::read_to_string(out.path().join("summary.md")).expect("md");
+    assert!(
+        markdown.contains("## Which strategy for which workload"),
+        "{markdown}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("summary.csv")).expect("csv");
+    assert!(
+        csv.lines()
+            .next()
+            .is_some_and(|h| h.ends_with(",workload,judgement")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.contains(",churn,") || l.contains(",keepalive,")),
+        "{csv}"
+    );
+    let index = std::fs::read_to_string(out.path().join("index.html")).expect("index");
+    assert!(
+        index.contains("<table class=\"matrix\">") && index.contains("<img src=\"matrix.svg\""),
+        "{index}"
+    );
+}
+
+#[test]
+fn unknown_workload_exits_2() {
+    let (_, stderr) = run_to_exit(
+        &mut xtask(["bench", "--workloads", "pingpong,websocket", "--smoke"]),
+        2,
+    );
+    assert!(
+        stderr.contains("unknown workload \"websocket\""),
+        "{stderr}"
+    );
 }

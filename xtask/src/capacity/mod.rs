@@ -104,6 +104,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
             server: server.name.clone(),
             connections: args.connections,
             size_bytes: args.size,
+            workload: None,
         },
         order: 0,
         taken: Vec::new(),

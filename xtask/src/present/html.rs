@@ -65,6 +65,7 @@ pub fn write_index(run_dir: &Path, title: &str, body: &str, images: &[&str]) -> 
     for file in [
         "summary.md",
         "summary.csv",
+        "matrix.json",
         "trials.json",
         "capacity.json",
         "regress.json",
@@ -106,10 +107,16 @@ impl Exporter for HtmlTable {
     }
 }
 
-/// `index.html` of a bench run: the summary table and the plots.
-pub fn bench_index(run_dir: &Path, summaries: &[CellSummary], images: &[&str]) -> Result<()> {
+/// `index.html` of a bench run: `before` (the matrix), the summary table and the plots.
+pub fn bench_index(
+    run_dir: &Path,
+    summaries: &[CellSummary],
+    before: &str,
+    images: &[&str],
+) -> Result<()> {
     let table = String::from_utf8_lossy(&export_to_vec(&HtmlTable, summaries)).into_owned();
-    write_index(run_dir, "echolab bench", &table, images)
+    let body = format!("{before}<h2>Every cell</h2>\n{table}");
+    write_index(run_dir, "echolab bench", &body, images)
 }
 
 /// `index.html` of a capacity run: the answer, every step, and `capacity.svg`.

@@ -3,7 +3,7 @@
 //!
 //! One module per kind of output: [`format`](mod@format) (how numbers look), [`table`] (the bench summary,
 //! one `Exporter` per format: terminal, Markdown, CSV, JSON; HTML in [`html`]), [`text`] (the
-//! lines commands print), [`plot`] (SVG), [`html`] (`index.html`), [`progress`] (the progress
+//! lines commands print), [`matrix`] (which strategy for which workload, in every format), [`plot`] (SVG), [`html`] (`index.html`), [`progress`] (the progress
 //! bar). The functions below draw a whole run directory; `cargo xtask report` calls the same.
 //!
 //! Layer: presentation depends on records (and `stats`, `flags`, and `summary` in tests) only;
@@ -11,6 +11,7 @@
 
 pub mod format;
 pub mod html;
+pub mod matrix;
 pub mod plot;
 pub mod progress;
 pub mod table;
@@ -21,20 +22,24 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::record::capacity::CapacityFile;
+use crate::record::matrix::MatrixFile;
 use crate::record::regress::RegressFile;
 use crate::record::summary::CellSummary;
 use crate::record::trial::TrialsFile;
 
-/// Draws every plot and `index.html` of a bench run directory from its records; returns the
-/// plots' file names.
+/// Draws every plot and `index.html` of a bench run directory from its records (the matrix
+/// first, see [`matrix`]); returns the plots' file names.
 pub fn bench_run(
     run_dir: &Path,
     trials: &TrialsFile,
     summaries: &[CellSummary],
+    matrix: &MatrixFile,
 ) -> Result<Vec<String>> {
-    let images = plot::bench_plots(run_dir, trials, summaries)?;
+    matrix::write_matrix_files(run_dir, summaries, matrix)?;
+    let mut images = vec!["matrix.svg".to_string()];
+    images.extend(plot::bench_plots(run_dir, trials, summaries)?);
     let image_refs: Vec<&str> = images.iter().map(String::as_str).collect();
-    html::bench_index(run_dir, summaries, &image_refs)?;
+    html::bench_index(run_dir, summaries, &matrix::html(matrix), &image_refs)?;
     Ok(images)
 }
 

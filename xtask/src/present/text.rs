@@ -11,11 +11,9 @@ use crate::record::trial::TrialRecord;
 /// One line per finished bench trial: `[ 3/45] pool c=16 64B t0: 123,456 msg/s, p99 …`.
 pub fn trial_line(step: usize, total: usize, record: &TrialRecord) -> String {
     let label = format!(
-        "[{:>width$}/{total}] {} c={} {}B t{}",
+        "[{:>width$}/{total}] {} t{}",
         step,
-        record.cell.server,
-        record.cell.connections,
-        record.cell.size_bytes,
+        record.cell.label(),
         record.trial,
         width = total.to_string().len()
     );

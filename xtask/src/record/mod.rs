@@ -2,7 +2,7 @@
 //!
 //! One submodule per file kind: [`plan`] (the validated bench plan a manifest stores, and the
 //! servers it names), [`trial`] (`trials.json`: one record per trial), [`summary`] (the rows of
-//! `summary.json`), [`capacity`] (`capacity.json`), [`regress`] (`regress.json`), [`manifest`]
+//! `summary.json`), [`matrix`] (`matrix.json`: the verdict per workload), [`capacity`] (`capacity.json`), [`regress`] (`regress.json`), [`manifest`]
 //! (`manifest.json`), and [`loadgen_report`] (the numbers xtask takes from loadgen's own JSON).
 //! `results/README.md` documents every key; keys are contracts (added, never renamed).
 //!
@@ -18,6 +18,7 @@
 pub mod capacity;
 pub mod loadgen_report;
 pub mod manifest;
+pub mod matrix;
 pub mod plan;
 pub mod regress;
 pub mod summary;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::trial::Cell;
 use crate::flags::RunArgs;
+use crate::workload::Workload;
 
 /// One server in the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,10 @@ pub struct BenchPlan {
     /// Extra arguments for built-in strategies' servers (`--server-args`).
     #[serde(default)]
     pub server_args: Vec<String>,
+    /// The named workloads the cells come from (`--workloads`, or the default set), expanded
+    /// with the cell flags; empty when the cell flags alone describe the matrix.
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
 }
 
 impl BenchPlan {
@@ -69,7 +75,14 @@ impl BenchPlan {
             seed: 0,
             ready_timeout_ms: run.ready_timeout.as_millis() as u64,
             server_args: run.server_args(),
+            workloads: vec![],
         }
+    }
+
+    /// The workload a cell of this plan belongs to (`None` for cells of the cell flags alone).
+    pub fn workload_of(&self, cell: &Cell) -> Option<&Workload> {
+        let name = cell.workload.as_deref()?;
+        self.workloads.iter().find(|w| w.name == name)
     }
 
     /// The warm-up as a duration.

@@ -15,23 +15,55 @@ pub struct Cell {
     pub server: String,
     pub connections: u32,
     pub size_bytes: u32,
+    /// The named workload (`pingpong`, `keepalive`, …; see `workload`) the cell belongs to;
+    /// absent for cells from the cell flags alone and in files from before workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 impl Cell {
-    /// A file-name-safe id, e.g. `pool-c16-s64`.
+    /// A file-name-safe id, e.g. `pool-c16-s64`, or `pool-churn-c16-s64` in a workload.
     pub fn id(&self) -> String {
-        let server: String = self
-            .server
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("{server}-c{}-s{}", self.connections, self.size_bytes)
+        let safe = |text: &str| -> String {
+            text.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let workload = self
+            .workload
+            .as_deref()
+            .map_or(String::new(), |w| format!("-{}", safe(w)));
+        format!(
+            "{}{workload}-c{}-s{}",
+            safe(&self.server),
+            self.connections,
+            self.size_bytes
+        )
+    }
+
+    /// How a cell is named in progress lines: `pool c=16 64B`, `pool churn c=16 64B`.
+    pub fn label(&self) -> String {
+        match &self.workload {
+            Some(workload) => format!(
+                "{} {workload} c={} {}B",
+                self.server, self.connections, self.size_bytes
+            ),
+            None => format!(
+                "{} c={} {}B",
+                self.server, self.connections, self.size_bytes
+            ),
+        }
+    }
+
+    /// The cells a verdict compares with each other: same workload, connections and size.
+    pub fn group(&self) -> (Option<&str>, u32, u32) {
+        (self.workload.as_deref(), self.connections, self.size_bytes)
     }
 }
 

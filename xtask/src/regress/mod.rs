@@ -313,6 +313,7 @@ impl PairRunner<'_> {
             server: side.as_str().into(),
             connections: self.args.connections,
             size_bytes: self.args.size,
+            workload: None,
         };
         let record = runner.run_trial(order, &cell, pair as u32, &contender.server)?;
         let figures = record.figures.clone().with_context(|| {

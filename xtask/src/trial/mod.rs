@@ -57,6 +57,10 @@ pub fn loadgen_args(
     if let Some(threads) = threads {
         args.extend(["--threads".into(), threads.to_string()]);
     }
+    if let Some(workload) = plan.workload_of(cell) {
+        args.extend(workload.loadgen_flags());
+        return args;
+    }
     if let Some(depth) = plan.depth {
         args.extend(["--depth".into(), depth.to_string()]);
     }
@@ -260,6 +264,7 @@ mod tests {
             server: "my server".into(),
             connections: 16,
             size_bytes: 64,
+            workload: None,
         };
         let record = empty_record(7, &cell, 2, true);
         assert_eq!(
