@@ -120,6 +120,12 @@ fn server_names(summaries: &[CellSummary]) -> Vec<String> {
     names
 }
 
+/// The bar group of a cell: (size, connections, workload).
+fn group_key(summary: &CellSummary) -> (u32, u32, Option<&str>) {
+    let cell = &summary.cell;
+    (cell.size_bytes, cell.connections, cell.workload.as_deref())
+}
+
 /// Grouped bar chart: one group per connection count (for the first size, or every size with
 /// a `size` suffix), one bar per server; `interval` draws a vertical bar from low to high.
 fn grouped_bars(
@@ -131,9 +137,9 @@ fn grouped_bars(
     interval: &dyn Fn(&CellSummary) -> Option<(f64, f64)>,
 ) -> Result<()> {
     let servers = server_names(summaries);
-    let mut groups: Vec<(u32, u32)> = Vec::new();
+    let mut groups: Vec<(u32, u32, Option<&str>)> = Vec::new();
     for summary in summaries {
-        let key = (summary.cell.size_bytes, summary.cell.connections);
+        let key = group_key(summary);
         if !groups.contains(&key) {
             groups.push(key);
         }
@@ -155,13 +161,15 @@ fn grouped_bars(
     let root = canvas(path)?;
     let group_labels: Vec<String> = groups
         .iter()
-        .map(|(size, connections)| {
-            if several_sizes {
+        .map(|&(size, connections, workload)| {
+            if let Some(workload) = workload {
+                format!("{workload} c={connections}")
+            } else if several_sizes {
                 format!("{connections} conns, {size} B")
             } else {
                 format!(
                     "{connections} connection{}",
-                    if *connections == 1 { "" } else { "s" }
+                    if connections == 1 { "" } else { "s" }
                 )
             }
         })
@@ -195,10 +203,7 @@ fn grouped_bars(
         let mut bars = Vec::new();
         let mut whiskers = Vec::new();
         for summary in summaries.iter().filter(|s| &s.cell.server == server) {
-            let Some(group) = groups
-                .iter()
-                .position(|g| *g == (summary.cell.size_bytes, summary.cell.connections))
-            else {
+            let Some(group) = groups.iter().position(|g| *g == group_key(summary)) else {
                 continue;
             };
             let left = group as f64 + 0.1 + slot * server_index as f64;
@@ -452,7 +457,7 @@ pub fn bench_plots(
         images.push("cpu_per_message.svg".to_string());
     }
     // Latency spectrum: one plot per (size, connections), the trials of a cell merged exactly.
-    let mut merged: BTreeMap<(u32, u32), Vec<NamedHistogram>> = BTreeMap::new();
+    let mut merged: BTreeMap<(Option<String>, u32, u32), Vec<NamedHistogram>> = BTreeMap::new();
     for cell in &trials.cells {
         let reports = trials
             .trials
@@ -461,21 +466,24 @@ pub fn bench_plots(
             .map(|r| run_dir.join(&r.loadgen_json));
         if let Some(total) = merged_histogram(reports, "latency_us")? {
             merged
-                .entry((cell.size_bytes, cell.connections))
+                .entry((cell.workload.clone(), cell.size_bytes, cell.connections))
                 .or_default()
                 .push((cell.server.clone(), total));
         }
     }
-    for ((size, connections), lines) in merged {
-        let name = if trials.cells.iter().any(|c| c.size_bytes != size) {
-            format!("latency_c{connections}_s{size}.svg")
-        } else {
-            format!("latency_c{connections}.svg")
+    for ((workload, size, connections), lines) in merged {
+        let name = match &workload {
+            Some(workload) => format!("latency_{workload}_c{connections}_s{size}.svg"),
+            None if trials.cells.iter().any(|c| c.size_bytes != size) => {
+                format!("latency_c{connections}_s{size}.svg")
+            }
+            None => format!("latency_c{connections}.svg"),
         };
+        let what = workload.map_or(String::new(), |w| format!("{w}, "));
         draw_spectrum(
             &run_dir.join(&name),
             &format!(
-                "latency percentiles, {connections} connections, {size} B (all trials merged)"
+                "latency percentiles, {what}{connections} connections, {size} B (all trials merged)"
             ),
             &lines,
         )?;
