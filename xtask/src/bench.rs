@@ -35,14 +35,29 @@ use crate::record::trial::{Cell, TrialRecord, TrialsFile};
 use crate::shell::{self, Binaries};
 use crate::summary::summarize;
 use crate::trial::server::{
-    KNOWN_STRATEGIES, drop_unstartable_strategies, parse_server_spec, preflight, resolve_strategies,
+    KNOWN_STRATEGIES, check_threads_against_server_args, drop_unstartable_strategies,
+    parse_server_spec, parse_strategy_item, preflight, resolve_strategies,
 };
 use crate::trial::{Pinning, TrialRunner};
 use crate::verdict;
 use crate::workload::{self, CellFlags, Workload};
 
-/// The strategies compared when `--strategies` is not given (issue 2's matrix).
-pub const DEFAULT_STRATEGIES: [&str; 3] = ["iterative", "thread", "pool"];
+/// The strategies compared when `--strategies` is not given: the pool story. `pool:16` serves
+/// 16 connections at once and starves the rest; `reactor-pool:2` serves any number with two
+/// workers; `iterative` and `thread` are the two classic ends.
+pub const DEFAULT_STRATEGIES: [&str; 4] = ["iterative", "thread", "pool:16", "reactor-pool:2"];
+
+/// The strategies `--workloads all` compares when `--strategies` is not given: the default set
+/// and the two nonblocking designs (`rayon` tells `pool`'s story and `uring` `event-loop`'s on
+/// loopback; `--strategies all` adds them), so the full matrix stays within 6 minutes.
+pub const ALL_WORKLOADS_STRATEGIES: [&str; 6] = [
+    "iterative",
+    "thread",
+    "pool:16",
+    "reactor-pool:2",
+    "event-loop",
+    "async",
+];
 
 /// Measured time per trial of a workload run (the default run and `--workloads`): 5 trials of
 /// every cell stay within 90 s for the default run and 6 minutes for `--workloads all` on 2
@@ -57,32 +72,33 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
     let mut all_strategies = false;
     let requested: Vec<String> = match &args.strategies {
         Some(list) => list.iter().map(|s| s.trim().to_string()).collect(),
-        // The full matrix: every workload against every strategy the server offers.
         None if args.servers.is_empty() && workload::is_all(args.workloads.as_deref()) => {
-            vec!["all".into()]
+            ALL_WORKLOADS_STRATEGIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         }
         None if args.servers.is_empty() => {
             DEFAULT_STRATEGIES.iter().map(|s| s.to_string()).collect()
         }
         None => vec![],
     };
-    for strategy in requested {
-        match strategy.as_str() {
+    for item in requested {
+        match item.as_str() {
             "all" => all_strategies = true,
             "none" | "" => {}
-            name if KNOWN_STRATEGIES.contains(&name) => {
-                if !servers.iter().any(|s: &ServerEntry| s.name == name) {
-                    servers.push(ServerEntry {
-                        name: name.to_string(),
-                        command: None,
-                    });
+            item => {
+                let entry = parse_strategy_item(item)?;
+                match servers.iter().find(|s: &&ServerEntry| s.name == entry.name) {
+                    None => servers.push(entry),
+                    Some(same) if *same == entry => {}
+                    Some(_) => {
+                        return Err(input_error(format!(
+                            "--strategies names {} twice with different thread counts; a strategy runs once per bench (compare counts in two runs)",
+                            entry.name
+                        )));
+                    }
                 }
-            }
-            unknown => {
-                return Err(input_error(format!(
-                    "unknown strategy {unknown:?}; known: {}, or all",
-                    KNOWN_STRATEGIES.join(", ")
-                )));
             }
         }
     }
@@ -97,6 +113,7 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         }
         servers.push(entry);
     }
+    check_threads_against_server_args(&servers, &args.run.server_args())?;
     if servers.is_empty() && !all_strategies {
         return Err(input_error(
             "nothing to compare: no strategies and no --server",
@@ -377,7 +394,9 @@ mod tests {
     fn default_plan_is_the_short_workload_matrix() {
         let plan = plan_from_args(&bench_args(&[])).expect("valid");
         let names: Vec<&str> = plan.servers.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, DEFAULT_STRATEGIES);
+        assert_eq!(names, ["iterative", "thread", "pool", "reactor-pool"]);
+        let threads: Vec<Option<u32>> = plan.servers.iter().map(|s| s.threads).collect();
+        assert_eq!(threads, [None, None, Some(16), Some(2)]);
         let workloads: Vec<&str> = plan.workloads.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(workloads, crate::workload::DEFAULT_WORKLOADS);
         assert!(workloads.len() >= 3, "issue 13: at least three workloads");
@@ -398,7 +417,7 @@ mod tests {
         assert_eq!(plan.connections, [1, 16, 128]);
         assert_eq!(plan.sizes_bytes, [64]);
         let unnamed = cells(&plan);
-        assert_eq!(unnamed.len(), 9);
+        assert_eq!(unnamed.len(), 12);
         assert!(unnamed.iter().all(|c| c.workload.is_none()));
         assert_eq!(unnamed[0].id(), "iterative-c1-s64");
         assert_eq!(
@@ -421,8 +440,20 @@ mod tests {
         // `--workloads all` runs every preset's full cells.
         let plan = plan_from_args(&bench_args(&["--workloads", "all"])).expect("valid");
         assert_eq!(plan.workloads.len(), crate::workload::PRESETS.len());
-        // … against every strategy the server offers, unless --strategies says otherwise.
-        assert!(plan.all_strategies && plan.servers.is_empty());
+        // … against the default strategies and the event loops, unless --strategies says
+        // otherwise.
+        let names: Vec<&str> = plan.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "iterative",
+                "thread",
+                "pool",
+                "reactor-pool",
+                "event-loop",
+                "async"
+            ]
+        );
         assert_eq!(
             (plan.trials, plan.duration_ms, plan.warmup_ms),
             (5, 600, 200)
