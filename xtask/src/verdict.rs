@@ -128,6 +128,7 @@ pub fn matrix_cell(
         reasons,
         server_peak_rss_kib: summary.server_peak_rss_kib,
         server_cpu_per_message_us: summary.server_cpu_per_message_us,
+        server_workers: summary.server_workers,
         connect_p99_us,
     }
 }
@@ -230,15 +231,10 @@ pub fn judge(merit: Merit, cells: &mut [MatrixCell]) -> Verdict {
     let clean: Vec<usize> = (0..cells.len())
         .filter(|&i| cells[i].status == CellStatus::Judged && cells[i].figure.is_some())
         .collect();
-    let Some(&best) = clean.iter().max_by(|&&a, &&b| {
-        let (a, b) = (cells[a].figure, cells[b].figure);
-        let order = a.unwrap_or(f64::NAN).total_cmp(&b.unwrap_or(f64::NAN));
-        if merit.higher_is_better() {
-            order
-        } else {
-            order.reverse()
-        }
-    }) else {
+    let Some(&best) = clean
+        .iter()
+        .max_by(|&&a, &&b| compare(merit, cells[a].figure, cells[b].figure))
+    else {
         let all: Vec<&MatrixCell> = cells.iter().collect();
         return Verdict::none(format!("no cell could be judged ({})", statuses(&all)));
     };
@@ -254,7 +250,8 @@ pub fn judge(merit: Merit, cells: &mut [MatrixCell]) -> Verdict {
         ));
     }
     let interval_of = |i: usize| cells[i].interval;
-    let overlapping: Vec<usize> = clean
+    // The overlapping cell named is the runner-up: the best figure after the best.
+    let runner_up = clean
         .iter()
         .copied()
         .filter(|&i| i != best)
@@ -262,8 +259,8 @@ pub fn judge(merit: Merit, cells: &mut [MatrixCell]) -> Verdict {
             (Some(a), Some(b)) => a.overlaps(&b),
             _ => true,
         })
-        .collect();
-    if let Some(&other) = overlapping.first() {
+        .max_by(|&a, &b| compare(merit, cells[a].figure, cells[b].figure));
+    if let Some(other) = runner_up {
         let show = |i: usize| {
             let range = interval_of(i).map_or("-".into(), |r: Interval| {
                 format!("{}–{}", compact(r.low), compact(r.high))
@@ -282,6 +279,16 @@ pub fn judge(merit: Merit, cells: &mut [MatrixCell]) -> Verdict {
         winner: Some(best),
         confidence: Some(weakest),
         no_winner: None,
+    }
+}
+
+/// Orders two figures so that the better one is greater (by the merit's direction).
+fn compare(merit: Merit, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+    let order = a.unwrap_or(f64::NAN).total_cmp(&b.unwrap_or(f64::NAN));
+    if merit.higher_is_better() {
+        order
+    } else {
+        order.reverse()
     }
 }
 
@@ -316,17 +323,7 @@ fn statuses(cells: &[&MatrixCell]) -> String {
 /// — and how many connections starved where some did.
 pub fn why_line(merit: Merit, connections: u32, cells: &[MatrixCell]) -> String {
     let mut ranked: Vec<&MatrixCell> = cells.iter().filter(|c| c.figure.is_some()).collect();
-    ranked.sort_by(|a, b| {
-        let order = a
-            .figure
-            .unwrap_or(f64::NAN)
-            .total_cmp(&b.figure.unwrap_or(f64::NAN));
-        if merit.higher_is_better() {
-            order.reverse()
-        } else {
-            order
-        }
-    });
+    ranked.sort_by(|a, b| compare(merit, b.figure, a.figure));
     let Some(first) = ranked.first() else {
         return "nothing was measured".into();
     };

@@ -65,7 +65,7 @@ pub fn unjudged(matrix: &MatrixFile) -> Vec<(String, String, String)> {
 /// The matrix as aligned text for the terminal, each row followed by its verdict and why.
 pub fn terminal(matrix: &MatrixFile) -> String {
     let mut header = vec!["workload (figure)".to_string()];
-    header.extend(matrix.servers.iter().cloned());
+    header.extend(matrix.servers.iter().map(|s| matrix.heading(s)));
     let rows: Vec<Vec<String>> = matrix
         .rows
         .iter()
@@ -120,7 +120,7 @@ pub fn markdown(matrix: &MatrixFile) -> String {
     let escape = |text: &str| text.replace('|', "\\|");
     let mut out = format!("\n## {TITLE}\n\n| workload | figure |");
     for server in &matrix.servers {
-        let _ = write!(out, " {} |", escape(server));
+        let _ = write!(out, " {} |", escape(&matrix.heading(server)));
     }
     out.push_str(" verdict | why |\n|---|---|");
     for _ in &matrix.servers {
@@ -207,7 +207,7 @@ fn status_color(status: CellStatus) -> (u8, u8, u8) {
 pub fn html(matrix: &MatrixFile) -> String {
     let mut out = format!("<h2>{TITLE}</h2>\n<table class=\"matrix\"><tr><th>workload</th>");
     for server in &matrix.servers {
-        let _ = write!(out, "<th>{}</th>", html_escape(server));
+        let _ = write!(out, "<th>{}</th>", html_escape(&matrix.heading(server)));
     }
     out.push_str("<th>verdict</th><th>why</th></tr>\n");
     for row in &matrix.rows {
@@ -257,7 +257,8 @@ pub fn svg(path: &Path, matrix: &MatrixFile) -> Result<()> {
     const CELL_WIDTH: i32 = 130;
     const ROW_HEIGHT: i32 = 34;
     const TOP: i32 = 70;
-    let width = LABEL_WIDTH + CELL_WIDTH * matrix.servers.len().max(1) as i32 + 20;
+    const VERDICT_WIDTH: i32 = 170;
+    let width = LABEL_WIDTH + CELL_WIDTH * matrix.servers.len().max(1) as i32 + VERDICT_WIDTH;
     let height = TOP + ROW_HEIGHT * matrix.rows.len() as i32 + 60;
     let root = SVGBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     let fail = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing matrix.svg: {e:?}");
@@ -267,9 +268,12 @@ pub fn svg(path: &Path, matrix: &MatrixFile) -> Result<()> {
         .map_err(|e| fail(&e))?;
     for (column, server) in matrix.servers.iter().enumerate() {
         let x = LABEL_WIDTH + CELL_WIDTH * column as i32 + 6;
-        root.draw(&Text::new(server.clone(), (x, TOP - 24), text(15)))
+        root.draw(&Text::new(matrix.heading(server), (x, TOP - 24), text(15)))
             .map_err(|e| fail(&e))?;
     }
+    let verdict_x = LABEL_WIDTH + CELL_WIDTH * matrix.servers.len() as i32 + 10;
+    root.draw(&Text::new("verdict", (verdict_x, TOP - 24), text(15)))
+        .map_err(|e| fail(&e))?;
     for (index, row) in matrix.rows.iter().enumerate() {
         let y = TOP + ROW_HEIGHT * index as i32;
         root.draw(&Text::new(row_label(row), (10, y + 9), text(15)))
@@ -288,6 +292,12 @@ pub fn svg(path: &Path, matrix: &MatrixFile) -> Result<()> {
             root.draw(&Text::new(cell_text(cell), (x + 6, y + 9), text(14)))
                 .map_err(|e| fail(&e))?;
         }
+        let verdict = row
+            .winner
+            .as_ref()
+            .map_or("no winner".to_string(), |w| format!("{w} wins"));
+        root.draw(&Text::new(verdict, (verdict_x, y + 9), text(14)))
+            .map_err(|e| fail(&e))?;
     }
     let legend_y = TOP + ROW_HEIGHT * matrix.rows.len() as i32 + 12;
     let mut x = 10;

@@ -74,6 +74,8 @@ pub struct MatrixCell {
     pub reasons: Vec<String>,
     pub server_peak_rss_kib: Option<u64>,
     pub server_cpu_per_message_us: Option<f64>,
+    /// Most workers the server reported (built-in strategies).
+    pub server_workers: Option<u64>,
     /// Median connect p99 (churn), µs.
     pub connect_p99_us: Option<f64>,
 }
@@ -136,6 +138,23 @@ pub struct MatrixFile {
 }
 
 impl MatrixFile {
+    /// A column's heading: the server, with its worker count where it has a pool (`pool (w=16)`),
+    /// as in the summary table.
+    pub fn heading(&self, server: &str) -> String {
+        let workers = self
+            .rows
+            .iter()
+            .flat_map(|row| &row.cells)
+            .filter(|cell| cell.server == server)
+            .filter_map(|cell| cell.server_workers)
+            .max()
+            .filter(|&workers| workers > 0);
+        match workers {
+            Some(workers) => format!("{server} (w={workers})"),
+            None => server.to_string(),
+        }
+    }
+
     /// A file of this schema.
     pub fn new(servers: Vec<String>, rows: Vec<MatrixRow>) -> Self {
         Self {
