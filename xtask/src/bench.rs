@@ -64,7 +64,7 @@ pub const ALL_WORKLOADS_STRATEGIES: [&str; 6] = [
 /// cores. Cell flags alone keep 1 s.
 pub const WORKLOAD_DURATION: Duration = Duration::from_millis(600);
 /// Warm-up per trial of a workload run (1,000 keep-alive connections connect within it).
-pub const WORKLOAD_WARMUP: Duration = Duration::from_millis(200);
+pub const WORKLOAD_WARMUP: Duration = Duration::from_millis(300);
 
 /// Validates flags into a plan (no processes started); bad input is an [`crate::InputError`].
 pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
@@ -456,7 +456,7 @@ mod tests {
         );
         assert_eq!(
             (plan.trials, plan.duration_ms, plan.warmup_ms),
-            (5, 600, 200)
+            (5, 600, 300)
         );
         let plan = plan_from_args(&bench_args(&["--workloads", "all", "--strategies", "pool"]))
             .expect("valid");

@@ -243,8 +243,9 @@ pub fn judge(merit: Merit, cells: &mut [MatrixCell]) -> Verdict {
         .map(|&i| cells[i].coverage)
         .fold(f64::INFINITY, f64::min);
     if weakest < MIN_COVERAGE_FOR_WINNER {
+        let fewest = clean.iter().map(|&i| cells[i].trials).min().unwrap_or(0);
         return Verdict::none(format!(
-            "too few trials: intervals of {:.0}% coverage; a verdict needs ≥ {:.0}% (5 trials per cell)",
+            "too few trials: {fewest} per cell (intervals of {:.0}% coverage); a verdict needs 5 (≥ {:.0}%)",
             (weakest * 100.0).floor(),
             MIN_COVERAGE_FOR_WINNER * 100.0
         ));
@@ -570,9 +571,9 @@ mod tests {
         let row = matrix(&plan(), &summaries, &records, &[]).rows.remove(0);
         assert_eq!(row.winner, None);
         assert!(
-            row.no_winner
-                .as_deref()
-                .is_some_and(|r| r.starts_with("too few trials: intervals of 75%")),
+            row.no_winner.as_deref().is_some_and(
+                |r| r.starts_with("too few trials: 3 per cell (intervals of 75% coverage)")
+            ),
             "{row:?}"
         );
     }
