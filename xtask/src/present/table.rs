@@ -20,6 +20,21 @@ pub trait Exporter {
 }
 
 pub(super) fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let (mut header, mut rows) = cell_rows(summaries);
+    // Named workloads: the workload is part of the cell, so it gets a column of its own.
+    if summaries.iter().any(|s| s.cell.workload.is_some()) {
+        header.insert(1, WORKLOAD_COLUMN);
+        for (row, summary) in rows.iter_mut().zip(summaries) {
+            row.insert(1, summary.cell.workload.clone().unwrap_or_default());
+        }
+    }
+    (header, rows)
+}
+
+/// The heading of the workload column (left-aligned like the server's).
+const WORKLOAD_COLUMN: &str = "workload";
+
+fn cell_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let header = vec![
         "server",
         "conns",
@@ -86,7 +101,7 @@ pub(super) fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<V
     (header, rows)
 }
 
-const WINNER_NOTE: &str = "* fastest for its connection count and size, with an interval of \
+const WINNER_NOTE: &str = "* fastest for its workload, connection count and size, with an interval of \
      ≥ 90% coverage that overlaps no other's";
 
 const COVERAGE_NOTE: &str = "CI of median: order-statistic (sign-test) interval; its coverage \
@@ -108,7 +123,9 @@ impl Exporter for TerminalTable {
                     .unwrap_or(0)
             })
             .collect();
-        let left_aligned = |column: usize| column == 0 || column == header.len() - 1;
+        let left_aligned = |column: usize| {
+            column == 0 || column == header.len() - 1 || header[column] == WORKLOAD_COLUMN
+        };
         let render = |cells: Vec<String>| -> String {
             let line: Vec<String> = cells
                 .iter()
@@ -150,7 +167,7 @@ impl Exporter for MarkdownTable {
         writeln!(out, "| {} |", header.join(" | "))?;
         let rule: Vec<&str> = (0..header.len())
             .map(|column| {
-                if column == 0 || column == header.len() - 1 {
+                if column == 0 || column == header.len() - 1 || header[column] == WORKLOAD_COLUMN {
                     "---"
                 } else {
                     "---:"
@@ -330,5 +347,25 @@ mod tests {
             .expect("writes");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(!text.contains("(w=0)"), "{text}");
+    }
+
+    #[test]
+    fn named_workloads_get_a_column_of_their_own() {
+        let mut summaries = fixed_summaries();
+        summaries[0].cell.workload = Some("churn".into());
+        let text = String::from_utf8(export_to_vec(&TerminalTable, &summaries)).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("server     workload  conns"), "{text}");
+        assert!(lines[1].starts_with("iterative  churn        16"), "{text}");
+        let markdown = String::from_utf8(export_to_vec(&MarkdownTable, &summaries)).expect("utf-8");
+        assert!(
+            markdown.contains("| iterative | churn | 16 | 64 |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| pool |  | 16 | 64 |"), "{markdown}");
+        // Without workloads the table is as it always was.
+        let plain =
+            String::from_utf8(export_to_vec(&TerminalTable, &fixed_summaries())).expect("utf-8");
+        assert!(!plain.contains("workload"), "{plain}");
     }
 }
