@@ -218,6 +218,8 @@ mod tests {
             service_time_us: Default::default(),
             connect_us: Default::default(),
             schedule: None,
+            timing: None,
+            steps: Vec::new(),
             connections: Default::default(),
             errors: Default::default(),
             loadgen: Default::default(),

@@ -127,7 +127,8 @@ impl Ctx {
         if let Some(mut socket) = conn.socket.take() {
             let _ = registry.deregister(&mut socket);
         }
-        conn.session.abandon(now, &self.plan.window);
+        let abandoned = conn.session.abandon(now, &self.plan.window);
+        self.rec.abandoned(abandoned);
         conn.phase = Phase::Idle;
     }
 
@@ -217,7 +218,7 @@ impl Ctx {
         conn.phase = Phase::Open;
         conn.session.opened(now);
         self.rec
-            .connected(now.saturating_sub(conn.connect_started_ns));
+            .connected(now.saturating_sub(conn.connect_started_ns), now);
         self.pump(registry, conn, now);
     }
 
