@@ -156,6 +156,10 @@ pub struct CapacityArgs {
     /// Or an external server command with `{port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
     pub server: Option<String>,
+    /// Or a server that is already running (on this host or another): xtask starts none, so
+    /// the server's CPU and memory are not measured.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["strategy", "server"])]
+    pub target: Option<String>,
     /// The SLO in loadgen's `--slo` syntax, upper bounds only: 'p99<=1ms' or
     /// 'p99<=1ms,p999<=5ms,errors=0' (no errors clause: none tolerated).
     #[arg(long)]
@@ -178,11 +182,19 @@ pub struct CapacityArgs {
     /// Measured time per step.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub duration: Duration,
-    /// Warm-up per step.
+    /// Warm-up before the first step (the connections open once for the whole search).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
     pub warmup: Duration,
-    /// Measure a failed step again this many times; it passes if any attempt passes
-    /// (interference on a shared machine only adds latency).
+    /// Time each later step runs at its rate, unrecorded, before it is measured.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub settle: Duration,
+    /// How the loadgen times its sends (loadgen `--timing`): auto spins where it is pinned to
+    /// cores of its own, sleeps otherwise.
+    #[arg(long, value_enum, default_value_t = loadgen::TimingMode::Auto)]
+    pub timing: loadgen::TimingMode,
+    /// A rate's verdict needs this many agreeing measurements beyond the first (default: two
+    /// of at most three), so one noisy step cannot move the bracket; a pass with every latency
+    /// at most half its limit counts as agreed at once.
     #[arg(long, default_value_t = 1)]
     pub retries: u32,
     /// Total time for the search; it reports the bracket found when this runs out.

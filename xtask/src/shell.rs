@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -215,6 +215,11 @@ impl ChildGuard {
     /// The child's PID (also its process group id).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The child's standard input and output, when they were piped (each can be taken once).
+    pub fn take_stdio(&mut self) -> (Option<ChildStdin>, Option<ChildStdout>) {
+        (self.child.stdin.take(), self.child.stdout.take())
     }
 
     /// The exit status if the child has ended, without blocking. When it has, anything it left

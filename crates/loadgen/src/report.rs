@@ -301,7 +301,10 @@ pub struct Histograms {
 
 /// One step of a stepped run (`steps[]`): the figures of its measured window, with the same
 /// keys as the top level where they mean the same. Messages count in the step of their intended
-/// send time; one completing after its step's window is in the latency but not verified.
+/// send time (`messages.sent`, latency, loop lag); the step's throughput
+/// (`messages.verified`, `throughput`, per-connection counts) is every echo completed inside its
+/// window, whichever message it was, so that a server that keeps up achieves its rate however
+/// long its latency.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     /// Position in the run, from 0.

@@ -52,7 +52,7 @@ pub fn step_line(step: &Step) -> String {
         } else {
             format!("FAIL ({})", reasons.join("; "))
         },
-        if step.attempt > 1 { " [retry]" } else { "" }
+        if step.attempt > 1 { " [again]" } else { "" }
     )
 }
 
@@ -66,6 +66,8 @@ pub struct CapacityAnswer<'a> {
     /// Set when the first failure was the loadgen's own: the answer is a lower bound.
     pub loadgen_limit_per_s: Option<u64>,
     pub stopped_because: &'a str,
+    /// What limited the answer (`capacity.json`'s `limiting_factor`), when known.
+    pub limiting_factor: Option<&'a str>,
 }
 
 impl<'a> CapacityAnswer<'a> {
@@ -76,6 +78,7 @@ impl<'a> CapacityAnswer<'a> {
             first_fail_per_s: file.first_fail_per_s,
             loadgen_limit_per_s: file.loadgen_limit_per_s,
             stopped_because: &file.stopped_because,
+            limiting_factor: file.limiting_factor.as_deref(),
         }
     }
 }
@@ -85,20 +88,29 @@ impl std::fmt::Display for CapacityAnswer<'_> {
         let count = |rate: u64| format_count(rate as f64);
         let why = self.stopped_because;
         if let (Some(pass), Some(limit)) = (self.capacity_per_s, self.loadgen_limit_per_s) {
-            return write!(
+            write!(
                 f,
-                "capacity: at least {} msg/s (loadgen limit reached at {})",
+                "capacity: at least {} msg/s (loadgen limit reached at {}",
                 count(pass),
                 count(limit)
-            );
+            )?;
+            // Searches before steered steps said no more.
+            return match self.limiting_factor {
+                Some(_) => write!(f, "; {why})"),
+                None => f.write_str(")"),
+            };
         }
         match (self.capacity_per_s, self.first_fail_per_s) {
             (Some(pass), Some(fail)) => write!(
                 f,
-                "capacity: {} msg/s (passes at {}, fails at {} msg/s; {why})",
+                "capacity: {} msg/s (passes at {}, fails at {} msg/s; {why}{})",
                 count(pass),
                 count(pass),
-                count(fail)
+                count(fail),
+                match self.limiting_factor {
+                    Some("server") => "; limited by the server",
+                    _ => "",
+                }
             ),
             (Some(pass), None) => write!(
                 f,

@@ -6,12 +6,15 @@
 //! server and returns a [`TrialRecord`]. `bench` runs many in a shuffled order, `capacity` one
 //! per step at a set rate, `regress` two per pair. [`server`] holds what a trial knows about
 //! servers: built-in strategies, external commands, their launch lines and start checks.
+//! [`steered`] is the other seam: one server and one loadgen for a whole capacity search, the
+//! loadgen steered step by step through its standard input.
 //!
 //! Layer: on `shell` (processes, `/proc`) and `record` (what a trial writes); no statistics and
 //! no presentation here.
 
 pub mod pinning;
 pub mod server;
+pub mod steered;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,8 @@
 //! nothing. A measured message records its latency (intended send time → last byte verified) and
 //! its service time (first byte written → last byte verified) whenever it completes, even after
 //! the window; it counts as verified (throughput, fairness) only when it completes inside the
-//! window of its step. Bytes count inside measured windows. The loop lag of an open-loop message
+//! window of its step. Bytes count inside measured windows. A step of a stepped run counts its
+//! own throughput as every echo completed inside its window. The loop lag of an open-loop message
 //! is taken when its first byte is written: the write minus the later of its intended time and
 //! the moment its connection could take it (see `schedule`). In a stepped run every message
 //! counts in the step of its intended send time, and each step's results go to the coordinator
@@ -300,6 +301,17 @@ impl Recorder {
     #[inline]
     pub fn completed(&mut self, p: &Pending, now: u64, index: usize) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
+        // Stepped runs: a step's throughput is every echo completed inside its window, whichever
+        // message it was (one intended in the settle, or earlier, too): completions lag their
+        // sends by the latency, so counting only the window's own messages would fall short by
+        // latency / window however fast the server kept up.
+        if let Some(r) = self.timeline.step_of(now).and_then(|k| self.step_mut(k)) {
+            r.messages_verified += 1;
+            r.last_echo_ns = now;
+            if let Some(slot) = r.slots.get_mut(index) {
+                slot.messages += 1;
+            }
+        }
         if !p.measured {
             return false;
         }
@@ -313,9 +325,9 @@ impl Recorder {
             self.flush_intervals(now, false);
         }
         record_ns_as_us(&mut self.interval, latency_ns);
-        // Throughput and fairness count only echoes that complete inside the window of their
-        // step: one that arrives later (the post-window drain, the next step) was not served
-        // within it (its latency, wait included, is in the histogram above all the same).
+        // Throughput and fairness of the run count only echoes that complete inside the window
+        // of their step: one that arrives later (the post-window drain, the next step) was not
+        // served within it (its latency, wait included, is in the histogram above all the same).
         let step = self.timeline.step_of(p.intended_ns);
         let verified = step
             .and_then(|k| self.timeline.get(k))
@@ -323,13 +335,6 @@ impl Recorder {
         if let Some(r) = step.and_then(|k| self.step_mut(k)) {
             record_ns_as_us(&mut r.latency, latency_ns);
             record_ns_as_us(&mut r.service, service_ns);
-            if verified {
-                r.messages_verified += 1;
-                r.last_echo_ns = now;
-                if let Some(slot) = r.slots.get_mut(index) {
-                    slot.messages += 1;
-                }
-            }
         }
         if verified {
             self.result.messages_verified += 1;
@@ -790,13 +795,20 @@ pub(crate) mod tests {
             r.max_work_fraction
         );
         assert!((r.max_busy_fraction - 0.25).abs() < 1e-9);
-        // Step 1 started but the thread ends early at 450 ms: it goes out with what it has.
+        // Step 1 started but the thread ends early at 450 ms: it goes out with what it has. A
+        // message intended in its settle (350 ms) and echoed in its window is in its throughput,
+        // not in its latency.
         rec.pass_edge(400 * MS, 70 * MS, 20 * MS);
+        assert!(!rec.completed(&pending(350, 350, false), 410 * MS, 0));
         let top = rec.finish(450 * MS, std::iter::empty(), 80 * MS, 25 * MS);
         let steps = steps_received(&rx);
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].0, 1);
         assert_eq!((steps[0].1.cpu_ns, steps[0].1.wall_ns), (10 * MS, 50 * MS));
+        assert_eq!(
+            (steps[0].1.messages_verified, steps[0].1.latency.len()),
+            (1, 0)
+        );
         // The whole run: both messages sent, one verified.
         assert_eq!((top.messages_sent, top.messages_verified), (1, 1));
     }
