@@ -146,6 +146,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         }),
         loadgen_timing: None,
         elapsed_s: None,
+        dips: Vec::new(),
     };
     let mut search = Search::new(&limits, args.retries);
     let mut attempts: HashMap<u64, u32> = HashMap::new();
@@ -221,6 +222,7 @@ fn settle_record(record: &mut CapacityFile, outcome: &SearchOutcome) {
         .capacity_per_s
         .map(|_| outcome.passes_at_capacity >= 2);
     record.limiting_factor = Some(outcome.limiting_factor().as_str().to_string());
+    record.dips = outcome.dips.clone();
     record.stopped_because = outcome.stopped_because();
     // Unreachable at the lowest rate: say why it failed there.
     if let StopReason::FailsAtLowest(rate) = outcome.stopped

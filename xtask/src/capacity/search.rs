@@ -7,13 +7,24 @@
 //! fails), then bisection between the highest passing and the lowest failing rate until the
 //! bracket is within the precision.
 //!
+//! Latency need not grow with load: at low rates an idle CPU (the server's, on a virtual
+//! machine) is slow to wake for each message, and the latency *falls* as the load rises and
+//! keeps it awake. So a failure in the ramp is taken as the knee only when the rates above it
+//! fail too: one doubling above once a rate has passed, up to three while none has (the search
+//! starts low). A rate above that passes shows the failure was such a dip; the ramp goes on from
+//! there (`dips` in the outcome). Bisection happens inside a bracket whose upper edge was
+//! confirmed that way.
+//!
 //! What keeps a noisy step from moving the bracket: a rate's verdict needs `retries + 1`
 //! agreeing measurements (default two of at most three). A pass whose every latency bound held
 //! with room to spare (at most half the limit) counts as all of them: far below the knee the
 //! latency does not come near the limit by chance. Measurements the loadgen could not make
 //! honestly (saturated, its loop late, or it failed) are no vote at all: the SLO is judged only
-//! on valid steps. When they keep coming at one rate (`retries + 1` of them) the search stops
-//! there: the answer is then a lower bound set by the loadgen, not by the server.
+//! on valid steps. When they keep coming at one rate the search stops there (`retries + 1` times
+//! saturated; two more for a late loop or a failed step, which a busy host causes by chance):
+//! the answer is then a lower bound set by the loadgen, not by the server. While a failure
+//! waits to be confirmed from above, a rate above it that the loadgen cannot measure confirms it
+//! instead (the knee is below what the loadgen can offer).
 
 use crate::record::capacity::SearchLimits;
 
@@ -126,6 +137,8 @@ pub struct SearchOutcome {
     /// Passing measurements at the capacity (two or more: confirmed by a re-measurement; a clear
     /// pass is decided by one).
     pub passes_at_capacity: u32,
+    /// Rates that failed below one that passed (latency fell as load rose).
+    pub dips: Vec<u64>,
     /// Measurements taken.
     pub measurements: usize,
 }
@@ -164,6 +177,13 @@ enum Phase {
     Bisect,
 }
 
+/// Doublings above a failure that must fail too before it is the knee: while no rate has
+/// passed, and once one has.
+const LOOK_ABOVE_BEFORE_A_PASS: u32 = 3;
+const LOOK_ABOVE_AFTER_A_PASS: u32 = 1;
+/// Late or failed (not saturated) steps at one rate tolerated beyond `retries + 1`.
+const EXTRA_PATIENCE: u32 = 2;
+
 /// The votes at the rate being decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Tally {
@@ -199,6 +219,11 @@ pub struct Search {
     passes_at_pass: u32,
     measurements: usize,
     stopped: Option<StopReason>,
+    /// The lowest of the failures in a row in the ramp that wait for confirmation from above.
+    pending_fail: Option<u64>,
+    /// Doublings above `pending_fail` measured so far.
+    looked_above: u32,
+    dips: Vec<u64>,
 }
 
 impl Search {
@@ -215,6 +240,9 @@ impl Search {
             passes_at_pass: 0,
             measurements: 0,
             stopped: None,
+            pending_fail: None,
+            looked_above: 0,
+            dips: Vec::new(),
         }
     }
 
@@ -243,13 +271,26 @@ impl Search {
                 self.tally.last_instrument = Some(what);
             }
         }
+        let what = self.tally.last_instrument.unwrap_or(Instrument::Failed);
+        let patience = match what {
+            Instrument::Saturated => self.need,
+            Instrument::Late | Instrument::Failed => self.need + EXTRA_PATIENCE,
+        };
         if self.tally.passes >= self.need {
             self.decided(true);
         } else if self.tally.fails >= self.need {
             self.decided(false);
-        } else if self.tally.no_votes >= self.need {
-            let what = self.tally.last_instrument.unwrap_or(Instrument::Failed);
-            self.stopped = Some(StopReason::LoadgenLimit(self.rate, what));
+        } else if self.tally.no_votes >= patience
+            || (what == Instrument::Saturated && self.tally.no_votes >= self.need)
+        {
+            if self.pending_fail.is_some() {
+                // Above a failure waiting for confirmation: the knee is below what the loadgen
+                // can offer.
+                self.tally = Tally::default();
+                self.confirm_pending();
+            } else {
+                self.stopped = Some(StopReason::LoadgenLimit(self.rate, what));
+            }
             return;
         }
         if self.stopped.is_none() && self.measurements >= self.limits.max_steps {
@@ -275,6 +316,7 @@ impl Search {
     /// The loadgen stopped working at the current rate (it exited or hung): nothing more can
     /// be measured.
     pub fn loadgen_failed(&mut self) {
+        self.pending_fail = None;
         if self.stopped.is_none() {
             self.stopped = Some(StopReason::LoadgenLimit(self.rate, Instrument::Failed));
         }
@@ -283,32 +325,86 @@ impl Search {
     /// The rate being decided now got its verdict.
     fn decided(&mut self, passed: bool) {
         let rate = self.rate;
-        if passed {
-            self.pass = Some(rate);
-            self.passes_at_pass = self.tally.passed;
-        } else {
-            self.fail = Some(rate);
-        }
+        let passes = self.tally.passed;
         self.tally = Tally::default();
-        match (self.phase, passed) {
-            (Phase::Up, true) if rate >= self.limits.max_rate_per_s => {
-                self.stopped = Some(StopReason::ReachedMaxRate);
+        if self.phase == Phase::Bisect {
+            if passed {
+                self.pass = Some(rate);
+                self.passes_at_pass = passes;
+            } else {
+                self.fail = Some(rate);
             }
-            (Phase::Up, true) => {
-                self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+            self.bisect();
+            return;
+        }
+        if passed {
+            if let Some(failed) = self.pending_fail.take() {
+                // The failures below were a dip: latency fell as the load rose.
+                self.dips.push(failed);
+                self.looked_above = 0;
+                self.fail = None;
+                self.phase = Phase::Up;
             }
-            (Phase::Up | Phase::Down, false) if self.pass.is_none() => {
-                self.phase = Phase::Down;
-                if rate / 2 < self.limits.min_rate_per_s.max(1) {
-                    self.stopped = Some(StopReason::FailsAtLowest(rate));
-                } else {
-                    self.rate = rate / 2;
+            self.pass = Some(rate);
+            self.passes_at_pass = passes;
+            match self.phase {
+                Phase::Up if rate >= self.limits.max_rate_per_s => {
+                    self.stopped = Some(StopReason::ReachedMaxRate);
+                }
+                Phase::Up => {
+                    self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+                }
+                // Ramping down from a confirmed failure: bisect up to it.
+                _ => {
+                    self.phase = Phase::Bisect;
+                    self.bisect();
                 }
             }
-            _ => {
-                self.phase = Phase::Bisect;
-                self.bisect();
-            }
+            return;
+        }
+        if self.phase == Phase::Down {
+            self.fail = Some(rate);
+            self.ramp_down(rate);
+            return;
+        }
+        // A failure in the upward ramp: look above it before taking it as the knee.
+        self.pending_fail.get_or_insert(rate);
+        let looks = if self.pass.is_some() {
+            LOOK_ABOVE_AFTER_A_PASS
+        } else {
+            LOOK_ABOVE_BEFORE_A_PASS
+        };
+        if self.looked_above < looks && rate < self.limits.max_rate_per_s {
+            self.looked_above += 1;
+            self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+        } else {
+            self.confirm_pending();
+        }
+    }
+
+    /// The failure waiting above a pass (or the start) is the knee: bisect below it, or ramp
+    /// down when nothing has passed.
+    fn confirm_pending(&mut self) {
+        let Some(failed) = self.pending_fail.take() else {
+            return;
+        };
+        self.looked_above = 0;
+        self.fail = Some(failed);
+        if self.pass.is_some() {
+            self.phase = Phase::Bisect;
+            self.bisect();
+        } else {
+            self.phase = Phase::Down;
+            self.ramp_down(failed);
+        }
+    }
+
+    /// Nothing has passed and `failed` failed: halve, unless that goes below the minimum.
+    fn ramp_down(&mut self, failed: u64) {
+        if failed / 2 < self.limits.min_rate_per_s.max(1) {
+            self.stopped = Some(StopReason::FailsAtLowest(failed));
+        } else {
+            self.rate = failed / 2;
         }
     }
 
@@ -334,7 +430,8 @@ impl Search {
         let stopped = self.stopped.unwrap_or(StopReason::BudgetInRamp);
         SearchOutcome {
             capacity_per_s: self.pass,
-            first_fail_per_s: self.fail,
+            // A failure still waiting for its confirmation from above is the best bound known.
+            first_fail_per_s: self.fail.or(self.pending_fail),
             stopped,
             loadgen_limit_per_s: match stopped {
                 StopReason::LoadgenLimit(rate, _) => Some(rate),
@@ -345,6 +442,7 @@ impl Search {
             } else {
                 0
             },
+            dips: self.dips.clone(),
             measurements: self.measurements,
         }
     }
@@ -494,9 +592,80 @@ mod tests {
     }
 
     #[test]
+    fn latency_that_falls_as_load_rises_is_a_dip_not_the_knee() {
+        // Fails below 5,000 (an idle server wakes slowly) and above 37,000 (its knee).
+        let truth = server(37_000);
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate < 5_000 {
+                Verdict::Fail
+            } else {
+                truth(rate)
+            }
+        });
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!(
+            (35_000..=37_000).contains(&capacity),
+            "{capacity}: {rates:?}"
+        );
+        assert_eq!(outcome.dips, [1_000]);
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
+        assert_eq!(&rates[..7], [1000, 1000, 2000, 2000, 4000, 4000, 8000]);
+        // The knee is confirmed one doubling above: 64,000 fails, and so does 128,000.
+        assert!(rates.contains(&128_000), "{rates:?}");
+        // A dip after a pass: 2,000 passes, 4,000 fails, 8,000 passes again.
+        let (outcome, _) = run(1, |rate, _| {
+            if rate == 4_000 {
+                Verdict::Fail
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(outcome.dips, [4_000]);
+        assert!(outcome.capacity_per_s.unwrap() >= 35_000);
+    }
+
+    #[test]
+    fn a_knee_whose_double_the_loadgen_cannot_offer_is_still_the_servers() {
+        let truth = server(37_000);
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 100_000 {
+                Verdict::Instrument(Instrument::Saturated)
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(
+            outcome.limiting_factor(),
+            LimitingFactor::Server,
+            "{rates:?}"
+        );
+        assert_eq!(outcome.loadgen_limit_per_s, None);
+        assert!(outcome.capacity_per_s.unwrap() >= 35_000);
+        // A late loop gets more patience than a saturated one before it ends the search.
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 16_000 {
+                Verdict::Instrument(Instrument::Late)
+            } else {
+                Verdict::Pass { clear: true }
+            }
+        });
+        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 4);
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(16_000, Instrument::Late)
+        );
+    }
+
+    #[test]
     fn an_slo_unreachable_at_the_lowest_rate_says_so() {
         let (outcome, rates) = run(1, |_, _| Verdict::Fail);
-        assert_eq!(rates, [1000, 1000, 500, 500, 250, 250, 125, 125]);
+        // Three doublings above the start fail too, then down to the lowest rate.
+        assert_eq!(
+            rates,
+            [
+                1000, 1000, 2000, 2000, 4000, 4000, 8000, 8000, 500, 500, 250, 250, 125, 125
+            ]
+        );
         assert_eq!(outcome.capacity_per_s, None);
         assert_eq!(outcome.stopped, StopReason::FailsAtLowest(125));
         assert_eq!(outcome.limiting_factor(), LimitingFactor::SloUnreachable);

@@ -128,7 +128,7 @@ pub fn capacity_index(run_dir: &Path, file: &CapacityFile) -> Result<()> {
 
 fn capacity_steps_html(file: &CapacityFile) -> String {
     let mut html = String::from(
-        "<table><tr><th>target msg/s</th><th>achieved msg/s</th><th>p50 µs</th><th>p99 µs</th><th>errors</th><th>result</th></tr>",
+        "<table><tr><th>target msg/s</th><th>achieved msg/s</th><th>p50 µs</th><th>p99 µs</th><th>errors</th><th>loop lag p99 µs</th><th>result</th></tr>",
     );
     for step in &file.steps {
         let latency = |key: &str| {
@@ -140,16 +140,20 @@ fn capacity_steps_html(file: &CapacityFile) -> String {
         let reasons: Vec<String> = step.reasons.iter().map(ToString::to_string).collect();
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             format_count(step.target_per_s as f64),
             format_count(step.achieved_per_s),
             latency("p50"),
             latency("p99"),
             step.errors,
-            if step.pass {
-                "pass".to_string()
-            } else {
-                html_escape(&format!("fail: {}", reasons.join("; ")))
+            step.loop_lag_p99_us
+                .map_or("-".into(), |lag| format_us(lag as f64)),
+            match (step.pass, step.counted_as.as_deref()) {
+                (true, _) => "pass".to_string(),
+                (false, Some("no vote")) => {
+                    html_escape(&format!("no vote: {}", reasons.join("; ")))
+                }
+                (false, _) => html_escape(&format!("fail: {}", reasons.join("; "))),
             }
         );
     }

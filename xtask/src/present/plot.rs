@@ -301,10 +301,21 @@ pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Resu
 }
 
 /// `capacity.svg`: latency against offered load for a capacity search, with the SLO limits as
-/// lines and failed steps as crosses.
+/// lines and failed steps as crosses. Steps the loadgen could not measure honestly (`no vote`)
+/// are left out (their latency is partly the loadgen's), unless there is nothing else to draw.
 pub fn capacity_plot(run_dir: &Path, file: &CapacityFile) -> Result<()> {
     let path = run_dir.join("capacity.svg");
-    let mut steps = file.steps.clone();
+    let voted: Vec<Step> = file
+        .steps
+        .iter()
+        .filter(|s| s.counted_as.as_deref() != Some("no vote"))
+        .cloned()
+        .collect();
+    let mut steps = if voted.iter().any(|s| s.latency_us.get("p99").is_some()) {
+        voted
+    } else {
+        file.steps.clone()
+    };
     steps.sort_by_key(|s| s.target_per_s);
     let value = |step: &Step, source: Option<&serde_json::Value>, key: &str| {
         source

@@ -47,10 +47,10 @@ pub fn step_line(step: &Step) -> String {
             .and_then(serde_json::Value::as_f64)
             .map_or("-".into(), format_us),
         step.errors,
-        if step.pass {
-            "pass".to_string()
-        } else {
-            format!("FAIL ({})", reasons.join("; "))
+        match (step.pass, step.counted_as.as_deref()) {
+            (true, _) => "pass".to_string(),
+            (false, Some("no vote")) => format!("no vote ({})", reasons.join("; ")),
+            (false, _) => format!("FAIL ({})", reasons.join("; ")),
         },
         if step.attempt > 1 { " [again]" } else { "" }
     )

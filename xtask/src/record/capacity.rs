@@ -290,6 +290,10 @@ pub struct CapacityFile {
     /// Wall time of the whole search, server start to stop (s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_s: Option<f64>,
+    /// Rates that failed below a higher one that passed: latency fell as the load rose (an
+    /// idle server is slow to wake), so they were not taken as the knee.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dips: Vec<u64>,
 }
 
 impl RunFile for CapacityFile {
