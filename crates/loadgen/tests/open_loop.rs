@@ -100,18 +100,21 @@ fn open_loop_corrects_coordinated_omission() {
     assert_eq!(on_time.throughput.target_per_s, Some(2000.0));
 
     // Sends held back (one in flight per connection, like closed-loop tools): the corrected
-    // latency still sees the stall; the service time hides it. 100 messages a second per
-    // connection, so that even a slow round trip on a loaded machine drains each pause's backlog
-    // well before the next (at 500 a second a 2 ms round trip could not keep up at all).
+    // latency still sees the stall; the service time hides it. 50 messages a second per
+    // connection, so that a slow round trip on a loaded machine still drains each pause's
+    // backlog (at 500 a second a 2 ms round trip could not keep up at all). Checked from below:
+    // hiding the stall is the defect this catches. A machine so loaded that round trips take
+    // longer than the 20 ms between messages makes the server genuinely slower, and the
+    // corrected latency rightly grows beyond the pause (the unit tests pin exact values).
     c.depth = Some(1);
-    c.rate_per_s = Some(400.0);
+    c.rate_per_s = Some(200.0);
     let held = loadgen::run(&c).unwrap();
     assert_eq!(held.errors.total, 0, "{:?}", held.errors);
-    assert_within(
+    assert!(
+        held.latency_us.p99 as f64 >= expected_us(0.99) * 0.8,
+        "held back: latency p99 {} µs hides the stall (expected ≥ 80% of {:.0} µs)",
         held.latency_us.p99,
-        expected_us(0.99),
-        0.2,
-        "held back: latency p99",
+        expected_us(0.99)
     );
     assert!(
         (held.service_time_us.p99 as f64) < expected_us(0.99) / 2.0,
