@@ -110,16 +110,23 @@ fn open_loop_corrects_coordinated_omission() {
     c.rate_per_s = Some(200.0);
     let held = loadgen::run(&c).unwrap();
     assert_eq!(held.errors.total, 0, "{:?}", held.errors);
+    // One message per connection is in flight when a pause begins, and its service time does
+    // see the pause: 4 connections × 3 pauses of 900 messages is 1.3%. At p95 the corrected
+    // latency sees the stall and the service time hides it.
+    for (name, actual, q) in [
+        ("p95", held.latency_us.p95, 0.95),
+        ("p99", held.latency_us.p99, 0.99),
+    ] {
+        assert!(
+            actual as f64 >= expected_us(q) * 0.8,
+            "held back: latency {name} {actual} µs hides the stall (expected ≥ 80% of {:.0} µs)",
+            expected_us(q)
+        );
+    }
     assert!(
-        held.latency_us.p99 as f64 >= expected_us(0.99) * 0.8,
-        "held back: latency p99 {} µs hides the stall (expected ≥ 80% of {:.0} µs)",
-        held.latency_us.p99,
-        expected_us(0.99)
-    );
-    assert!(
-        (held.service_time_us.p99 as f64) < expected_us(0.99) / 2.0,
-        "held back: service p99 {} should hide the stall",
-        held.service_time_us.p99
+        (held.service_time_us.p95 as f64) < expected_us(0.95) / 2.0,
+        "held back: service p95 {} should hide the stall",
+        held.service_time_us.p95
     );
     let held_lag = held.schedule.expect("schedule");
     assert!(
@@ -143,12 +150,14 @@ fn open_loop_corrects_coordinated_omission() {
     valid_or_only_late(&on_time, "on time");
 
     eprintln!(
-        "on time: latency p95 {} p99 {}, service p99 {}; held back: latency p99 {}, service p99 {}",
+        "on time: latency p95 {} p99 {}, service p99 {}; held back: latency p95 {} p99 {}, \
+         service p95 {}",
         on_time.latency_us.p95,
         on_time.latency_us.p99,
         on_time.service_time_us.p99,
+        held.latency_us.p95,
         held.latency_us.p99,
-        held.service_time_us.p99
+        held.service_time_us.p95
     );
     // Closed loop against the same server: the stall all but disappears from p99.
     let mut closed = config(&server.target());
