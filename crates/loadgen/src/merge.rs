@@ -426,6 +426,8 @@ fn add_costs<'a>(all: impl Iterator<Item = &'a LoadgenCost> + Clone, verified: u
         threads: all.clone().map(|c| c.threads).sum(),
         cpu_s,
         cpu_per_message_us: per_message(cpu_s),
+        utime_s: sum(|c| c.utime_s),
+        stime_s: sum(|c| c.stime_s),
         busy_fraction: max(|c| c.busy_fraction),
         saturated: all.clone().any(|c| c.saturated),
         work_s,
@@ -487,6 +489,7 @@ mod tests {
             })
             .collect();
         t.cpu_ns = n * 3_000;
+        t.user_cpu_ns = n * 1_000;
         t.wall_ns = 1_000_000_000;
         t
     }
@@ -543,6 +546,10 @@ mod tests {
         );
         assert!((merged.connections.jain_fairness - one.connections.jain_fairness).abs() < 1e-9);
         assert!((merged.loadgen.cpu_s - one.loadgen.cpu_s).abs() < 1e-9);
+        assert!((merged.loadgen.utime_s - one.loadgen.utime_s).abs() < 1e-9);
+        assert!((merged.loadgen.stime_s - one.loadgen.stime_s).abs() < 1e-9);
+        assert!(one.loadgen.utime_s > 0.0);
+        assert!((one.loadgen.utime_s * 3.0 - one.loadgen.cpu_s).abs() < 1e-9);
         assert!((merged.loadgen.cpu_per_message_us - one.loadgen.cpu_per_message_us).abs() < 1e-9);
         assert_eq!(
             decode_histogram(&merged.histograms.latency_us).unwrap(),

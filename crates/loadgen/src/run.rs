@@ -8,10 +8,10 @@
 //! to the timeline the client threads follow, and the end of the input ends the run after the
 //! last step. Each step's report is built as soon as every thread has handed its part over.
 
-use crate::config::{Config, RateStep};
+use crate::config::{Config, RateStep, TimingMode};
 use crate::report::{BuildInputs, Report, StepReport};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
-use crate::timing::{CpuView, choose};
+use crate::timing::{BUSY_SAMPLE, CpuView, choose};
 use crate::worker::{
     FromWorker, INTERVAL_NS, StepFeed, Timeline, Timing, WaitPolicy, WorkerSetup, run_worker,
 };
@@ -134,12 +134,16 @@ fn run_inner(
         },
         None => None,
     };
+    let threads = config.threads.min(config.connections).max(1);
+    let mut cpus = CpuView::current();
+    if config.timing == TimingMode::Auto && cpus.pinned() {
+        // Before --start-at's wait, so that agents still start together.
+        cpus.sample_busy(BUSY_SAMPLE);
+    }
+    let timing_choice = choose(config.timing, threads, &cpus);
     if let Some(at) = config.start_at_unix_s {
         wait_until_unix(at);
     }
-
-    let threads = config.threads.min(config.connections).max(1);
-    let timing_choice = choose(config.timing, threads, &CpuView::current());
     let wait = WaitPolicy {
         precise: timing_choice.precise(),
         wake_early_ns: timing_choice.wake_early_us * 1_000,

@@ -248,6 +248,7 @@ mod tests {
                     &crate::timing::CpuView {
                         allowed: vec![0, 1, 2, 3],
                         online: 4,
+                        busiest: None,
                     },
                 )),
                 ..BuildInputs::default()

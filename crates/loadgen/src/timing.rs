@@ -3,11 +3,17 @@
 //! `precise` spins rather than sleeps, so it must never take the cores of a server under test on
 //! the same machine, nor every core of a shared CI machine. `auto` therefore picks it only when
 //! the loadgen's threads have cores of their own: its CPU affinity mask (what `taskset`, xtask's
-//! pinning or a container's cpuset allow) is a strict subset of the online CPUs and holds at least
-//! one CPU per client thread. Otherwise `sleep`: it blocks until shortly before each send and its
-//! lateness is measured and judged like any other (`schedule.loop_lag_us`, `valid`).
+//! pinning or a container's cpuset allow) is a strict subset of the online CPUs, holds at least
+//! one CPU per client thread, and none of those CPUs was busy with other work just before the
+//! run (sampled from `/proc/stat` over [`BUSY_SAMPLE`]). Otherwise `sleep`: it blocks until
+//! shortly before each send and its lateness is measured and judged like any other
+//! (`schedule.loop_lag_us`, `valid`). The last condition matters on a shared machine: a spinning
+//! thread is always runnable, so the scheduler never lets it preempt other work on its core and
+//! it waits out their time slices (milliseconds), while a sleeping one that wakes up does
+//! preempt them.
 //!
-//! [`choose`] is pure (the CPUs are an argument); [`CpuView::current`] reads them from the OS.
+//! [`choose`] is pure (the CPUs are an argument); [`CpuView::current`] and
+//! [`CpuView::sample_busy`] read them from the OS.
 //! The choice goes into the report as `timing` and into the human summary.
 
 use crate::config::TimingMode;
@@ -21,14 +27,21 @@ pub const SLEEP_WAKE_EARLY_NS: u64 = 100_000;
 /// Precise mode: it sleeps only across gaps longer than this with nothing in flight, and wakes
 /// this long before the send (the same guest's p99.9 wake-up lateness stayed below 2 ms).
 pub const PRECISE_WAKE_EARLY_NS: u64 = 2_000_000;
+/// How long `auto` watches the loadgen's CPUs before a run to see whether other work runs there.
+pub const BUSY_SAMPLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// `auto` spins only when none of its CPUs was busier than this with other work in the sample.
+pub const MAX_OTHERS_BUSY: f64 = 0.1;
 
 /// The CPUs a process may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CpuView {
     /// CPUs in the calling thread's affinity mask, ascending.
     pub allowed: Vec<usize>,
     /// CPUs online on the machine.
     pub online: usize,
+    /// The busiest allowed CPU and the fraction of time it was busy just before the run (not
+    /// sampled: `None`).
+    pub busiest: Option<(usize, f64)>,
 }
 
 impl CpuView {
@@ -47,8 +60,65 @@ impl CpuView {
                     .collect()
             }
         };
-        CpuView { allowed, online }
+        CpuView {
+            allowed,
+            online,
+            busiest: None,
+        }
     }
+
+    /// Whether the process may run on only some of the online CPUs (it is pinned).
+    pub fn pinned(&self) -> bool {
+        self.allowed.len() < self.online
+    }
+
+    /// Watches the allowed CPUs for `over` (`/proc/stat`) and keeps the busiest one's busy
+    /// fraction (time not idle, steal included) in [`Self::busiest`]. Left `None` where
+    /// `/proc/stat` cannot be read.
+    pub fn sample_busy(&mut self, over: std::time::Duration) {
+        let before = read_cpu_times();
+        std::thread::sleep(over);
+        let after = read_cpu_times();
+        self.busiest = busiest(&self.allowed, &before, &after);
+    }
+}
+
+/// `(cpu, busy, total)` jiffies of every CPU in `/proc/stat` (empty when it cannot be read).
+fn read_cpu_times() -> Vec<(usize, u64, u64)> {
+    std::fs::read_to_string("/proc/stat")
+        .map(|text| parse_cpu_times(&text))
+        .unwrap_or_default()
+}
+
+/// The `cpuN` lines of `/proc/stat`: busy is every field but idle and iowait.
+fn parse_cpu_times(text: &str) -> Vec<(usize, u64, u64)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let values: Vec<u64> = fields.take(8).filter_map(|v| v.parse().ok()).collect();
+            let total: u64 = values.iter().sum();
+            let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+            Some((cpu, total.saturating_sub(idle), total))
+        })
+        .collect()
+}
+
+/// The allowed CPU that was busiest between two samples, and its busy fraction.
+fn busiest(
+    allowed: &[usize],
+    before: &[(usize, u64, u64)],
+    after: &[(usize, u64, u64)],
+) -> Option<(usize, f64)> {
+    allowed
+        .iter()
+        .filter_map(|&cpu| {
+            let (_, busy0, total0) = before.iter().find(|t| t.0 == cpu)?;
+            let (_, busy1, total1) = after.iter().find(|t| t.0 == cpu)?;
+            let total = total1.saturating_sub(*total0);
+            (total > 0).then(|| (cpu, busy1.saturating_sub(*busy0) as f64 / total as f64))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// The timing a run used (`timing` in the report).
@@ -84,6 +154,20 @@ pub fn choose(requested: TimingMode, threads: usize, cpus: &CpuView) -> TimingCh
             TimingMode::Sleep,
             "--timing sleep was given: the loop sleeps until shortly before each send".to_string(),
         ),
+        TimingMode::Auto
+            if n < cpus.online
+                && n >= threads
+                && let Some((cpu, busy)) = cpus.busiest
+                && busy > MAX_OTHERS_BUSY =>
+        {
+            (
+                TimingMode::Sleep,
+                format!(
+                    "the loadgen is pinned (CPU {list}), but CPU {cpu} was {:.0}% busy with other                      work just before the run: a spinning loop would wait out that work's time                      slices, so the loop sleeps until shortly before each send",
+                    busy * 100.0
+                ),
+            )
+        }
         TimingMode::Auto if n < cpus.online && n >= threads => (
             TimingMode::Precise,
             format!(
@@ -157,6 +241,43 @@ mod tests {
         CpuView {
             allowed: allowed.to_vec(),
             online,
+            busiest: None,
+        }
+    }
+
+    #[test]
+    fn auto_sleeps_where_other_work_runs_on_its_cores() {
+        let mut view = cpus(&[1], 2);
+        view.busiest = Some((1, 0.02));
+        assert_eq!(choose(TimingMode::Auto, 1, &view).mode, TimingMode::Precise);
+        view.busiest = Some((1, 0.85));
+        let c = choose(TimingMode::Auto, 1, &view);
+        assert_eq!(c.mode, TimingMode::Sleep);
+        assert!(c.reason.contains("CPU 1 was 85% busy"), "{}", c.reason);
+        // An explicit mode is kept.
+        assert_eq!(
+            choose(TimingMode::Precise, 1, &view).mode,
+            TimingMode::Precise
+        );
+    }
+
+    #[test]
+    fn busy_fractions_come_from_proc_stat() {
+        let before = parse_cpu_times(
+            "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0 0 0\ncpu1 5 0 5 50 0 0 0 0 0 0\nintr 1",
+        );
+        let after = parse_cpu_times(
+            "cpu  99 0 10 200 0 0 0 0 0 0\ncpu0 5 0 5 150 0 0 0 0 0 0\ncpu1 80 0 5 55 20 0 0 0 0 0\n",
+        );
+        assert_eq!(before, vec![(0, 10, 60), (1, 10, 60)]);
+        // CPU 1: 75 busy jiffies of 100 (its 20 of iowait count as idle).
+        assert_eq!(busiest(&[0, 1], &before, &after), Some((1, 0.75)));
+        assert_eq!(busiest(&[0], &before, &after), Some((0, 0.0)));
+        assert_eq!(busiest(&[7], &before, &after), None);
+        let mut view = CpuView::current();
+        view.sample_busy(std::time::Duration::from_millis(5));
+        if let Some((cpu, busy)) = view.busiest {
+            assert!(view.allowed.contains(&cpu) && (0.0..=1.0).contains(&busy));
         }
     }
 

@@ -16,20 +16,38 @@ use super::conn::{Conn, Phase};
 use super::record::{ErrorAt, Recorder};
 use super::schedule::{DueQueue, Plan};
 use super::session::Session;
+use super::splice::SplicePipe;
 use super::timeline::Timeline;
 use super::timer::{SendTimer, SpinMeter, TIMER_TOKEN, Wait, set_timer_slack, thread_cpu_clock_ns};
 use super::{Timing, WorkerSetup};
+use crate::buffer::PageAligned;
 use crate::errors::ErrorKind;
-use crate::stats::{SlotStats, ThreadResult, thread_cpu_ns};
+use crate::stats::{SlotStats, ThreadCpu, ThreadResult};
 use mio::{Events, Poll, Registry};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Scratch buffer size for reads and writes.
-const SCRATCH_BYTES: usize = 64 * 1024;
+/// Send buffer size (small messages are copied into it and written in one call).
+const SEND_BUF_BYTES: usize = 64 * 1024;
+/// Receive buffer size: larger than a 64 KiB message, so that reading one whole message is a
+/// short read and needs no second call to learn that the socket is empty. Page-aligned (see
+/// [`crate::buffer`]).
+const RECV_BUF_BYTES: usize = 256 * 1024;
+/// Messages at least this large are written straight from the payload table (`writev`);
+/// smaller ones are copied into the send buffer first, so that many pipelined small messages
+/// still go out in one call.
+const VECTORED_MIN_BYTES: u64 = 1024;
+/// Messages at least this large go out through the thread's pipe (`vmsplice` + `splice`, no
+/// copy; see [`super::splice`]); below it a copy costs less than the two calls.
+const SPLICE_MIN_BYTES: u64 = 16 * 1024;
+/// Slices per `writev` at most.
+const MAX_IOV: usize = 32;
+/// Bytes per `writev` at most (a 1 MiB message in one call when the socket takes it).
+const VECTORED_MAX_BYTES: usize = 1024 * 1024;
 /// How often housekeeping (timeouts, intervals, live counters) runs at most.
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 
@@ -46,7 +64,11 @@ pub(super) struct Ctx {
     pub timeout_ms: u64,
     pub stall_threshold_ms: u64,
     pub send_buf: Vec<u8>,
-    pub recv_buf: Vec<u8>,
+    pub recv_buf: PageAligned,
+    /// The slices of the payload table the next `writev` sends (capacity [`MAX_IOV`], reused).
+    pub iov: Vec<IoSlice<'static>>,
+    /// Large messages go out through this pipe without a copy (`None`: `writev` only).
+    pub pipe: Option<SplicePipe>,
     /// Open loop: connections waiting for their next intended send time.
     pub due: DueQueue,
     /// Connections in `Phase::Done`.
@@ -95,8 +117,14 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         write_chunk: config.write_chunk_bytes.unwrap_or(usize::MAX).max(1),
         timeout_ms: config.timeout_ms,
         stall_threshold_ms: config.stall_threshold_ms,
-        send_buf: vec![0u8; SCRATCH_BYTES],
-        recv_buf: vec![0u8; SCRATCH_BYTES],
+        send_buf: vec![0u8; SEND_BUF_BYTES],
+        recv_buf: PageAligned::zeroed(RECV_BUF_BYTES),
+        iov: Vec::with_capacity(MAX_IOV),
+        pipe: if config.size_bytes as u64 >= SPLICE_MIN_BYTES {
+            SplicePipe::new().ok()
+        } else {
+            None
+        },
         due: DueQueue::with_capacity(conns.len() + 1),
         done: conns.iter().filter(|c| c.phase == Phase::Done).count(),
         plan,
@@ -125,17 +153,17 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
             ctx.set_timeline(&registry, &mut conns, timeline, now);
         }
         if !ctx.rec.window_started() && now >= ctx.plan.window.measure_start_ns {
-            ctx.rec.start_window(now, thread_cpu_ns(), spin_ns);
+            ctx.rec.start_window(now, ThreadCpu::now(), spin_ns);
         }
         while let Some(edge) = ctx.rec.next_edge()
             && edge <= now
         {
-            ctx.rec.pass_edge(now, thread_cpu_ns(), spin_ns);
+            ctx.rec.pass_edge(now, ThreadCpu::now(), spin_ns);
         }
         if stop.load(Ordering::Relaxed) {
             for conn in &mut conns {
                 if conn.phase != Phase::Done {
-                    ctx.finish(&registry, conn, now);
+                    ctx.finish(conn, now);
                 }
             }
         }
@@ -200,8 +228,9 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
             };
             match conn.phase {
                 Phase::Connecting => {
-                    if event.is_writable() || event.is_error() || event.is_read_closed() {
-                        ctx.on_connect_ready(&registry, conn, now);
+                    let failed = event.is_error() || event.is_read_closed();
+                    if event.is_writable() || failed {
+                        ctx.on_connect_ready(&registry, conn, now, failed);
                     }
                 }
                 Phase::Open => {
@@ -210,7 +239,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                     }
                     if conn.phase == Phase::Open && event.is_writable() {
                         conn.session.writable(now);
-                        ctx.write_pending(&registry, conn);
+                        ctx.write_pending(conn);
                     }
                 }
                 Phase::Draining => {
@@ -247,7 +276,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         messages: conn.session.progress.messages_verified,
         max_gap_ns: conn.session.progress.max_gap_ns,
     });
-    Ok(ctx.rec.finish(end_ns, slots, thread_cpu_ns(), spin_ns))
+    Ok(ctx.rec.finish(end_ns, slots, ThreadCpu::now(), spin_ns))
 }
 
 impl Ctx {
@@ -265,57 +294,122 @@ impl Ctx {
             self.due
                 .wake_at(&mut conn.session.schedule, due, conn.index);
         }
-        self.write_pending(registry, conn);
+        self.write_pending(conn);
         if conn.phase == Phase::Open && conn.session.stream.in_flight() == 0 {
             self.maybe_end_connection(registry, conn, now);
         }
     }
 
-    /// Writes the bytes of issued messages until they are all out or the socket is full.
-    pub(super) fn write_pending(&mut self, registry: &Registry, conn: &mut Conn) {
-        let cap = self.send_buf.len().min(self.write_chunk);
+    /// Writes the bytes of issued messages until they are all out or the socket is full: large
+    /// messages straight from the payload table, small ones through the send buffer.
+    pub(super) fn write_pending(&mut self, conn: &mut Conn) {
+        let vectored = conn.session.stream.message_bytes() >= VECTORED_MIN_BYTES;
+        let cap = if vectored {
+            VECTORED_MAX_BYTES.min(self.write_chunk)
+        } else {
+            self.send_buf.len().min(self.write_chunk)
+        };
         loop {
-            let len = conn.session.stream.fill_unsent(&mut self.send_buf[..cap]);
-            if len == 0 {
-                return;
-            }
             let Some(socket) = conn.socket.as_mut() else {
                 return;
             };
+            // This connection's bytes already in the pipe go first.
+            if let Some(pipe) = self.pipe.as_mut()
+                && pipe.holds(conn.index)
+            {
+                let len = pipe.pending();
+                let started = self.timing.now_ns();
+                let written = pipe.send_to(socket.as_raw_fd());
+                if !self.wrote(conn, len, started, written, "splice") {
+                    return;
+                }
+                continue;
+            }
+            let stream = &conn.session.stream;
+            let len = if vectored {
+                self.iov.clear();
+                let iov = &mut self.iov;
+                stream.unsent_segments(cap, |segment| {
+                    iov.push(IoSlice::new(segment));
+                    iov.len() < MAX_IOV
+                })
+            } else {
+                stream.fill_unsent(&mut self.send_buf[..cap])
+            };
+            if len == 0 {
+                return;
+            }
+            if vectored
+                && let Some(pipe) = self.pipe.as_mut()
+                && pipe.is_free()
+            {
+                match pipe.load(conn.index, &self.iov) {
+                    // Sent from the pipe at the top of the loop.
+                    Ok(n) if n > 0 => continue,
+                    // No room or no splicing here: write it instead, from now on.
+                    _ => self.pipe = None,
+                }
+            }
             let started = self.timing.now_ns();
-            let written = socket.write(&self.send_buf[..len]);
-            let now = self.timing.now_ns();
-            match written {
-                Ok(0) => {
-                    let msg = conn.session.stream.send_message();
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        ErrorKind::Reset,
-                        ErrorAt::message(msg),
-                        || "write returned 0 bytes".into(),
-                    );
-                    return;
-                }
-                Ok(written) => {
-                    conn.session.wrote(written, started, now, &mut self.rec);
-                    if written < len && self.write_chunk == usize::MAX {
-                        // The socket buffer is full; a writable event follows.
-                        conn.session.write_blocked = true;
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.session.write_blocked = true;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let msg = conn.session.stream.send_message();
-                    self.fail_io(registry, conn, now, "write", msg, e);
-                    return;
-                }
+            let written = if vectored {
+                socket.write_vectored(&self.iov)
+            } else {
+                socket.write(&self.send_buf[..len])
+            };
+            if !self.wrote(conn, len, started, written, "write") {
+                return;
+            }
+        }
+    }
+
+    /// Books a `what` call (`write`, `splice`) that started at `started`, was offered `len`
+    /// bytes and wrote `written`; whether to write more now. The loop lag of a message whose
+    /// first byte went out in it runs to `started`.
+    fn wrote(
+        &mut self,
+        conn: &mut Conn,
+        len: usize,
+        started: u64,
+        written: io::Result<usize>,
+        what: &str,
+    ) -> bool {
+        let now = self.timing.now_ns();
+        match written {
+            Ok(0) => {
+                let msg = conn.session.stream.send_message();
+                self.fail(conn, now, ErrorKind::Reset, ErrorAt::message(msg), || {
+                    format!("{what} returned 0 bytes")
+                });
+                false
+            }
+            Ok(written) => {
+                conn.session.wrote(written, started, now, &mut self.rec);
+                // Less than offered: the socket buffer is full; a writable event follows.
+                let full = written < len && self.write_chunk == usize::MAX;
+                conn.session.write_blocked |= full;
+                !full
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.session.write_blocked = true;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            // The kernel does not splice into this socket: nothing of the pipe went out; write
+            // those bytes (and all later ones) instead.
+            Err(e)
+                if what == "splice"
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                self.pipe = None;
+                true
+            }
+            Err(e) => {
+                let msg = conn.session.stream.send_message();
+                self.fail_io(conn, now, what, msg, e);
+                false
             }
         }
     }
@@ -332,7 +426,7 @@ impl Ctx {
             match read {
                 Ok(0) => {
                     let fault = conn.session.stream.closed_by_server();
-                    self.fail_with(registry, conn, now, fault);
+                    self.fail_with(conn, now, fault);
                     return;
                 }
                 Ok(n) => {
@@ -340,7 +434,7 @@ impl Ctx {
                     let data = &self.recv_buf[..n];
                     if let Err(fault) = conn.session.received(data, now, &self.plan, &mut self.rec)
                     {
-                        self.fail_with(registry, conn, now, fault);
+                        self.fail_with(conn, now, fault);
                         return;
                     }
                     if n < self.recv_buf.len() && !read_closed {
@@ -351,7 +445,7 @@ impl Ctx {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let msg = conn.session.stream.recv_message();
-                    self.fail_io(registry, conn, now, "read", msg, e);
+                    self.fail_io(conn, now, "read", msg, e);
                     return;
                 }
             }
@@ -371,25 +465,20 @@ impl Ctx {
         for conn in conns.iter_mut() {
             match conn.phase {
                 Phase::Connecting if now.saturating_sub(conn.connect_started_ns) > timeout_ns => {
-                    self.fail(
-                        registry,
-                        conn,
-                        now,
-                        ErrorKind::Timeout,
-                        ErrorAt::default(),
-                        || format!("connect did not complete within {timeout_ms} ms"),
-                    );
+                    self.fail(conn, now, ErrorKind::Timeout, ErrorAt::default(), || {
+                        format!("connect did not complete within {timeout_ms} ms")
+                    });
                 }
                 Phase::Draining if now >= conn.drain_deadline_ns => {
                     // No EOF in time: not an error (some servers do not close on a half-close).
                     let reconnect = conn.reconnect_after_drain;
-                    self.end_after_drain(registry, conn, now, reconnect);
+                    self.end_after_drain(registry, conn, now, reconnect, false);
                 }
                 Phase::Open => match conn.session.echo_wait_since(conn.connect_started_ns) {
                     Some(since) if now.saturating_sub(since) > timeout_ns => {
                         let stream = &conn.session.stream;
                         let at = ErrorAt::byte(stream.recv_message(), stream.recv_offset());
-                        self.fail(registry, conn, now, ErrorKind::Timeout, at, || {
+                        self.fail(conn, now, ErrorKind::Timeout, at, || {
                             format!("no complete echo within {timeout_ms} ms")
                         });
                     }

@@ -21,7 +21,9 @@ use super::stream::Pending;
 use super::timeline::Timeline;
 use super::{FromWorker, INTERVAL_NS, IntervalReport, Window};
 use crate::errors::{ErrorKind, ErrorSample, MAX_SAMPLES};
-use crate::stats::{LiveCounters, SlotStats, ThreadResult, new_histogram, record_ns_as_us};
+use crate::stats::{
+    LiveCounters, SlotStats, ThreadCpu, ThreadResult, new_histogram, record_ns_as_us,
+};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -126,9 +128,9 @@ pub(crate) struct Recorder {
     /// Stepped runs: window edges passed so far (start and end of each step, in order).
     edges_passed: usize,
     /// CPU, spin and clock at the last window start passed (for the step's own cost).
-    step_cost_start: (u64, u64, u64),
+    step_cost_start: (ThreadCpu, u64, u64),
     /// CPU, spin and clock when the (first) measured window started.
-    window_cost_start: Option<(u64, u64, u64)>,
+    window_cost_start: Option<(ThreadCpu, u64, u64)>,
     /// Messages issued and not yet verified or abandoned, on all connections.
     in_flight: u64,
     interval: Histogram<u64>,
@@ -158,7 +160,7 @@ impl Recorder {
             steps: VecDeque::new(),
             next_step_out: 0,
             edges_passed: 0,
-            step_cost_start: (0, 0, 0),
+            step_cost_start: (ThreadCpu::default(), 0, 0),
             window_cost_start: None,
             in_flight: 0,
             interval: new_histogram(),
@@ -442,8 +444,8 @@ impl Recorder {
     }
 
     /// The measured window starts at `now`, with the thread's CPU and spin-wait times so far.
-    pub fn start_window(&mut self, now: u64, cpu_ns: u64, spin_ns: u64) {
-        self.window_cost_start.get_or_insert((cpu_ns, spin_ns, now));
+    pub fn start_window(&mut self, now: u64, cpu: ThreadCpu, spin_ns: u64) {
+        self.window_cost_start.get_or_insert((cpu, spin_ns, now));
     }
 
     /// Stepped runs: the next window edge (a step's measured start or end) still to pass.
@@ -461,16 +463,21 @@ impl Recorder {
 
     /// Stepped runs: passes the edge returned by [`Self::next_edge`] at `now`, with the thread's
     /// CPU and spin-wait times so far: a step's own cost runs from its window's start to its end.
-    pub fn pass_edge(&mut self, now: u64, cpu_ns: u64, spin_ns: u64) {
+    pub fn pass_edge(&mut self, now: u64, cpu: ThreadCpu, spin_ns: u64) {
         let k = self.edges_passed / 2;
         if self.edges_passed.is_multiple_of(2) {
-            self.step_cost_start = (cpu_ns, spin_ns, now);
+            self.step_cost_start = (cpu, spin_ns, now);
             // The step's results exist from its window's start (even when nothing happens in it).
             let _ = self.step_mut(k);
         } else {
             let (cpu0, spin0, t0) = self.step_cost_start;
             if let Some(r) = self.step_mut(k) {
-                set_cost(r, cpu_ns - cpu0, spin_ns - spin0, now.saturating_sub(t0));
+                set_cost(
+                    r,
+                    cpu.since(cpu0),
+                    spin_ns.saturating_sub(spin0),
+                    now.saturating_sub(t0),
+                );
             }
         }
         self.edges_passed += 1;
@@ -484,7 +491,7 @@ impl Recorder {
         &mut self,
         now: u64,
         oldest_in_flight_ns: Option<u64>,
-        last: Option<(u64, u64)>,
+        last: Option<(ThreadCpu, u64)>,
     ) {
         if !self.timeline.stepped() {
             return;
@@ -509,7 +516,7 @@ impl Recorder {
             if !edges_done && let Some((cpu, spin)) = last {
                 // Cut short (the run was stopped): its cost runs to now.
                 let (cpu0, spin0, t0) = self.step_cost_start;
-                let (cpu, spin) = (cpu.saturating_sub(cpu0), spin.saturating_sub(spin0));
+                let (cpu, spin) = (cpu.since(cpu0), spin.saturating_sub(spin0));
                 set_cost(&mut result, cpu, spin, now.saturating_sub(t0));
             }
             result.finished_ns = now;
@@ -532,20 +539,20 @@ impl Recorder {
     }
 
     /// The thread's result at `end_ns`: the last intervals and steps sent, every slot's progress,
-    /// and its cost over the measured window from the thread's CPU time (`cpu_ns`) and spin-wait
+    /// and its cost over the measured window from the thread's CPU time (`cpu`) and spin-wait
     /// time (`spin_ns`) so far.
     pub fn finish(
         mut self,
         end_ns: u64,
         slots: impl Iterator<Item = SlotStats>,
-        cpu_ns: u64,
+        cpu: ThreadCpu,
         spin_ns: u64,
     ) -> ThreadResult {
         self.flush_intervals(end_ns, true);
-        self.hand_over_steps(end_ns, None, Some((cpu_ns, spin_ns)));
+        self.hand_over_steps(end_ns, None, Some((cpu, spin_ns)));
         self.publish(None);
-        let (cpu0, spin0, t0) = self.window_cost_start.unwrap_or((cpu_ns, spin_ns, end_ns));
-        let (cpu_ns, spin_ns) = (cpu_ns.saturating_sub(cpu0), spin_ns.saturating_sub(spin0));
+        let (cpu0, spin0, t0) = self.window_cost_start.unwrap_or((cpu, spin_ns, end_ns));
+        let (cpu, spin_ns) = (cpu.since(cpu0), spin_ns.saturating_sub(spin0));
         let wall_ns = end_ns.saturating_sub(t0);
         for (out, slot) in self.result.slots.iter_mut().zip(slots) {
             *out = slot;
@@ -558,16 +565,18 @@ impl Recorder {
         let planned_ns = window
             .measure_end_ns
             .map_or(0, |end| end - window.measure_start_ns);
-        set_cost(&mut result, cpu_ns, spin_ns, wall_ns.max(planned_ns));
+        set_cost(&mut result, cpu, spin_ns, wall_ns.max(planned_ns));
         result.wall_ns = wall_ns;
         result
     }
 }
 
-/// Sets the CPU, spin and wall times of `r` and the busy and work fractions they make (capped at
-/// 1 against clock rounding).
-fn set_cost(r: &mut ThreadResult, cpu_ns: u64, spin_ns: u64, wall_ns: u64) {
+/// Sets the CPU (and its user part), spin and wall times of `r` and the busy and work fractions
+/// they make (capped at 1 against clock rounding).
+fn set_cost(r: &mut ThreadResult, cpu: ThreadCpu, spin_ns: u64, wall_ns: u64) {
+    let cpu_ns = cpu.total_ns();
     r.cpu_ns = cpu_ns;
+    r.user_cpu_ns = cpu.user_ns;
     r.spin_ns = spin_ns.min(cpu_ns);
     r.wall_ns = wall_ns;
     let fraction = |ns: u64| {
@@ -587,6 +596,14 @@ pub(crate) mod tests {
     use std::sync::mpsc;
 
     pub(crate) const MS: u64 = 1_000_000;
+
+    /// `ns` of CPU time, a quarter of it in the kernel.
+    fn cpu(ns: u64) -> ThreadCpu {
+        ThreadCpu {
+            user_ns: ns - ns / 4,
+            system_ns: ns / 4,
+        }
+    }
 
     /// A recorder for one thread with one connection (slot 0) over `timeline`, with the
     /// coordinator's ends of its channels.
@@ -672,7 +689,7 @@ pub(crate) mod tests {
         let second = interval(&rx).unwrap();
         assert_eq!((second.index, second.latency.len()), (1, 0));
         back.send(first.latency).unwrap();
-        let result = rec.finish(2_800 * MS, std::iter::empty(), 0, 0);
+        let result = rec.finish(2_800 * MS, std::iter::empty(), cpu(0), 0);
         let third = interval(&rx).unwrap();
         assert_eq!((third.index, third.latency.len()), (2, 1));
         assert!(third.latency.equivalent(third.latency.max(), 1_200_000));
@@ -759,7 +776,7 @@ pub(crate) mod tests {
         };
         // Edges: step 0's window opens at 100 ms.
         assert_eq!(rec.next_edge(), Some(100 * MS));
-        rec.pass_edge(100 * MS, 10 * MS, 0);
+        rec.pass_edge(100 * MS, cpu(10 * MS), 0);
         rec.issued(&issue(150));
         rec.first_byte_sent(&pending(150, 0, true), 150 * MS, 0, 150 * MS);
         rec.bytes_sent(64, 150 * MS);
@@ -770,7 +787,7 @@ pub(crate) mod tests {
         assert!(!rec.completed(&pending(290, 290, true), 310 * MS, 0));
         // The window ends at 300 ms: 50 ms of CPU, 20 of them spinning, over 200 ms.
         assert_eq!(rec.next_edge(), Some(300 * MS));
-        rec.pass_edge(300 * MS, 60 * MS, 20 * MS);
+        rec.pass_edge(300 * MS, cpu(60 * MS), 20 * MS);
         // Not handed over while a message of step 0 is still in flight.
         rec.hand_over_steps(305 * MS, Some(290 * MS), None);
         assert!(steps_received(&rx).is_empty());
@@ -789,6 +806,8 @@ pub(crate) mod tests {
             (r.cpu_ns, r.spin_ns, r.wall_ns),
             (50 * MS, 20 * MS, 200 * MS)
         );
+        // The user-space part of the step's CPU: 45 - 7.5 ms.
+        assert_eq!(r.user_cpu_ns, 37_500_000);
         assert!(
             (r.max_work_fraction - 0.15).abs() < 1e-9,
             "{}",
@@ -798,9 +817,9 @@ pub(crate) mod tests {
         // Step 1 started but the thread ends early at 450 ms: it goes out with what it has. A
         // message intended in its settle (350 ms) and echoed in its window is in its throughput,
         // not in its latency.
-        rec.pass_edge(400 * MS, 70 * MS, 20 * MS);
+        rec.pass_edge(400 * MS, cpu(70 * MS), 20 * MS);
         assert!(!rec.completed(&pending(350, 350, false), 410 * MS, 0));
-        let top = rec.finish(450 * MS, std::iter::empty(), 80 * MS, 25 * MS);
+        let top = rec.finish(450 * MS, std::iter::empty(), cpu(80 * MS), 25 * MS);
         let steps = steps_received(&rx);
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].0, 1);
@@ -845,8 +864,8 @@ pub(crate) mod tests {
     #[test]
     fn the_busy_fraction_is_over_at_least_the_planned_window() {
         let (mut rec, _rx, _back) = recorder(timeline(1_000, Some(3_000), false));
-        rec.start_window(1_000 * MS, 0, 0);
-        let r = rec.finish(1_100 * MS, std::iter::empty(), 100 * MS, 40 * MS);
+        rec.start_window(1_000 * MS, cpu(0), 0);
+        let r = rec.finish(1_100 * MS, std::iter::empty(), cpu(100 * MS), 40 * MS);
         assert!(
             (r.max_busy_fraction - 0.05).abs() < 1e-9,
             "{}",
@@ -863,8 +882,8 @@ pub(crate) mod tests {
             (100 * MS, 40 * MS, 100 * MS)
         );
         let (mut rec, _rx, _back) = recorder(timeline(0, None, false));
-        rec.start_window(10 * MS, 0, 0);
-        let r = rec.finish(30 * MS, std::iter::empty(), 30 * MS, 0);
+        rec.start_window(10 * MS, cpu(0), 0);
+        let r = rec.finish(30 * MS, std::iter::empty(), cpu(30 * MS), 0);
         assert_eq!(r.max_busy_fraction, 1.0, "capped against clock rounding");
     }
 }

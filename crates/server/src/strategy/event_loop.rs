@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::Error;
-use crate::nonblocking::{Incoming, LoopHandle, LoopThreads, Session, Step, Wake, scan_period};
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session::Outcome;
-use crate::stats::ErrorKind;
+use super::loops::{self, Incoming, LoopHandle, LoopThreads};
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::Shared;
+use crate::core::stats::{ErrorKind, Outcome};
+use crate::session::nonblocking::{Session, Step, scan_period};
 
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
@@ -35,12 +35,6 @@ const EVENTS_PER_POLL: usize = 1024;
 
 /// The acceptor's side: one channel and waker per loop, used in turn.
 pub type EventLoop = LoopThreads<Arc<Waker>>;
-
-impl Wake for Arc<Waker> {
-    fn wake(&self) -> io::Result<()> {
-        Waker::wake(self)
-    }
-}
 
 /// Starts the poll loops.
 pub fn start(shared: &Arc<Shared>) -> Result<EventLoop, Error> {
@@ -83,6 +77,8 @@ struct Loop {
     /// Connections that yielded while still readable: served again after the next poll.
     again: Vec<usize>,
     again_next: Vec<usize>,
+    /// Keys the deadline scan found expired (kept to reuse its capacity).
+    expired: Vec<usize>,
     shared: Arc<Shared>,
     scan_every: Duration,
 }
@@ -98,6 +94,7 @@ impl Loop {
             scratch: vec![0; config.buffer_size],
             again: Vec::new(),
             again_next: Vec::new(),
+            expired: Vec::new(),
             scan_every,
             shared,
         }
@@ -163,50 +160,35 @@ impl Loop {
     }
 
     fn register(&mut self, conn: Conn) {
-        let converted = conn.map_stream(|stream| {
-            stream.set_nonblocking(true)?;
-            stream.set_nodelay(true)?;
-            Ok(TcpStream::from_std(stream))
-        });
-        let mut conn = match converted {
-            Ok(conn) => conn,
-            Err(err) => {
-                // The connection is already closed (and deregistered).
-                self.shared
-                    .counters
-                    .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
-                return;
-            }
-        };
         let slot = self.conns.vacant_entry();
-        let key = slot.key();
-        let registered = self.poll.registry().register(
-            conn.stream_mut(),
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(err) = registered {
-            conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
-            return;
+        let token = Token(slot.key());
+        let counters = &self.shared.counters;
+        if let Some(conn) = loops::register(conn, self.poll.registry(), token, counters) {
+            let session = Session::new(conn.accepted_at());
+            slot.insert(Entry { conn, session });
         }
-        let session = Session::new(conn.accepted_at());
-        slot.insert(Entry { conn, session });
-        // Registration reports readiness that already exists, so bytes that arrived before it
-        // are not missed.
     }
 
     /// Lets one connection make progress; closes it when its session is over. A panic in the
     /// session ends this connection only.
     fn advance(&mut self, key: usize, now: Instant) {
+        self.turn(key, now, Turn::Ready);
+    }
+
+    /// One turn of a connection's session (`Session::advance`, or `Session::on_deadline` for one
+    /// the deadline scan found expired), inside `catch_unwind`; acts on the step it returns.
+    fn turn(&mut self, key: usize, now: Instant, turn: Turn) {
         let Some(entry) = self.conns.get_mut(key) else {
             return; // closed earlier in this round
         };
         let config = &self.shared.config;
         let scratch = &mut self.scratch;
         let step = catch_unwind(AssertUnwindSafe(|| {
-            entry
-                .session
-                .advance(entry.conn.stream(), scratch, now, config)
+            let (session, stream) = (&mut entry.session, entry.conn.stream());
+            match turn {
+                Turn::Ready => session.advance(stream, scratch, now, config),
+                Turn::Deadline => session.on_deadline(stream, scratch, now, config),
+            }
         }))
         .unwrap_or(Step::Close(Outcome::Failed(ErrorKind::Panic)));
         match step {
@@ -224,33 +206,28 @@ impl Loop {
         }
     }
 
-    /// Closes connections whose idle or write deadline has passed (counted `timed_out`).
+    /// Closes connections whose idle or write deadline has passed (counted `timed_out`); an idle
+    /// one with bytes waiting is served instead (`Session::on_deadline`).
     fn close_expired(&mut self, now: Instant) {
-        let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
-        let mut expired = Vec::new();
-        for (key, entry) in self.conns.iter() {
-            if entry.session.expired(now, config) {
-                expired.push(key);
-            }
+        let config = &self.shared.config;
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.extend(
+            self.conns
+                .iter()
+                .filter(|(_, entry)| entry.session.expired(now, config))
+                .map(|(key, _)| key),
+        );
+        for key in expired.drain(..) {
+            self.turn(key, now, Turn::Deadline);
         }
-        for key in expired {
-            let idle = self
-                .conns
-                .get(key)
-                .is_some_and(|entry| entry.session.pending().is_none());
-            if idle {
-                // Bytes already waiting mean the connection is not idle: serve them instead.
-                self.advance(key, now);
-                let still_expired = self
-                    .conns
-                    .get(key)
-                    .is_some_and(|entry| entry.session.expired(now, config));
-                if !still_expired {
-                    continue;
-                }
-            }
-            self.close(key, Outcome::TimedOut);
-        }
+        self.expired = expired;
     }
+}
+
+/// Why a connection gets a turn: readiness ([`Session::advance`]) or its deadline passed
+/// ([`Session::on_deadline`]).
+#[derive(Clone, Copy)]
+enum Turn {
+    Ready,
+    Deadline,
 }

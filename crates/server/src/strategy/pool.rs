@@ -1,10 +1,13 @@
-//! `pool` (the default): the acceptor pushes admitted connections into a bounded crossbeam
-//! channel; a fixed set of `--workers` threads pull and serve them, one connection at a time each.
+//! `pool`, the classic worker pool: the acceptor pushes admitted connections into a bounded
+//! crossbeam channel; a fixed set of `--workers` threads pull and serve them, one connection at a
+//! time each, until it ends.
 //!
 //! Threads stay bounded however many clients come, and a full queue pushes back (`--overflow
 //! block`) or sheds load (`--overflow reject`). The price: with more open connections than
-//! workers, the extra connections wait in the queue until a worker is free. That is the pool's
-//! defining property, measured by the tests and shown by `cargo xtask bench`.
+//! workers, the extra connections wait in the queue until a worker is free, even when the ones
+//! being served are silent. That is the pool's defining property, measured by the tests and shown
+//! by `cargo xtask bench`; it is the comparison point for `reactor-pool` (the default), which
+//! keeps a fixed pool but hands a worker only connections with bytes to echo.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,12 +15,11 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::Dispatch;
-use crate::Error;
-use crate::config::Overflow;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session;
+use crate::core::config::Overflow;
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::session::blocking as session;
 
 pub struct Pool {
     queue: Sender<Conn>,
@@ -74,7 +76,9 @@ impl Dispatch for Pool {
             }
             Err(TrySendError::Disconnected(conn)) => {
                 // Every worker is gone (cannot happen while sessions catch their panics).
-                self.shared.counters.error(crate::stats::ErrorKind::Io);
+                self.shared
+                    .counters
+                    .error(crate::core::stats::ErrorKind::Io);
                 drop(conn);
             }
         }
