@@ -151,7 +151,7 @@ pub struct FixtureArgs {
 /// Flags of `cargo xtask capacity`.
 #[derive(Debug, Clone, Args)]
 pub struct CapacityArgs {
-    /// Built-in strategy to measure (default: pool).
+    /// Built-in strategy to measure (default: reactor-pool, the server's default).
     #[arg(long)]
     pub strategy: Option<String>,
     /// Or an external server command with `{port}`.

@@ -249,7 +249,11 @@ fn loadgen_timing(report: &std::path::Path) -> Option<serde_json::Value> {
     value.get("timing").cloned()
 }
 
-/// The server to measure (`--strategy`, default `pool`, `--server`, or `--target`, which is
+/// The built-in strategy measured when no `--strategy`, `--server` or `--target` is given: the
+/// server's own default.
+pub const DEFAULT_STRATEGY: &str = "reactor-pool";
+
+/// The server to measure (`--strategy`, default [`DEFAULT_STRATEGY`], `--server`, or `--target`, which is
 /// returned beside it), after checking the flags that must be at least 1.
 fn server_from_args(args: &CapacityArgs) -> Result<(ServerEntry, Option<String>)> {
     let (server, target) = match (&args.strategy, &args.server, &args.target) {
@@ -263,13 +267,14 @@ fn server_from_args(args: &CapacityArgs) -> Result<(ServerEntry, Option<String>)
                 ServerEntry {
                     name: target.clone(),
                     command: None,
+                    threads: None,
                 },
                 Some(target.clone()),
             )
         }
         (None, Some(command), None) => (parse_server_spec(&format!("server={command}"))?, None),
         (strategy, None, None) => (
-            builtin_strategy(strategy.as_deref().unwrap_or("pool"))?,
+            builtin_strategy(strategy.as_deref().unwrap_or(DEFAULT_STRATEGY))?,
             None,
         ),
     };
@@ -336,6 +341,28 @@ fn search_limits(args: &CapacityArgs) -> SearchLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn capacity_args(argv: &[&str]) -> CapacityArgs {
+        use clap::Parser;
+        let argv = [&["cargo xtask", "capacity", "--slo", "p99<=1ms"], argv].concat();
+        match crate::flags::Xtask::try_parse_from(argv)
+            .expect("parses")
+            .command
+        {
+            crate::flags::Command::Capacity(args) => *args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_strategy_is_the_servers_default() {
+        let (server, target) = server_from_args(&capacity_args(&[])).unwrap();
+        assert_eq!((server.name.as_str(), target), ("reactor-pool", None));
+        assert!(server.is_builtin());
+        assert!(crate::trial::server::KNOWN_STRATEGIES.contains(&DEFAULT_STRATEGY));
+        let (server, _) = server_from_args(&capacity_args(&["--strategy", "event-loop"])).unwrap();
+        assert_eq!(server.name, "event-loop");
+    }
 
     #[test]
     fn bounded_strategies_get_a_worker_per_connection() {
