@@ -29,8 +29,9 @@ fn capacity_finds_a_bracket_and_writes_its_files() {
                 "200",
                 "--precision-percent",
                 "25",
+                // 120 latency samples at the first rate: enough for a valid step (100).
                 "--duration",
-                "1s",
+                "600ms",
                 "--warmup",
                 "200ms",
                 "--settle",

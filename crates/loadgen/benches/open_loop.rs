@@ -16,7 +16,7 @@
 //!    p99 should be 100 − 0.01 × 1000 = 90 ms.
 //!
 //! Run: `cargo bench -p loadgen --bench open_loop` (about two minutes with the defaults; under
-//! `flock -x /work/.measure.lock` or on a quiet machine). Environment: `OPEN_LOOP_TRIALS`,
+//! an exclusive lock that keeps other work off the machine, or on a quiet machine). Environment: `OPEN_LOOP_TRIALS`,
 //! `OPEN_LOOP_SECONDS` (measured time per run, default 2), `OPEN_LOOP_PIN=0` to leave threads
 //! unpinned, `OPEN_LOOP_SECTIONS` (e.g. `1,3`; default all).
 

@@ -105,8 +105,8 @@ impl Lateness {
             "the load generator fell behind its open-loop schedule: its loop wrote messages \
              {} µs late at {name} (schedule.loop_lag_us), more than the {} µs allowed (the larger \
              of {LATE_FLOOR_US} µs and {:.0}% of the {name} latency, {} µs), so its own lateness \
-             is material in the latency figures; give it cores of its own (--timing precise) or \
-             lower the rate",
+             is material in the latency figures; give it cores that nothing else runs on (pinned, \
+             --timing precise) or lower the rate",
             self.loop_lag_us,
             self.allowed_us,
             LATE_FRACTION * 100.0,
