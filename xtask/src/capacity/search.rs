@@ -21,7 +21,8 @@
 //! latency does not come near the limit by chance. Measurements the loadgen could not make
 //! honestly (saturated, its loop late, or it failed) are no vote at all: the SLO is judged only
 //! on valid steps. When they keep coming at one rate the search stops there (`retries + 1` times
-//! saturated; two more for a late loop or a failed step, which a busy host causes by chance):
+//! saturated; two more for a late loop or a failed step, which a busy host causes by chance;
+//! four more again when the loop was late while it had little work, the CPU taken from it):
 //! the answer is then a lower bound set by the loadgen, not by the server. While a failure
 //! waits to be confirmed from above, a rate above it that the loadgen cannot measure confirms it
 //! instead (the knee is below what the loadgen can offer).
@@ -35,6 +36,10 @@ pub enum Instrument {
     Saturated,
     /// Its loop's own lateness was material next to the latency it measured.
     Late,
+    /// Its loop was late while it had little work to do (its busiest thread worked less than
+    /// [`INTERRUPTED_BELOW_WORK`] of the time): the CPU was taken from it for a spell (the host,
+    /// other work), which says nothing about how much load it can offer.
+    Interrupted,
     /// It produced no usable result (died, hung, too few samples).
     Failed,
 }
@@ -44,6 +49,9 @@ impl Instrument {
         match self {
             Self::Saturated => "the loadgen was saturated",
             Self::Late => "the loadgen's loop could not keep its schedule",
+            Self::Interrupted => {
+                "the loadgen's loop lost its CPU for spells while it had little to do"
+            }
             Self::Failed => "the loadgen could not measure it",
         }
     }
@@ -183,6 +191,11 @@ const LOOK_ABOVE_BEFORE_A_PASS: u32 = 3;
 const LOOK_ABOVE_AFTER_A_PASS: u32 = 1;
 /// Late or failed (not saturated) steps at one rate tolerated beyond `retries + 1`.
 const EXTRA_PATIENCE: u32 = 2;
+/// Steps at one rate whose loop was late while it had little work, tolerated beyond that: such
+/// spells (seen: 4-6 s on a 2-vCPU VM) pass, and waiting them out costs a few seconds.
+const INTERRUPTED_PATIENCE: u32 = 4;
+/// A late step whose loadgen worked less than this fraction of the time was interrupted.
+pub const INTERRUPTED_BELOW_WORK: f64 = 0.5;
 
 /// The votes at the rate being decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -275,6 +288,7 @@ impl Search {
         let patience = match what {
             Instrument::Saturated => self.need,
             Instrument::Late | Instrument::Failed => self.need + EXTRA_PATIENCE,
+            Instrument::Interrupted => self.need + EXTRA_PATIENCE + INTERRUPTED_PATIENCE,
         };
         if self.tally.passes >= self.need {
             self.decided(true);
@@ -653,6 +667,35 @@ mod tests {
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Late)
+        );
+        // A loop that lost its CPU while it had little to do: a spell of five such steps is
+        // waited out, and the search goes on as if it had not happened.
+        let truth = server(37_000);
+        let (spell, rates) = run(1, |rate, attempt| match (rate, attempt) {
+            (4_000, 0..5) => Verdict::Instrument(Instrument::Interrupted),
+            _ => truth(rate),
+        });
+        // Five no votes, then a clear pass.
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 4_000).count(),
+            6,
+            "{rates:?}"
+        );
+        let (quiet, _) = run(1, |rate, _| truth(rate));
+        assert_eq!(spell.capacity_per_s, quiet.capacity_per_s);
+        assert_eq!(spell.limiting_factor(), LimitingFactor::Server);
+        // One that never ends still stops the search, later.
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 16_000 {
+                Verdict::Instrument(Instrument::Interrupted)
+            } else {
+                Verdict::Pass { clear: true }
+            }
+        });
+        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 8);
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(16_000, Instrument::Interrupted)
         );
     }
 

@@ -9,7 +9,7 @@ use loadgen::StepReport;
 use loadgen::report::Percentiles;
 use loadgen::slo::{Clause, Metric, Op, check_step, parse_slo};
 
-use super::search::{Instrument, Verdict};
+use super::search::{INTERRUPTED_BELOW_WORK, Instrument, Verdict};
 use crate::error::input_error;
 use crate::record::capacity::{LatencyLimit, SloRecord, Step, StepReason};
 
@@ -103,6 +103,8 @@ pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepRea
     if !step.valid {
         let what = if step.loadgen.saturated {
             Instrument::Saturated
+        } else if step.schedule.behind && step.loadgen.work_fraction < INTERRUPTED_BELOW_WORK {
+            Instrument::Interrupted
         } else if step.schedule.behind {
             Instrument::Late
         } else {
@@ -330,10 +332,17 @@ mod tests {
         let mut late = step();
         late.valid = false;
         late.schedule.behind = true;
+        late.loadgen.work_fraction = 0.8;
         late.invalid_reasons = vec!["fell behind its open-loop schedule".into()];
         assert_eq!(
             judge_step(&slo, &late).0,
             Verdict::Instrument(Instrument::Late)
+        );
+        // Late with little to do: the CPU was taken from it.
+        late.loadgen.work_fraction = 0.05;
+        assert_eq!(
+            judge_step(&slo, &late).0,
+            Verdict::Instrument(Instrument::Interrupted)
         );
         let mut few = step();
         few.valid = false;
