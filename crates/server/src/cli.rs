@@ -5,14 +5,13 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::{Config, Overflow, Strategy, available_cores};
+use crate::core::config::{Config, Overflow, Strategy};
 use crate::server::Server;
 
 /// A TCP echo server with interchangeable concurrency strategies, built to be measured.
@@ -20,14 +19,16 @@ use crate::server::Server;
 /// Prints `listening on ADDR` as its first stdout line once it accepts connections. On SIGINT or
 /// SIGTERM it stops accepting, lets open sessions finish (up to --drain-timeout), prints its final
 /// counters to stderr, writes them to --stats-json if given, and exits 0.
+///
+/// Every default below is `Config::default()`'s (one source; a test ties them).
 #[derive(Debug, Parser)]
 #[command(name = "echo-server", version)]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, default_value_t = defaults().addr)]
     pub addr: SocketAddr,
     /// How connections are served.
-    #[arg(long, value_enum, default_value_t = Strategy::Pool)]
+    #[arg(long, value_enum, default_value_t = defaults().strategy)]
     pub strategy: Strategy,
     /// Worker threads for `pool`, `rayon` and `async` [default: number of cores].
     #[arg(long)]
@@ -36,31 +37,31 @@ pub struct Args {
     #[arg(long)]
     pub loops: Option<usize>,
     /// Bound of the pool's queue of accepted connections.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults().queue)]
     pub queue: usize,
     /// What the pool's acceptor does when the queue is full.
-    #[arg(long, value_enum, default_value_t = Overflow::Block)]
+    #[arg(long, value_enum, default_value_t = defaults().overflow)]
     pub overflow: Overflow,
-    /// Read buffer in bytes: the most a session reads at once and holds per connection (the
-    /// blocking strategies hold one per connection; event-loop, async and uring only while a
-    /// write is pending).
-    #[arg(long, default_value_t = 16 * 1024)]
+    /// Read buffer in bytes: the most a session reads at once. The blocking strategies hold one
+    /// per connection; the nonblocking ones one per thread, and per connection only while a
+    /// write is pending.
+    #[arg(long, default_value_t = defaults().buffer_size)]
     pub buffer_size: usize,
     /// Close a connection that sends nothing for this long (e.g. 500ms, 30s, 2m).
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    pub idle_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = defaults().idle_timeout.into())]
+    pub idle_timeout: humantime::Duration,
     /// Close a connection whose peer stops reading for this long.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    pub write_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = defaults().write_timeout.into())]
+    pub write_timeout: humantime::Duration,
     /// On SIGINT/SIGTERM, how long open sessions may go on before they are closed.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub drain_timeout: Duration,
+    #[arg(long, value_parser = parse_duration, default_value_t = defaults().drain_timeout.into())]
+    pub drain_timeout: humantime::Duration,
     /// Beyond this many open connections, new ones are closed at once and counted `rejected`
     /// (accepting never pauses, so the backlog never fills with clients nobody will serve).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults().max_connections)]
     pub max_connections: usize,
     /// listen(2) backlog.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults().backlog)]
     pub backlog: i32,
     /// Write the final counters as JSON (schema echolab.server-stats/1) to this file.
     #[arg(long)]
@@ -71,25 +72,32 @@ pub struct Args {
     pub verbose: bool,
 }
 
+/// The defaults of every flag.
+fn defaults() -> Config {
+    Config::default()
+}
+
 /// Parses durations written as `500ms`, `3s`, `2m` (what every echolab CLI accepts).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
+pub fn parse_duration(text: &str) -> Result<humantime::Duration, String> {
+    text.parse::<humantime::Duration>()
         .map_err(|e| format!("`{text}` is not a duration like 500ms, 3s or 2m ({e})"))
 }
 
 impl Args {
+    /// The configuration these flags ask for: `Config::default()` with each flag's value.
     pub fn config(&self) -> Config {
+        let defaults = Config::default();
         Config {
             addr: self.addr,
             strategy: self.strategy,
-            workers: self.workers.unwrap_or_else(available_cores),
-            loops: self.loops.unwrap_or_else(available_cores),
+            workers: self.workers.unwrap_or(defaults.workers),
+            loops: self.loops.unwrap_or(defaults.loops),
             queue: self.queue,
             overflow: self.overflow,
             buffer_size: self.buffer_size,
-            idle_timeout: self.idle_timeout,
-            write_timeout: self.write_timeout,
-            drain_timeout: self.drain_timeout,
+            idle_timeout: self.idle_timeout.into(),
+            write_timeout: self.write_timeout.into(),
+            drain_timeout: self.drain_timeout.into(),
             max_connections: self.max_connections,
             backlog: self.backlog,
             log_connections: self.verbose
@@ -115,7 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!(
         "echo-server: {} received, draining (up to {:?})",
         signal.map_or_else(|| "end of signals".to_string(), signal_name),
-        args.drain_timeout
+        args.drain_timeout.to_string()
     );
     let stats = server.shutdown();
     // Formatted first and written at once, so the counters reach stderr in one piece.
@@ -161,5 +169,38 @@ fn signal_name(signal: i32) -> String {
         SIGINT => "SIGINT".into(),
         SIGTERM => "SIGTERM".into(),
         other => format!("signal {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are `Config::default()`'s: no flag given, the same configuration.
+    #[test]
+    fn no_flags_give_config_default() {
+        let config = Args::parse_from(["echo-server"]).config();
+        let expected = Config {
+            // The one value that does not come from a flag's default.
+            log_connections: config.log_connections,
+            ..Config::default()
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn durations_parse_and_bad_ones_say_how_to_write_them() {
+        let args = Args::parse_from([
+            "echo-server",
+            "--idle-timeout",
+            "1m",
+            "--write-timeout",
+            "250ms",
+        ]);
+        let config = args.config();
+        assert_eq!(config.idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(config.write_timeout, std::time::Duration::from_millis(250));
+        let err = Args::try_parse_from(["echo-server", "--idle-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("500ms, 3s or 2m"), "{err}");
     }
 }

@@ -11,45 +11,30 @@
 //! println!("{} sessions completed", stats.completed);
 //! # Ok::<(), echo_server::Error>(())
 //! ```
+//!
+//! # Layers
+//! Each layer imports only the layers below it (no import circle):
+//!
+//! 1. `core`: configuration, the start-up error, counters and outcomes, the registry of open
+//!    connections, the state shared by everything above, and the `Dispatch` trait.
+//! 2. `session`: the echo session on the core: `blocking` (one function for the blocking
+//!    strategies) and `nonblocking` (one state machine for the readiness- and completion-driven
+//!    ones).
+//! 3. `strategy`: one file per strategy, each a `Dispatch` over a session.
+//! 4. `server`: bind, the accept loop (admission, limits, descriptor exhaustion) and the drain.
+//! 5. `cli`: the `echo-server` command line over [`Server`].
+//!
+//! Only the items re-exported here and [`cli`] are the library's API; the layers are
+//! crate-private.
 
 pub mod cli;
-pub mod config;
-pub mod nonblocking;
-pub mod registry;
-pub mod server;
-pub mod session;
-pub mod stats;
-pub mod strategy;
+mod core;
+mod server;
+mod session;
+mod strategy;
 
-pub use config::{Config, Overflow, Strategy};
+pub use crate::core::config::{Config, Overflow, Strategy};
+pub use crate::core::error::Error;
+pub use crate::core::stats::{STATS_SCHEMA, Stats};
 pub use server::Server;
-pub use stats::{STATS_SCHEMA, Stats};
-
-use std::net::SocketAddr;
-
-/// Errors starting a server. Per-connection failures are never errors: they are counted.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error(
-        "address {0} is already in use (another server is listening there; pick another --addr or port 0)"
-    )]
-    AddrInUse(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: &'static str,
-        source: std::io::Error,
-    },
-}
-
-impl Error {
-    pub(crate) fn io(context: &'static str, source: std::io::Error) -> Self {
-        Error::Io { context, source }
-    }
-}
+pub use strategy::SESSION_STACK_BYTES;

@@ -1,4 +1,5 @@
-//! Starting and stopping a server: bind, the accept loop shared by every strategy, and the drain.
+//! Starting and stopping a server, the top layer: bind, the accept loop shared by every strategy,
+//! and the drain.
 //!
 //! The accept loop owns the admission rules, so they hold the same way for every strategy:
 //! `--max-connections` (beyond it, new connections are closed at once and counted `rejected`) and
@@ -15,8 +16,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::Error;
-use crate::config::Config;
-use crate::registry::Registry;
-use crate::stats::{Counters, ErrorKind, Stats};
-use crate::strategy::{self, Dispatch};
+use crate::core::config::Config;
+use crate::core::error::Error;
+use crate::core::shared::{Dispatch, RateLimitedLog, Shared};
+use crate::core::stats::{ErrorKind, Stats};
+use crate::strategy;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -36,54 +36,6 @@ const WAKER: Token = Token(1);
 const DESCRIPTOR_BACKOFF: Duration = Duration::from_millis(100);
 /// After the drain timeout cut the open connections, how long their sessions get to notice.
 const CUT_GRACE: Duration = Duration::from_secs(2);
-
-/// A log line for a condition that may repeat quickly (accept failures, a full io_uring): at
-/// most one line a second; lines held back are counted into the next one.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimitedLog {
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl RateLimitedLog {
-    pub(crate) fn log(&mut self, message: impl FnOnce() -> String) {
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            self.held_back += 1;
-            return;
-        }
-        let held_back = std::mem::take(&mut self.held_back);
-        if held_back > 0 {
-            eprintln!("echo-server: {} ({held_back} more since)", message());
-        } else {
-            eprintln!("echo-server: {}", message());
-        }
-        self.last = Some(Instant::now());
-    }
-}
-
-/// State shared by the acceptor, the strategy's threads and every session.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub counters: Arc<Counters>,
-    pub registry: Arc<Registry>,
-    stopping: AtomicBool,
-    /// Held by the acceptor from `accept(2)` until the connection is admitted (registered) or
-    /// rejected; false once shutdown closed it. `stop()` closes it, which waits for an admission
-    /// in progress: after that no connection can join the registry, so the drain clock starts
-    /// with every admitted connection in it.
-    accept_gate: Mutex<bool>,
-}
-
-impl Shared {
-    /// True once shutdown began: acceptors stop, long-running loops wind down.
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-}
 
 /// A running server. Dropping it (or calling [`Server::shutdown`]) stops accepting, drains open
 /// sessions up to the drain timeout, closes the rest and joins every thread.
@@ -122,14 +74,7 @@ impl Server {
                 source,
             })?;
 
-        let log_connections = config.log_connections;
-        let shared = Arc::new(Shared {
-            config,
-            counters: Arc::new(Counters::default()),
-            registry: Arc::new(Registry::new(log_connections)),
-            stopping: AtomicBool::new(false),
-            accept_gate: Mutex::new(true),
-        });
+        let shared = Arc::new(Shared::new(config));
         // A second descriptor of the listening socket, so that `stop()` can close it (refuse new
         // connections) even while the acceptor is busy in a session (`iterative`) or blocked
         // handing a connection over (`pool --overflow block`).
@@ -187,7 +132,7 @@ impl Server {
         let Some(acceptor) = self.acceptor.take() else {
             return;
         };
-        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.begin_stopping();
         if let Err(err) = self.waker.wake() {
             eprintln!("echo-server: could not wake the acceptor: {err}");
         }
@@ -200,11 +145,7 @@ impl Server {
             eprintln!("echo-server: could not close the listener: {err}");
         }
         // Wait for an admission in progress; after this no connection joins the registry.
-        *self
-            .shared
-            .accept_gate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = false;
+        self.shared.close_accept_gate();
         let deadline = Instant::now() + self.shared.config.drain_timeout;
         while !self.shared.registry.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -284,10 +225,7 @@ fn accept_loop(
         }
         // Drain the accept queue: the poller is edge-triggered.
         loop {
-            let gate = shared
-                .accept_gate
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let gate = shared.accept_gate();
             if !*gate || shared.stopping() {
                 break 'serve;
             }

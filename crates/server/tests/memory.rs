@@ -135,7 +135,7 @@ fn ten_thousand_idle_connections_cost_at_most_8_kib_each() {
     let per_connection = rss_per_connection_kib(Strategy::Thread);
     report.push(format!(
         "thread: {per_connection:.2} KiB RSS per connection (session stack {} KiB, buffer {} KiB)",
-        echo_server::strategy::SESSION_STACK_BYTES / 1024,
+        echo_server::SESSION_STACK_BYTES / 1024,
         echo_server::Config::default().buffer_size / 1024,
     ));
     eprintln!("{}", report.join("\n"));

@@ -1,14 +1,13 @@
 //! `async`: a tokio multi-threaded runtime with `--workers` threads and a task per connection.
 //!
-//! The session is the same as everywhere (read up to the buffer, write all of it back, until the
-//! peer ends its side) over tokio's I/O, with the same deadlines: the idle timeout runs from
-//! accept or the last echo completed (one timer per connection, re-armed only when it fires
-//! before the connection has been idle long enough, so a message costs no timer update and the
-//! steady state allocates nothing), and a write that makes no progress for
-//! `--write-timeout` ends the connection. The memory rule is `event-loop`'s: a task waits for
-//! readiness holding no buffer, reads into its runtime thread's scratch buffer and echoes at
-//! once; only bytes the socket did not take are kept (in a buffer of the task, allocated the
-//! first time a write backs up and reused after), and reading pauses meanwhile.
+//! The session is the nonblocking state machine every readiness-driven strategy shares
+//! (`session/nonblocking.rs`), driven by tokio's readiness instead of a poll loop: the same
+//! clocks (idle time from accept or the last echo completed; the write timeout while output is
+//! pending), the same memory rule (a task waits holding no buffer, reads into its runtime
+//! thread's scratch buffer and echoes at once; only bytes the socket did not take are kept, and
+//! reading pauses meanwhile) and the same fairness turn (a task that used its turn yields to the
+//! thread's other tasks). One timer per connection follows the session's deadline and is re-armed
+//! only when it fires early or the deadline moved earlier, so a message costs no timer update.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy async --workers 2`.
 
@@ -19,16 +18,17 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
-use super::{Dispatch, LiveSessions};
-use crate::Error;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session::Outcome;
-use crate::stats::ErrorKind;
+use super::live::LiveSessions;
+use crate::core::config::Config;
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::core::stats::{ErrorKind, Outcome};
+use crate::session::nonblocking::{Session, Step, failed};
 
 pub struct AsyncTokio {
     runtime: Runtime,
@@ -74,7 +74,7 @@ impl Dispatch for AsyncTokio {
 
 /// Serves one connection to the end and counts how it ended; a panic ends this connection only.
 async fn run(conn: Conn, shared: &Shared) {
-    let mut conn = match conn.map_stream(|stream| {
+    let conn = match conn.map_stream(|stream| {
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
         TcpStream::from_std(stream)
@@ -88,12 +88,12 @@ async fn run(conn: Conn, shared: &Shared) {
             return;
         }
     };
-    let mut totals = (0u64, 0u64);
-    let outcome = match CatchUnwind(pin!(serve(&mut conn, shared, &mut totals))).await {
+    let mut session = Session::new(conn.accepted_at());
+    let outcome = match CatchUnwind(pin!(serve(conn.stream(), &mut session, shared))).await {
         Ok(outcome) => outcome,
         Err(()) => Outcome::Failed(ErrorKind::Panic),
     };
-    conn.finish(outcome, totals.0, totals.1);
+    session.finish(conn, outcome);
 }
 
 thread_local! {
@@ -102,155 +102,104 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What one read-and-echo attempt did.
-enum Attempt {
-    /// Bytes echoed (any the socket did not take are in `pending`).
-    Echoed,
-    /// Nothing to read after all (stale readiness).
-    NothingWaiting,
-    Over(Outcome),
+/// The session state machine's turn on this runtime thread's scratch buffer.
+fn turn(session: &mut Session, stream: &TcpStream, config: &Config, deadline: bool) -> Step {
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < config.buffer_size {
+            scratch.resize(config.buffer_size, 0);
+        }
+        let scratch = &mut scratch[..config.buffer_size];
+        let now = std::time::Instant::now();
+        if deadline {
+            session.on_deadline(Tokio(stream), scratch, now, config)
+        } else {
+            session.advance(Tokio(stream), scratch, now, config)
+        }
+    })
 }
 
-async fn serve(conn: &mut Conn<TcpStream>, shared: &Shared, totals: &mut (u64, u64)) -> Outcome {
+async fn serve(stream: &TcpStream, session: &mut Session, shared: &Shared) -> Outcome {
     let config = &shared.config;
-    // The idle clock: when the connection was accepted, or the last echo completed. Recorded
-    // per message; the timer is re-armed only when it fires early (no timer-wheel update per
-    // message).
-    let mut idle_since = tokio::time::Instant::from_std(conn.accepted_at());
-    let stream = conn.stream_mut();
-    // Output the socket did not take at once; empty (no allocation) in the steady state, and
-    // its capacity kept once a stall needed it.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut idle = pin!(tokio::time::sleep_until(idle_since + config.idle_timeout));
+    // One timer for the session's deadline (idle, or write while output is pending), re-armed
+    // only when it fires before the session expired or when the deadline moved earlier (output
+    // backed up): a message costs no timer update, so the steady state allocates nothing.
+    let mut timer = pin!(tokio::time::sleep_until(session.deadline(config).into()));
+    let mut deadline_passed = false;
     loop {
-        let idle_expired = tokio::select! {
+        match turn(session, stream, config, deadline_passed) {
+            Step::Close(outcome) => return outcome,
+            Step::Yield => {
+                // Its fair share of this turn is used: let the thread's other tasks run.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Step::Wait => {}
+        }
+        let deadline = tokio::time::Instant::from_std(session.deadline(config));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        // Writable while output is pending (reading pauses meanwhile), readable otherwise.
+        let interest = if session.pending().is_some() {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        deadline_passed = tokio::select! {
             biased;
-            ready = stream.readable() => match ready {
-                Ok(()) => false,
-                Err(err) => return Outcome::Failed(ErrorKind::of(&err)),
+            ready = stream.ready(interest) => match ready {
+                Ok(_) => false,
+                Err(err) => return failed(&err),
             },
-            () = idle.as_mut() => {
-                let deadline = idle_since + config.idle_timeout;
-                if deadline > tokio::time::Instant::now() {
+            () = timer.as_mut() => {
+                let now = std::time::Instant::now();
+                if !session.expired(now, config) {
                     // Activity since the timer was armed: wait for the rest of the allowance.
-                    idle.as_mut().reset(deadline);
+                    timer.as_mut().reset(session.deadline(config).into());
                     continue;
                 }
                 true
             }
         };
-        // Read into the thread's scratch buffer and echo at once; bytes already waiting when
-        // the idle timer fires mean the connection is not idle.
-        let attempt = SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < config.buffer_size {
-                scratch.resize(config.buffer_size, 0);
+    }
+}
+
+/// The tokio stream as the state machine's `Read + Write`: nonblocking reads and writes through
+/// tokio, so that `WouldBlock` clears tokio's readiness and the next wait is for a new event.
+#[derive(Clone, Copy)]
+struct Tokio<'a>(&'a TcpStream);
+
+impl io::Read for Tokio<'_> {
+    /// Also forgets the read readiness after a short read (fewer bytes than `buf` holds: the
+    /// socket was drained), so the next wait is for the next edge instead of returning at once
+    /// for a read that fails with EAGAIN: one `recvfrom` per message less (tokio's own
+    /// `poll_read` does the same on Linux). `try_io` clears the readiness only when no new event
+    /// arrived since it was observed, and never the read-closed state, so no wake-up is lost.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut short = None;
+        let result = self.0.try_io(Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(self.0)).read(buf)?;
+            if n > 0 && n < buf.len() {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
             }
-            let scratch = &mut scratch[..config.buffer_size];
-            let n = match try_read_drained(stream, scratch) {
-                Ok(0) => return Attempt::Over(Outcome::Completed),
-                Ok(n) => n,
-                Err(err) if is_retry(&err) => return Attempt::NothingWaiting,
-                Err(err) => return Attempt::Over(Outcome::Failed(ErrorKind::of(&err))),
-            };
-            totals.0 += n as u64;
-            let data = &scratch[..n];
-            config.check_panic_trigger(data);
-            let mut written = 0;
-            while written < n {
-                match stream.try_write(&data[written..]) {
-                    Ok(w) => written += w,
-                    Err(err) if is_retry(&err) => break,
-                    Err(err) => {
-                        // What was written before the failure was sent all the same.
-                        totals.1 += written as u64;
-                        return Attempt::Over(Outcome::Failed(ErrorKind::of(&err)));
-                    }
-                }
-            }
-            totals.1 += written as u64;
-            pending.extend_from_slice(&data[written..]);
-            Attempt::Echoed
+            Ok(n)
         });
-        match attempt {
-            Attempt::Over(outcome) => return outcome,
-            Attempt::NothingWaiting if idle_expired => return Outcome::TimedOut,
-            Attempt::NothingWaiting => continue,
-            Attempt::Echoed => {}
+        match short {
+            Some(n) => Ok(n),
+            None => result,
         }
-        if !pending.is_empty() {
-            // Reading pauses until the rest is written (backpressure), then the buffer goes.
-            if let Some(outcome) =
-                write_all(stream, &pending, config.write_timeout, &mut totals.1).await
-            {
-                return outcome;
-            }
-            pending.clear();
-        }
-        idle_since = tokio::time::Instant::now();
     }
 }
 
-/// `try_read` that also forgets the read readiness after a short read (fewer bytes than `buf`
-/// holds: the socket was drained), so the next `readable()` waits for the next edge instead of
-/// returning at once for a read that fails with EAGAIN: one `recvfrom` per message less (tokio's
-/// own `poll_read` does the same on Linux). `try_io` clears the readiness only when no new event
-/// arrived since it was observed, and never the read-closed state, so no wake-up is lost.
-fn try_read_drained(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    use std::io::Read;
-    let mut short = None;
-    let result = stream.try_io(Interest::READABLE, || {
-        let n = (&*socket2::SockRef::from(stream)).read(buf)?;
-        if n > 0 && n < buf.len() {
-            short = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match short {
-        Some(n) => Ok(n),
-        None => result,
+impl io::Write for Tokio<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
     }
-}
 
-fn is_retry(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
-}
-
-/// Writes all of `data`, adding what it writes to `bytes_out` as it goes (so a write that fails
-/// part-way still counts what it sent); ends the session when a write makes no progress for
-/// `write_timeout`.
-async fn write_all(
-    stream: &mut TcpStream,
-    mut data: &[u8],
-    write_timeout: Duration,
-    bytes_out: &mut u64,
-) -> Option<Outcome> {
-    while !data.is_empty() {
-        // Fast path without a timer: most writes complete at once.
-        match stream.try_write(data) {
-            Ok(n) => {
-                *bytes_out += n as u64;
-                data = &data[n..];
-                continue;
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Some(Outcome::Failed(ErrorKind::of(&err))),
-        }
-        match tokio::time::timeout(write_timeout, stream.write(data)).await {
-            Ok(Ok(0)) => return Some(Outcome::Failed(ErrorKind::Io)),
-            Ok(Ok(n)) => {
-                *bytes_out += n as u64;
-                data = &data[n..];
-            }
-            Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(err)) => return Some(Outcome::Failed(ErrorKind::of(&err))),
-            Err(_elapsed) => return Some(Outcome::TimedOut),
-        }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
-    None
 }
 
 /// Polls a future inside `catch_unwind`, so a panicking session ends as an outcome.

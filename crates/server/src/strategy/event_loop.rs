@@ -22,12 +22,12 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::Error;
-use crate::nonblocking::{Incoming, LoopHandle, LoopThreads, Session, Step, Wake, scan_period};
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session::Outcome;
-use crate::stats::ErrorKind;
+use super::loops::{Incoming, LoopHandle, LoopThreads, Wake};
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::Shared;
+use crate::core::stats::{ErrorKind, Outcome};
+use crate::session::nonblocking::{Session, Step, scan_period};
 
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
@@ -83,6 +83,8 @@ struct Loop {
     /// Connections that yielded while still readable: served again after the next poll.
     again: Vec<usize>,
     again_next: Vec<usize>,
+    /// Keys the deadline scan found expired (kept to reuse its capacity).
+    expired: Vec<usize>,
     shared: Arc<Shared>,
     scan_every: Duration,
 }
@@ -98,6 +100,7 @@ impl Loop {
             scratch: vec![0; config.buffer_size],
             again: Vec::new(),
             again_next: Vec::new(),
+            expired: Vec::new(),
             scan_every,
             shared,
         }
@@ -198,15 +201,23 @@ impl Loop {
     /// Lets one connection make progress; closes it when its session is over. A panic in the
     /// session ends this connection only.
     fn advance(&mut self, key: usize, now: Instant) {
+        self.turn(key, now, Turn::Ready);
+    }
+
+    /// One turn of a connection's session (`Session::advance`, or `Session::on_deadline` for one
+    /// the deadline scan found expired), inside `catch_unwind`; acts on the step it returns.
+    fn turn(&mut self, key: usize, now: Instant, turn: Turn) {
         let Some(entry) = self.conns.get_mut(key) else {
             return; // closed earlier in this round
         };
         let config = &self.shared.config;
         let scratch = &mut self.scratch;
         let step = catch_unwind(AssertUnwindSafe(|| {
-            entry
-                .session
-                .advance(entry.conn.stream(), scratch, now, config)
+            let (session, stream) = (&mut entry.session, entry.conn.stream());
+            match turn {
+                Turn::Ready => session.advance(stream, scratch, now, config),
+                Turn::Deadline => session.on_deadline(stream, scratch, now, config),
+            }
         }))
         .unwrap_or(Step::Close(Outcome::Failed(ErrorKind::Panic)));
         match step {
@@ -224,33 +235,28 @@ impl Loop {
         }
     }
 
-    /// Closes connections whose idle or write deadline has passed (counted `timed_out`).
+    /// Closes connections whose idle or write deadline has passed (counted `timed_out`); an idle
+    /// one with bytes waiting is served instead (`Session::on_deadline`).
     fn close_expired(&mut self, now: Instant) {
-        let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
-        let mut expired = Vec::new();
-        for (key, entry) in self.conns.iter() {
-            if entry.session.expired(now, config) {
-                expired.push(key);
-            }
+        let config = &self.shared.config;
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.extend(
+            self.conns
+                .iter()
+                .filter(|(_, entry)| entry.session.expired(now, config))
+                .map(|(key, _)| key),
+        );
+        for key in expired.drain(..) {
+            self.turn(key, now, Turn::Deadline);
         }
-        for key in expired {
-            let idle = self
-                .conns
-                .get(key)
-                .is_some_and(|entry| entry.session.pending().is_none());
-            if idle {
-                // Bytes already waiting mean the connection is not idle: serve them instead.
-                self.advance(key, now);
-                let still_expired = self
-                    .conns
-                    .get(key)
-                    .is_some_and(|entry| entry.session.expired(now, config));
-                if !still_expired {
-                    continue;
-                }
-            }
-            self.close(key, Outcome::TimedOut);
-        }
+        self.expired = expired;
     }
+}
+
+/// Why a connection gets a turn: readiness ([`Session::advance`]) or its deadline passed
+/// ([`Session::on_deadline`]).
+#[derive(Clone, Copy)]
+enum Turn {
+    Ready,
+    Deadline,
 }

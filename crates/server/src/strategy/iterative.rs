@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use super::Dispatch;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session;
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::session::blocking as session;
 
 pub struct Iterative {
     shared: Arc<Shared>,

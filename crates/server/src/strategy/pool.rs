@@ -12,12 +12,11 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::Dispatch;
-use crate::Error;
-use crate::config::Overflow;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session;
+use crate::core::config::Overflow;
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::session::blocking as session;
 
 pub struct Pool {
     queue: Sender<Conn>,
@@ -74,7 +73,9 @@ impl Dispatch for Pool {
             }
             Err(TrySendError::Disconnected(conn)) => {
                 // Every worker is gone (cannot happen while sessions catch their panics).
-                self.shared.counters.error(crate::stats::ErrorKind::Io);
+                self.shared
+                    .counters
+                    .error(crate::core::stats::ErrorKind::Io);
                 drop(conn);
             }
         }

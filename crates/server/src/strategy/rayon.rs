@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use super::{Dispatch, LiveSessions};
-use crate::Error;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session;
+use super::live::LiveSessions;
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::session::blocking as session;
 
 pub struct Rayon {
     pool: rayon::ThreadPool,

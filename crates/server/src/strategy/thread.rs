@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use super::Dispatch;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session;
-use crate::stats::ErrorKind;
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::core::stats::ErrorKind;
+use crate::session::blocking as session;
 
 /// Stack size of a session thread: a session needs little (its buffer is on the heap).
 pub const SESSION_STACK_BYTES: usize = 64 * 1024;

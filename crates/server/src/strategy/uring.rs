@@ -30,12 +30,12 @@ use crossbeam_channel::Receiver;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
-use crate::Error;
-use crate::nonblocking::{Incoming, LoopHandle, LoopThreads, Session, Wake, scan_period};
-use crate::registry::Conn;
-use crate::server::{RateLimitedLog, Shared};
-use crate::session::Outcome;
-use crate::stats::ErrorKind;
+use super::loops::{Incoming, LoopHandle, LoopThreads, Wake};
+use crate::core::error::Error;
+use crate::core::registry::Conn;
+use crate::core::shared::{RateLimitedLog, Shared};
+use crate::core::stats::{ErrorKind, Outcome};
+use crate::session::nonblocking::{Session, scan_period};
 
 /// Submission queue entries per ring (the completion queue is twice that; the kernel keeps
 /// overflowing completions instead of dropping them).

@@ -1,7 +1,7 @@
 //! The echo session for the blocking strategies (`iterative`, `thread`, `pool`, `rayon`): read
 //! up to the buffer, write all of it back, until the peer ends its side; then close. One
 //! function, shared by every blocking strategy, so they differ only in how connections reach it.
-//! (`event-loop` and `uring` share `nonblocking.rs`; `async` has the same session over tokio.)
+//! (The nonblocking strategies share the state machine in `nonblocking.rs`.)
 //!
 //! Per connection the memory is one buffer of `--buffer-size` bytes, whatever the message size.
 //! Timeouts use the socket options (`SO_RCVTIMEO`, `SO_SNDTIMEO`): no extra thread or timer.
@@ -11,20 +11,9 @@ use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::stats::ErrorKind;
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The peer ended its side and every byte was echoed.
-    Completed,
-    /// Idle or write timeout.
-    TimedOut,
-    /// The connection failed; the kind is counted.
-    Failed(ErrorKind),
-}
+use crate::core::registry::Conn;
+use crate::core::shared::Shared;
+use crate::core::stats::{ErrorKind, Outcome};
 
 /// Serves one accepted connection to the end and counts how it ended. A panic inside the session
 /// is caught here: it ends this connection only.

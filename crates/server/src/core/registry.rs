@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::session::Outcome;
-use crate::stats::Counters;
+use super::stats::{Counters, Outcome};
 
 /// Open connections by id.
 #[derive(Debug, Default)]
@@ -125,10 +124,6 @@ impl<S> Conn<S> {
         self.accepted_at
     }
 
-    pub fn id(&self) -> u64 {
-        self.registration.id
-    }
-
     /// Ends the session: adds its byte counts, counts how it ended (`drain_closed` instead when
     /// the drain cut it), deregisters it and closes the stream.
     pub fn finish(mut self, outcome: Outcome, bytes_in: u64, bytes_out: u64) {
@@ -149,11 +144,6 @@ impl<S> Conn<S> {
                 self.registration.peer
             );
         }
-    }
-
-    /// The client's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.registration.peer
     }
 
     /// Converts the stream (e.g. into a mio or tokio stream over the same socket), keeping the

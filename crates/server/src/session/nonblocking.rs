@@ -1,10 +1,11 @@
-//! The echo session for the nonblocking strategies (`event-loop`, `uring`): one per-connection
-//! state machine (clocks, counters, the pending-output rule), driven by whoever learns that the
-//! socket can make progress: readiness (epoll, [`Session::advance`]) or completions (io_uring,
-//! which reads into a kernel-chosen buffer and writes from it, see `strategy/uring.rs`).
+//! The echo session for the nonblocking strategies (`event-loop`, `async`, `uring`): one
+//! per-connection state machine (clocks, counters, the pending-output rule), driven by whoever
+//! learns that the socket can make progress: readiness (epoll or tokio, [`Session::advance`]) or
+//! completions (io_uring, which reads into a kernel-chosen buffer and writes from it, see
+//! `strategy/uring.rs`).
 //!
 //! The memory rule that lets one thread hold thousands of connections: a connection holds **no
-//! buffer while it is idle**. Bytes are read into the loop's scratch buffer (one per loop thread,
+//! buffer while it is idle**. Bytes are read into the thread's scratch buffer (one per thread,
 //! `--buffer-size` bytes) and written back at once; only when the socket does not take all of them
 //! does the rest move into a per-connection buffer ([`Pending`], at most `--buffer-size` bytes), and
 //! reading pauses until that buffer is flushed (backpressure: a client that sends without reading
@@ -13,133 +14,25 @@
 //! client that keeps stalling.
 //!
 //! Time: idle time runs from accept, the last byte received or the last echo completed (the
-//! same rule as the blocking strategies and `async`, whose idle clock restarts after each echo);
-//! while output is pending the connection is not idle (the client is the one not reading) and the
-//! write timeout runs instead, from the last write that made progress. [`Session::expired`] answers for a loop's deadline scan.
+//! same rule as the blocking strategies); while output is pending the connection is not idle
+//! (the client is the one not reading) and the write timeout runs instead, from the last write
+//! that made progress. [`Session::deadline`] and [`Session::expired`] answer for a loop's deadline
+//! scan or a timer, and [`Session::on_deadline`] says what an expired connection gets.
 //!
 //! Try it: `cargo run -p echo-server -- --addr 127.0.0.1:0 --strategy event-loop`.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-
-use crate::config::Config;
-use crate::registry::Conn;
-use crate::server::Shared;
-use crate::session::Outcome;
-use crate::stats::ErrorKind;
-use crate::strategy::Dispatch;
+use crate::core::config::Config;
+use crate::core::registry::Conn;
+use crate::core::stats::{ErrorKind, Outcome};
 
 /// How often a loop scans its connections' deadlines: a few times per timeout (at most 1/8
 /// late), at least every 5 ms, at most every second.
 pub fn scan_period(config: &Config) -> Duration {
     (config.idle_timeout.min(config.write_timeout) / 8)
         .clamp(Duration::from_millis(5), Duration::from_secs(1))
-}
-
-/// How the acceptor wakes a loop thread that may be blocked waiting for I/O.
-pub trait Wake: Send {
-    fn wake(&self) -> io::Result<()>;
-}
-
-/// The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
-/// loop thread, used in turn.
-pub struct LoopThreads<W: Wake> {
-    loops: Vec<LoopHandle<W>>,
-    next: usize,
-    shared: Arc<Shared>,
-}
-
-/// One loop thread as the acceptor sees it.
-pub struct LoopHandle<W> {
-    pub incoming: Sender<Conn>,
-    pub waker: W,
-    pub thread: JoinHandle<()>,
-}
-
-impl<W: Wake> LoopThreads<W> {
-    pub fn new(loops: Vec<LoopHandle<W>>, shared: &Arc<Shared>) -> Self {
-        LoopThreads {
-            loops,
-            next: 0,
-            shared: Arc::clone(shared),
-        }
-    }
-}
-
-impl<W: Wake> Dispatch for LoopThreads<W> {
-    fn dispatch(&mut self, conn: Conn) {
-        let target = &self.loops[self.next];
-        self.next = (self.next + 1) % self.loops.len();
-        if let Err(err) = target.incoming.send(conn) {
-            // The loop is gone (it cannot panic outside a connection); the connection closes.
-            drop(err.0);
-            self.shared.counters.error(ErrorKind::Io);
-            return;
-        }
-        if let Err(err) = target.waker.wake() {
-            eprintln!("echo-server: could not wake a loop thread: {err}");
-        }
-    }
-
-    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
-    fn finish(self: Box<Self>) {
-        let mut running = Vec::with_capacity(self.loops.len());
-        for handle in self.loops {
-            let LoopHandle {
-                incoming,
-                waker,
-                thread,
-            } = handle;
-            drop(incoming);
-            if let Err(err) = waker.wake() {
-                eprintln!("echo-server: could not wake a loop thread: {err}");
-            }
-            // The waker lives until the loop ended: closing its descriptor could take the
-            // wake-up out of the loop's poll set before the loop saw it.
-            running.push((thread, waker));
-        }
-        for (thread, _waker) in running {
-            if thread.join().is_err() {
-                eprintln!("echo-server: a loop thread panicked outside a connection");
-            }
-        }
-    }
-}
-
-/// A loop thread's side of its channel: connections from the acceptor, and whether the acceptor
-/// still sends any (a loop ends once it stopped and the loop's connections are closed).
-pub struct Incoming {
-    receiver: Receiver<Conn>,
-    accepting: bool,
-}
-
-impl Incoming {
-    pub fn new(receiver: Receiver<Conn>) -> Self {
-        Incoming {
-            receiver,
-            accepting: true,
-        }
-    }
-
-    /// The next connection waiting, if any; notices when the acceptor has stopped.
-    pub fn take(&mut self) -> Option<Conn> {
-        match self.receiver.try_recv() {
-            Ok(conn) => Some(conn),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => {
-                self.accepting = false;
-                None
-            }
-        }
-    }
-
-    pub fn accepting(&self) -> bool {
-        self.accepting
-    }
 }
 
 /// What the connection needs next.
@@ -280,14 +173,52 @@ impl Session {
         self.idle_since = now;
     }
 
-    /// Whether a deadline has passed at `now`: the write timeout while output is pending,
-    /// otherwise the idle timeout.
+    /// When the connection's deadline passes: the write timeout after the last progress while
+    /// output is pending, otherwise the idle timeout after the idle clock's start.
+    /// (A timeout too long for the clock, e.g. `--idle-timeout 1000years`, means a century.)
+    pub fn deadline(&self, config: &Config) -> Instant {
+        let (since, timeout) = self.clock(config);
+        since
+            .checked_add(timeout)
+            .unwrap_or_else(|| since + Duration::from_secs(100 * 365 * 24 * 3600))
+    }
+
+    /// Whether the deadline ([`Session::deadline`]) has passed at `now`.
     pub fn expired(&self, now: Instant, config: &Config) -> bool {
+        let (since, timeout) = self.clock(config);
+        now.saturating_duration_since(since) >= timeout
+    }
+
+    /// The running clock: when it started, and the timeout it runs to.
+    fn clock(&self, config: &Config) -> (Instant, Duration) {
         if self.pending.is_some() || self.writing {
-            now.saturating_duration_since(self.last_written) >= config.write_timeout
+            (self.last_written, config.write_timeout)
         } else {
-            now.saturating_duration_since(self.idle_since) >= config.idle_timeout
+            (self.idle_since, config.idle_timeout)
         }
+    }
+
+    /// What to do with a connection found [`Session::expired`] (by a deadline scan or a timer):
+    /// one whose output is pending made no progress for the write timeout and ends; an idle one
+    /// is served first, since bytes already waiting mean it is not idle, and ends only if it is
+    /// still expired after that. Returns what [`Session::advance`] would, or `Close(TimedOut)`.
+    pub fn on_deadline<S>(
+        &mut self,
+        stream: S,
+        scratch: &mut [u8],
+        now: Instant,
+        config: &Config,
+    ) -> Step
+    where
+        S: Read + Write + Copy,
+    {
+        if self.pending.is_none() {
+            let step = self.advance(stream, scratch, now, config);
+            if step != Step::Wait || !self.expired(now, config) {
+                return step;
+            }
+        }
+        Step::Close(Outcome::TimedOut)
     }
 
     /// Readiness-driven progress (epoll): flushes pending output, then reads into `scratch` and

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::error::Error;
+
 /// How accepted connections are served. `echo-server --help` lists these with what each shows.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -100,8 +102,9 @@ pub enum Overflow {
     Reject,
 }
 
-/// Everything a strategy needs to know. `Config::default()` matches the CLI defaults.
-#[derive(Debug, Clone)]
+/// Everything a strategy needs to know. `Config::default()` is the CLI's defaults (the one
+/// source of them).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address to bind; port 0 picks a free one (read it back from `Server::local_addr`).
     pub addr: SocketAddr,
@@ -179,8 +182,8 @@ impl Config {
     }
 
     /// Checks values that would make the server misbehave rather than fail loudly.
-    pub fn validate(&self) -> Result<(), crate::Error> {
-        let bad = |what: &str| Err(crate::Error::Config(what.to_string()));
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::Config(what.to_string()));
         if self.workers == 0 {
             return bad("--workers must be at least 1");
         }

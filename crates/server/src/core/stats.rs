@@ -1,6 +1,6 @@
-//! Server counters: live atomics that every strategy updates, and the `Stats` snapshot printed at
-//! exit and written by `--stats-json` (schema `echolab.server-stats/1`, documented in
-//! `results/README.md`).
+//! Server counters: how a session ends ([`Outcome`], [`ErrorKind`]), the live atomics that every
+//! strategy updates, and the `Stats` snapshot printed at exit and written by `--stats-json`
+//! (schema `echolab.server-stats/1`, documented in `results/README.md`).
 //!
 //! Sessions count bytes locally and add them once when they end, so the hot path touches no shared
 //! cache line per message.
@@ -12,7 +12,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::Outcome;
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer ended its side and every byte was echoed.
+    Completed,
+    /// Idle or write timeout.
+    TimedOut,
+    /// The connection failed; the kind is counted.
+    Failed(ErrorKind),
+}
 
 /// Why a connection ended badly. Each kind is counted on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

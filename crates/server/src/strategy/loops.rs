@@ -1,0 +1,114 @@
+//! The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
+//! loop thread, used in turn, and the loop thread's side of its channel ([`Incoming`]).
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::core::registry::Conn;
+use crate::core::shared::{Dispatch, Shared};
+use crate::core::stats::ErrorKind;
+
+/// How the acceptor wakes a loop thread that may be blocked waiting for I/O.
+pub trait Wake: Send {
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
+/// loop thread, used in turn.
+pub struct LoopThreads<W: Wake> {
+    loops: Vec<LoopHandle<W>>,
+    next: usize,
+    shared: Arc<Shared>,
+}
+
+/// One loop thread as the acceptor sees it.
+pub struct LoopHandle<W> {
+    pub incoming: Sender<Conn>,
+    pub waker: W,
+    pub thread: JoinHandle<()>,
+}
+
+impl<W: Wake> LoopThreads<W> {
+    pub fn new(loops: Vec<LoopHandle<W>>, shared: &Arc<Shared>) -> Self {
+        LoopThreads {
+            loops,
+            next: 0,
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl<W: Wake> Dispatch for LoopThreads<W> {
+    fn dispatch(&mut self, conn: Conn) {
+        let target = &self.loops[self.next];
+        self.next = (self.next + 1) % self.loops.len();
+        if let Err(err) = target.incoming.send(conn) {
+            // The loop is gone (it cannot panic outside a connection); the connection closes.
+            drop(err.0);
+            self.shared.counters.error(ErrorKind::Io);
+            return;
+        }
+        if let Err(err) = target.waker.wake() {
+            eprintln!("echo-server: could not wake a loop thread: {err}");
+        }
+    }
+
+    /// Closes the channels (each loop ends once its connections are closed) and joins the loops.
+    fn finish(self: Box<Self>) {
+        let mut running = Vec::with_capacity(self.loops.len());
+        for handle in self.loops {
+            let LoopHandle {
+                incoming,
+                waker,
+                thread,
+            } = handle;
+            drop(incoming);
+            if let Err(err) = waker.wake() {
+                eprintln!("echo-server: could not wake a loop thread: {err}");
+            }
+            // The waker lives until the loop ended: closing its descriptor could take the
+            // wake-up out of the loop's poll set before the loop saw it.
+            running.push((thread, waker));
+        }
+        for (thread, _waker) in running {
+            if thread.join().is_err() {
+                eprintln!("echo-server: a loop thread panicked outside a connection");
+            }
+        }
+    }
+}
+
+/// A loop thread's side of its channel: connections from the acceptor, and whether the acceptor
+/// still sends any (a loop ends once it stopped and the loop's connections are closed).
+pub struct Incoming {
+    receiver: Receiver<Conn>,
+    accepting: bool,
+}
+
+impl Incoming {
+    pub fn new(receiver: Receiver<Conn>) -> Self {
+        Incoming {
+            receiver,
+            accepting: true,
+        }
+    }
+
+    /// The next connection waiting, if any; notices when the acceptor has stopped.
+    pub fn take(&mut self) -> Option<Conn> {
+        match self.receiver.try_recv() {
+            Ok(conn) => Some(conn),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.accepting = false;
+                None
+            }
+        }
+    }
+
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+}
