@@ -1,4 +1,4 @@
-//! echolab's orchestration, `cargo xtask bench|capacity|regress|report|merge`.
+//! echolab's orchestration, `cargo xtask bench|capacity|regress|calibrate|report|merge`.
 //!
 //! The cargo-xtask pattern: a plain binary crate that drives the workspace's own binaries
 //! (`echo-server`, `loadgen`) with visible command lines and records everything needed to
@@ -62,16 +62,20 @@ pub fn run(args: flags::Xtask) -> Result<()> {
         flags::Command::Bench(bench_args) => bench::run(&bench_args),
         flags::Command::Capacity(capacity_args) => capacity::run(&capacity_args),
         flags::Command::Regress(regress_args) => regress::run(&regress_args),
+        flags::Command::Calibrate(calibrate_args) => regress::calibrate::run(&calibrate_args),
         flags::Command::Report { run_dir } => report::run(&run_dir),
         flags::Command::Merge { reports, output } => merge::run(&reports, &output),
         flags::Command::FixtureEcho(fixture_args) => fixture::run(&fixture_args),
     }
 }
 
-/// The process exit code for an error: 2 for bad input, 130 when interrupted, 1 otherwise.
+/// The process exit code for an error: 2 for bad input, 3 for an inconclusive regress run,
+/// 130 when interrupted, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     if error.chain().any(|cause| cause.is::<InputError>()) {
         2
+    } else if error.chain().any(|cause| cause.is::<error::Inconclusive>()) {
+        error::INCONCLUSIVE_EXIT_CODE
     } else if interrupt::caused(error) {
         130
     } else {

@@ -148,6 +148,8 @@ pub(crate) mod fixtures {
             }),
             server_cpu_s: Some(0.5),
             server_cpu_per_message_us: Some(rate / 10_000.0),
+            server_cpu_share: Some(0.5),
+            server_runnable_share: Some(0.6),
             server_peak_rss_kib: Some(2048 + trial as u64),
             server_workers: None,
             failure: None,

@@ -10,8 +10,12 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::format::{format_count, format_cpu, format_rss, format_us};
+use super::text::{cost_name, verdict_line};
+use crate::record::calibration::CalibrationFile;
+use crate::record::regress::{RegressFile, Verdict};
 use crate::record::summary::CellSummary;
 use crate::record::write_atomic;
+use crate::stats::median;
 
 /// One output format of the summary.
 pub trait Exporter {
@@ -246,6 +250,119 @@ pub fn export_to_vec(exporter: &dyn Exporter, summaries: &[CellSummary]) -> Vec<
     // Writing into a Vec cannot fail.
     let _ = exporter.export(summaries, &mut bytes);
     bytes
+}
+
+/// The verdict of a regress run as Markdown (`summary.md`; the perf-gate workflow appends it
+/// to the job's step summary): a headline, a table of the looks, and the design.
+pub fn regress_markdown(file: &RegressFile) -> String {
+    let headline = match file.verdict {
+        Some(Verdict::Slower) => "❌ **slower**",
+        Some(Verdict::Faster) => "✅ **faster**",
+        Some(Verdict::NoChange) => "✅ **no change**",
+        Some(Verdict::Inconclusive) => {
+            "⚠️ **inconclusive** (exit 3): undecided when the pairs or the time ran out"
+        }
+        None => "⏳ no verdict yet",
+    };
+    let mut out = format!(
+        "### regress: {} vs {} ({})\n\n{headline}\n\n`{}`\n\n",
+        file.candidate.server.name,
+        file.baseline.server.name,
+        cost_name(file.metric),
+        verdict_line(file)
+    );
+    if !file.looks.is_empty() {
+        out.push_str(
+            "| pairs | change | interval | smallest detectable rise | look says |\n|---:|---:|---:|---:|---|\n",
+        );
+        for look in &file.looks {
+            out.push_str(&format!(
+                "| {} | {:+.2}% | {:+.2}% … {:+.2}% ({:.2}%) | {:.1}% | {} |\n",
+                look.pairs,
+                look.change.estimate * 100.0,
+                look.change.low * 100.0,
+                look.change.high * 100.0,
+                look.change.confidence * 100.0,
+                look.minimum_detectable * 100.0,
+                look.verdict
+                    .map_or("more pairs".to_string(), |v| v.to_string())
+            ));
+        }
+    }
+    if let Some(design) = &file.design {
+        out.push_str(&format!(
+            "\nDesign: at most {:.0}% false alarms over up to {} looks ({:.3}% per side of each \
+             interval), a rise of {:.1}% caught with ≥ {:.0}% power where the noise allows; \
+             `slower` needs an estimate ≥ {:.1}%. {} pairs run, {} excluded.\n",
+            design.false_alarm * 100.0,
+            design.looks_planned,
+            design.alpha_per_look * 100.0,
+            file.threshold * 100.0,
+            design.power * 100.0,
+            design.floor * 100.0,
+            file.pairs_run(),
+            file.excluded_pairs.len()
+        ));
+    }
+    out
+}
+
+/// The calibration's table (`calibration.md`): per condition, how the regress runs ended,
+/// their false-alarm or detection rate, and their median pairs, time and detectable rise.
+pub fn calibration_markdown(file: &CalibrationFile) -> String {
+    let mut out = format!(
+        "Fixture: event-loop echo server, {} µs CPU per message at the regress load; regress flags: `{}`\n\n",
+        file.base_cpu_per_message_us
+            .map_or("-".into(), |us| format!("{us:.3}")),
+        if file.regress_args.is_empty() {
+            "(defaults)".to_string()
+        } else {
+            file.regress_args.join(" ")
+        }
+    );
+    out.push_str(
+        "| candidate | extra CPU per 64 B | runs | slower | no change | faster | inconclusive | rate of `slower` | median pairs | median time | median detectable rise |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for condition in &file.conditions {
+        let runs = condition.runs.len();
+        let of = |pick: &dyn Fn(&crate::record::calibration::CalibrationRun) -> Option<f64>| {
+            median(&condition.runs.iter().filter_map(pick).collect::<Vec<_>>())
+        };
+        let slower = condition.count(Verdict::Slower);
+        out.push_str(&format!(
+            "| {} | {} ns | {runs} | {slower} | {} | {} | {} | {} | {} | {} s | {} |\n",
+            if condition.rise == 0.0 {
+                "itself".to_string()
+            } else {
+                format!("itself +{:.0}%", condition.rise * 100.0)
+            },
+            condition.cost_per_64_bytes_ns,
+            condition.count(Verdict::NoChange),
+            condition.count(Verdict::Faster),
+            condition.count(Verdict::Inconclusive),
+            if runs == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.0}% ({})",
+                    slower as f64 / runs as f64 * 100.0,
+                    if condition.rise == 0.0 {
+                        "false alarms"
+                    } else {
+                        "detected"
+                    }
+                )
+            },
+            format_count(of(&|run| Some(run.pairs_run as f64))),
+            format_count(of(&|run| Some(run.seconds))),
+            match of(&|run| run.minimum_detectable) {
+                detectable if detectable.is_finite() => format!("{:.1}%", detectable * 100.0),
+                _ => "-".to_string(),
+            },
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -27,6 +27,21 @@ pub const KNOWN_STRATEGIES: [&str; 7] = [
 /// connections the rest starve (`capacity` then passes a worker per connection).
 pub const BOUNDED_STRATEGIES: [&str; 2] = ["pool", "rayon"];
 
+/// `Some(connections)` when the built-in `strategy` serves at most W connections at once and
+/// `server_args` sets no `--workers`: the worker count to pass, so that no connection waits
+/// for a worker (`capacity` and `regress` add it).
+pub fn workers_for(
+    strategy: &str,
+    builtin: bool,
+    server_args: &[String],
+    connections: u32,
+) -> Option<u32> {
+    let has_workers = server_args
+        .iter()
+        .any(|arg| arg == "--workers" || arg.starts_with("--workers="));
+    (builtin && BOUNDED_STRATEGIES.contains(&strategy) && !has_workers).then_some(connections)
+}
+
 /// Parses `NAME=CMD`.
 pub fn parse_server_spec(spec: &str) -> Result<ServerEntry> {
     let Some((name, command)) = spec.split_once('=') else {
