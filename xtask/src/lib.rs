@@ -16,11 +16,11 @@
 //! | layer | modules | imports from |
 //! |---|---|---|
 //! | 6. dispatch | this file (`run`, `exit_code`) | every command |
-//! | 5. commands | [`bench`](mod@bench), [`capacity`], [`regress`], [`report`], [`merge`], [`fixture`] | 0–4 |
-//! | 4. present | [`present`]: `format`; `table`, `text`, `plot` (on `format`); `html` (on `table`, `text`); `progress` | 0, 2 (3 in tests) |
+//! | 5. commands | [`bench`](mod@bench), [`capacity`], [`regress`] (and `regress::calibrate`, on `regress`), [`report`], [`merge`], [`fixture`] | 0–4 |
+//! | 4. present | [`present`]: `format`; `text`, `plot` (on `format`); `table`, `bmf` (on `format`, `text`); `html` (on `table`, `text`); `progress` | 0, 2 (3 in tests) |
 //! | 3. measure | [`trial`]: `pinning`; `server` (on `pinning`); the runner (on both) | 0–2 |
 //! | 3. compute | [`summary`] | 0, 2 |
-//! | 2. records | [`record`]: `plan`, `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `manifest` | 0, 1 |
+//! | 2. records | [`record`]: `plan`, `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `calibration` (on `regress`); `manifest` | 0, 1 |
 //! | 1. processes | [`shell`] | 0 |
 //! | 0. foundation | [`error`], [`flags`], [`interrupt`], [`stats`] | nothing in the crate |
 //!

@@ -102,8 +102,6 @@ fn a_server_against_itself_is_not_slower() {
     let server = fixture_echo("200us");
     let (stdout, _) = regress(
         &[
-            "--trials",
-            "20",
             "--threshold",
             "10%",
             "--metric",
@@ -357,4 +355,63 @@ fn an_interrupted_run_keeps_the_pairs_it_finished() {
         index.contains("no verdict: the run stopped after"),
         "{index}"
     );
+}
+
+#[test]
+fn calibrate_counts_the_verdicts_of_each_condition() {
+    // The plumbing, not the rates: one round, each run out of budget after one pair
+    // (inconclusive), the second made 50% slower by the hidden calibration cost.
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = tempfile::tempdir().expect("temp dir");
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "calibrate",
+                "--runs",
+                "1",
+                "--rises",
+                "50%",
+                "--regress-args",
+                "--duration 300ms --warmup 100ms --budget 1ms --connections 4",
+            ],
+            out.path(),
+        ),
+        0,
+    );
+    let file = read_json(&out.path().join("calibration.json"));
+    assert_eq!(file["schema"], "echolab.xtask.calibration/1");
+    assert!(
+        file["base_cpu_per_message_us"]
+            .as_f64()
+            .is_some_and(|us| us > 0.0),
+        "{file}"
+    );
+    let conditions = file["conditions"].as_array().expect("conditions");
+    assert_eq!(conditions.len(), 2, "{file}");
+    assert_eq!(conditions[0]["rise"], 0.0);
+    assert_eq!(conditions[1]["rise"], 0.5);
+    assert!(
+        conditions[1]["cost_per_64_bytes_ns"]
+            .as_u64()
+            .is_some_and(|ns| ns > 0),
+        "{file}"
+    );
+    for condition in conditions {
+        let runs = condition["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 1, "{file}");
+        assert_eq!(runs[0]["verdict"], "inconclusive", "{file}");
+        let dir = out.path().join(runs[0]["dir"].as_str().expect("dir"));
+        assert!(dir.join("regress.json").exists());
+    }
+    let candidate = read_json(&out.path().join("plus50pct-00/regress.json"));
+    assert!(
+        candidate["candidate"]["server"]["command"]
+            .as_str()
+            .is_some_and(|command| command.contains("--calibration-cost")),
+        "{candidate}"
+    );
+    assert!(stdout.contains("| itself +50% |"), "{stdout}");
+    assert!(out.path().join("calibration.md").exists());
 }

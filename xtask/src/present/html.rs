@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::format::{format_count, format_us};
-use super::table::{Exporter, export_to_vec, table_rows};
+use super::table::{Exporter, WINNER_NOTE, export_to_vec, no_star_notes, table_rows};
 use super::text::{CapacityAnswer, verdict_line};
 use crate::record::capacity::CapacityFile;
 use crate::record::manifest::Manifest;
@@ -97,10 +97,10 @@ impl Exporter for HtmlTable {
         }
         writeln!(out, "</table>")?;
         if summaries.iter().any(|s| s.winner) {
-            writeln!(
-                out,
-                "<p>* fastest for its connection count and size, with a 95% interval that overlaps no other's.</p>"
-            )?;
+            writeln!(out, "<p>{}.</p>", html_escape(WINNER_NOTE))?;
+        }
+        for note in no_star_notes(summaries) {
+            writeln!(out, "<p>{}.</p>", html_escape(&note))?;
         }
         Ok(())
     }

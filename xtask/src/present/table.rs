@@ -45,6 +45,9 @@ pub(super) fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<V
             if s.winner {
                 note.push('*');
             }
+            if s.no_star_because.is_some() {
+                note.push_str(" fastest median, no star (below)");
+            }
             if s.failed_trials > 0 {
                 note.push_str(&format!(" {} failed", s.failed_trials));
             }
@@ -90,8 +93,23 @@ pub(super) fn table_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<V
     (header, rows)
 }
 
-const WINNER_NOTE: &str = "* fastest for its connection count and size, with an interval of \
-     ≥ 90% coverage that overlaps no other's";
+pub(super) const WINNER_NOTE: &str = "* fastest for its connection count and size, with an \
+     interval of ≥ 90% coverage that overlaps no other's";
+
+/// One line per group whose highest median may not have the star, saying why.
+pub(super) fn no_star_notes(summaries: &[CellSummary]) -> Vec<String> {
+    summaries
+        .iter()
+        .filter_map(|s| {
+            s.no_star_because.as_ref().map(|why| {
+                format!(
+                    "no star at {} connections, {} B: the highest median, {}, had {why}",
+                    s.cell.connections, s.cell.size_bytes, s.cell.server
+                )
+            })
+        })
+        .collect()
+}
 
 const COVERAGE_NOTE: &str = "CI of median: order-statistic (sign-test) interval; its coverage \
      is 75% at 3 trials, 87.5% at 4, 93.75% at 5, ≥ 95% from 6; winners need ≥ 90%";
@@ -139,6 +157,9 @@ impl Exporter for TerminalTable {
         if summaries.iter().any(|s| s.winner) {
             writeln!(out, "{WINNER_NOTE}")?;
         }
+        for note in no_star_notes(summaries) {
+            writeln!(out, "{note}")?;
+        }
         writeln!(out, "{COVERAGE_NOTE}")?;
         Ok(())
     }
@@ -167,6 +188,9 @@ impl Exporter for MarkdownTable {
         }
         if summaries.iter().any(|s| s.winner) {
             writeln!(out, "\n{WINNER_NOTE}")?;
+        }
+        for note in no_star_notes(summaries) {
+            writeln!(out, "\n{note}")?;
         }
         writeln!(out, "\n{COVERAGE_NOTE}")?;
         Ok(())
