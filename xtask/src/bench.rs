@@ -33,12 +33,15 @@ use crate::record::trial::{Cell, TrialRecord, TrialsFile};
 use crate::shell::{self, Binaries};
 use crate::summary::summarize;
 use crate::trial::server::{
-    KNOWN_STRATEGIES, drop_unstartable_strategies, parse_server_spec, preflight, resolve_strategies,
+    KNOWN_STRATEGIES, check_threads_against_server_args, drop_unstartable_strategies,
+    parse_server_spec, parse_strategy_item, preflight, resolve_strategies,
 };
 use crate::trial::{Pinning, TrialRunner};
 
-/// The strategies compared when `--strategies` is not given (issue 2's matrix).
-pub const DEFAULT_STRATEGIES: [&str; 3] = ["iterative", "thread", "pool"];
+/// The strategies compared when `--strategies` is not given: the pool story. `pool:16` serves
+/// 16 connections at once and starves the rest; `reactor-pool:2` serves any number with two
+/// workers; `iterative` and `thread` are the two classic ends.
+pub const DEFAULT_STRATEGIES: [&str; 4] = ["iterative", "thread", "pool:16", "reactor-pool:2"];
 
 /// Validates flags into a plan (no processes started); bad input is an [`crate::InputError`].
 pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
@@ -51,23 +54,22 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         }
         None => vec![],
     };
-    for strategy in requested {
-        match strategy.as_str() {
+    for item in requested {
+        match item.as_str() {
             "all" => all_strategies = true,
             "none" | "" => {}
-            name if KNOWN_STRATEGIES.contains(&name) => {
-                if !servers.iter().any(|s: &ServerEntry| s.name == name) {
-                    servers.push(ServerEntry {
-                        name: name.to_string(),
-                        command: None,
-                    });
+            item => {
+                let entry = parse_strategy_item(item)?;
+                match servers.iter().find(|s: &&ServerEntry| s.name == entry.name) {
+                    None => servers.push(entry),
+                    Some(same) if *same == entry => {}
+                    Some(_) => {
+                        return Err(input_error(format!(
+                            "--strategies names {} twice with different thread counts; a strategy runs once per bench (compare counts in two runs)",
+                            entry.name
+                        )));
+                    }
                 }
-            }
-            unknown => {
-                return Err(input_error(format!(
-                    "unknown strategy {unknown:?}; known: {}, or all",
-                    KNOWN_STRATEGIES.join(", ")
-                )));
             }
         }
     }
@@ -82,6 +84,7 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         }
         servers.push(entry);
     }
+    check_threads_against_server_args(&servers, &args.run.server_args())?;
     if servers.is_empty() && !all_strategies {
         return Err(input_error(
             "nothing to compare: no strategies and no --server",
@@ -321,15 +324,17 @@ mod tests {
     fn default_plan_is_issue_2_matrix() {
         let plan = plan_from_args(&bench_args(&[])).expect("valid");
         let names: Vec<&str> = plan.servers.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["iterative", "thread", "pool"]);
+        assert_eq!(names, ["iterative", "thread", "pool", "reactor-pool"]);
+        let threads: Vec<Option<u32>> = plan.servers.iter().map(|s| s.threads).collect();
+        assert_eq!(threads, [None, None, Some(16), Some(2)]);
         assert_eq!(plan.connections, [1, 16, 128]);
         assert_eq!(plan.sizes_bytes, [64]);
         // Five trials: the fewest whose interval of the median has ≥ 90% coverage.
         assert_eq!(plan.trials, 5);
-        assert_eq!(cells(&plan).len(), 9);
-        // About a minute: 45 trials of 1.3 s.
-        let total_ms = (plan.duration_ms + plan.warmup_ms) * 45;
-        assert!((40_000..=75_000).contains(&total_ms), "{total_ms}");
+        assert_eq!(cells(&plan).len(), 12);
+        // Under a minute and a half: 60 trials of 1.3 s.
+        let total_ms = (plan.duration_ms + plan.warmup_ms) * 60;
+        assert!((40_000..=90_000).contains(&total_ms), "{total_ms}");
     }
 
     #[test]

@@ -98,8 +98,9 @@ impl RunArgs {
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Built-in strategies to compare, comma separated, or `all` (default: iterative,thread,pool;
-    /// `none` to compare only `--server`s).
+    /// Built-in strategies to compare, comma separated, or `all` (default:
+    /// iterative,thread,pool:16,reactor-pool:2; `NAME:N` runs a pool with N workers, an event
+    /// loop with N loops; `none` to compare only `--server`s).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub strategies: Option<Vec<String>>,
     /// An external echo server, `NAME='CMD … {port}'`; `{port}` becomes a free loopback port.

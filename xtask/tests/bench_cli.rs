@@ -44,13 +44,15 @@ fn tiny_bench_writes_a_complete_run_directory() {
     let run_dir = tempfile::tempdir().expect("temp dir");
     let fixture = fixture_echo("0ms");
     let plan = tiny_plan(vec![
+        // `pool:3` on the command line: the count reaches the server as --workers 3.
         ServerEntry {
-            name: "pool".into(),
-            command: None,
+            threads: Some(3),
+            ..ServerEntry::builtin("pool")
         },
         ServerEntry {
             name: "fixture".into(),
             command: Some(fixture),
+            threads: None,
         },
     ]);
     let summaries =
@@ -69,11 +71,8 @@ fn tiny_bench_writes_a_complete_run_directory() {
             "{summary:?}"
         );
         // Built-in strategies report their real worker count; external servers cannot.
-        assert_eq!(
-            summary.server_workers.is_some_and(|w| w >= 1),
-            summary.cell.server == "pool",
-            "{summary:?}"
-        );
+        let expected = (summary.cell.server == "pool").then_some(3);
+        assert_eq!(summary.server_workers, expected, "{summary:?}");
     }
 
     let manifest = Manifest::read(run_dir.path()).expect("manifest parses back");

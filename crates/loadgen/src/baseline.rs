@@ -127,13 +127,12 @@ fn client(
         if cpu_at_start.is_none() && sent_at >= window_start {
             cpu_at_start = Some(thread_cpu_ns());
         }
-        let seed = payload::message_seed(id, seq);
-        payload::fill(seed, 0, &mut out);
+        payload::fill_message(id, seq, 0, &mut out);
         if stream.write_all(&out).is_err() || stream.read_exact(&mut back).is_err() {
             totals.error = true;
             break;
         }
-        if payload::verify(seed, 0, &back).is_err() {
+        if payload::verify_message(id, seq, 0, &back).is_err() {
             totals.error = true;
             break;
         }

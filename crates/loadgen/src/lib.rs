@@ -12,6 +12,7 @@
 //! `cargo run --release -p loadgen -- --target 127.0.0.1:7878 --connections 64 --duration 5s`.
 
 pub mod baseline;
+mod buffer;
 pub mod cli;
 pub mod config;
 pub mod env;

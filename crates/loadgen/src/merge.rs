@@ -235,6 +235,8 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
     }
     out.loadgen.threads = reports.iter().map(|r| r.loadgen.threads).sum();
     out.loadgen.cpu_s = sumf(&|r| r.loadgen.cpu_s);
+    out.loadgen.utime_s = sumf(&|r| r.loadgen.utime_s);
+    out.loadgen.stime_s = sumf(&|r| r.loadgen.stime_s);
     out.loadgen.cpu_per_message_us = if out.messages.verified > 0 {
         out.loadgen.cpu_s * 1e6 / out.messages.verified as f64
     } else {
@@ -302,6 +304,7 @@ mod tests {
             })
             .collect();
         t.cpu_ns = n * 3_000;
+        t.user_cpu_ns = n * 1_000;
         t.wall_ns = 1_000_000_000;
         t
     }
@@ -357,6 +360,10 @@ mod tests {
         );
         assert!((merged.connections.jain_fairness - one.connections.jain_fairness).abs() < 1e-9);
         assert!((merged.loadgen.cpu_s - one.loadgen.cpu_s).abs() < 1e-9);
+        assert!((merged.loadgen.utime_s - one.loadgen.utime_s).abs() < 1e-9);
+        assert!((merged.loadgen.stime_s - one.loadgen.stime_s).abs() < 1e-9);
+        assert!(one.loadgen.utime_s > 0.0);
+        assert!((one.loadgen.utime_s * 3.0 - one.loadgen.cpu_s).abs() < 1e-9);
         assert!((merged.loadgen.cpu_per_message_us - one.loadgen.cpu_per_message_us).abs() < 1e-9);
         assert_eq!(
             decode_histogram(&merged.histograms.latency_us).unwrap(),

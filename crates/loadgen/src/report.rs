@@ -249,6 +249,13 @@ pub struct LoadgenCost {
     pub cpu_s: f64,
     /// CPU time per verified message, µs.
     pub cpu_per_message_us: f64,
+    /// The part of `cpu_s` spent in user space (`ru_utime`): the loadgen's own code, its
+    /// payload copies and verification. Absent (0) in reports from before it was recorded.
+    #[serde(default)]
+    pub utime_s: f64,
+    /// The part of `cpu_s` spent in the kernel (`ru_stime`): system calls, the TCP stack.
+    #[serde(default)]
+    pub stime_s: f64,
     /// Fraction of wall time the busiest client thread was on a CPU during the window (0..1).
     pub busy_fraction: f64,
     /// True when the loadgen itself was the bottleneck (busy threads or schedule lag).
@@ -421,6 +428,8 @@ impl Report {
                 } else {
                     0.0
                 },
+                utime_s: merged.user_cpu_ns as f64 / 1e9,
+                stime_s: merged.cpu_ns.saturating_sub(merged.user_cpu_ns) as f64 / 1e9,
                 busy_fraction,
                 saturated,
             },
@@ -479,6 +488,22 @@ mod tests {
         assert!(decode_histogram("not base64!").is_err());
     }
 
+    /// A one-thread, one-second report of `t` with `cpu_s` of CPU.
+    fn report_of(t: &ThreadResult, cpu_s: f64) -> Report {
+        let inputs = BuildInputs {
+            threads: 1,
+            duration_s: 1.0,
+            cpu_s,
+        };
+        Report::build(
+            &Config::new("127.0.0.1:7"),
+            crate::env::capture(),
+            t,
+            inputs,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_report_written_as_json_reads_back_the_same() {
         let mut t = ThreadResult::new(1);
@@ -487,18 +512,7 @@ mod tests {
         }
         t.messages_verified = 3;
         t.opened = 1;
-        let inputs = BuildInputs {
-            threads: 1,
-            duration_s: 1.0,
-            cpu_s: 0.01,
-        };
-        let report = Report::build(
-            &Config::new("127.0.0.1:7"),
-            crate::env::capture(),
-            &t,
-            inputs,
-        )
-        .unwrap();
+        let report = report_of(&t, 0.01);
         let mut out = Vec::new();
         report.write_json_to(&mut out).unwrap();
         assert!(out.ends_with(b"}\n"));
@@ -511,5 +525,27 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), out);
         let err = write_json(&report, &dir.path().join("missing/report.json")).unwrap_err();
         assert!(format!("{err:#}").contains("creating"), "{err:#}");
+    }
+
+    #[test]
+    fn the_cpu_splits_into_user_and_system_and_old_reports_without_it_still_load() {
+        let mut t = ThreadResult::new(1);
+        crate::stats::record_ns_as_us(&mut t.latency, 20_000);
+        t.messages_verified = 1;
+        t.opened = 1;
+        t.cpu_ns = 40_000_000;
+        t.user_cpu_ns = 10_000_000;
+        let report = report_of(&t, 0.04);
+        assert!((report.loadgen.utime_s - 0.01).abs() < 1e-12);
+        assert!((report.loadgen.stime_s - 0.03).abs() < 1e-12);
+
+        // A report from before the split: the keys are absent and read as 0.
+        let mut value = serde_json::to_value(&report).unwrap();
+        let cost = value["loadgen"].as_object_mut().unwrap();
+        cost.remove("utime_s");
+        cost.remove("stime_s");
+        let old: Report = serde_json::from_value(value).unwrap();
+        assert_eq!((old.loadgen.utime_s, old.loadgen.stime_s), (0.0, 0.0));
+        assert_eq!(old.loadgen.cpu_s, report.loadgen.cpu_s);
     }
 }

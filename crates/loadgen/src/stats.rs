@@ -89,6 +89,8 @@ pub struct ThreadResult {
     pub last_echo_ns: u64,
     /// CPU time of the thread during the measured window.
     pub cpu_ns: u64,
+    /// The part of `cpu_ns` spent in user space (the rest was in the kernel).
+    pub user_cpu_ns: u64,
     /// Wall time of the thread during the measured window.
     pub wall_ns: u64,
     /// The busiest thread's CPU time over its wall time during the measured window (capped at
@@ -118,6 +120,7 @@ impl ThreadResult {
             finished_ns: 0,
             last_echo_ns: 0,
             cpu_ns: 0,
+            user_cpu_ns: 0,
             wall_ns: 0,
             max_busy_fraction: 0.0,
         }
@@ -151,6 +154,7 @@ impl ThreadResult {
         self.finished_ns = self.finished_ns.max(other.finished_ns);
         self.last_echo_ns = self.last_echo_ns.max(other.last_echo_ns);
         self.cpu_ns += other.cpu_ns;
+        self.user_cpu_ns += other.user_cpu_ns;
         self.wall_ns += other.wall_ns;
         self.max_busy_fraction = self.max_busy_fraction.max(other.max_busy_fraction);
     }
@@ -184,14 +188,46 @@ pub fn median<T: Copy + Default + PartialOrd>(xs: &[T]) -> T {
 
 /// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the calling thread, in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
-            return 0;
+    ThreadCpu::now().total_ns()
+}
+
+/// The CPU time of the calling thread so far, split into user and system (kernel) time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThreadCpu {
+    /// Time in user space (`ru_utime`), ns.
+    pub user_ns: u64,
+    /// Time in the kernel on the thread's behalf (`ru_stime`), ns.
+    pub system_ns: u64,
+}
+
+impl ThreadCpu {
+    /// `getrusage(RUSAGE_THREAD)` now (zero if it fails).
+    pub fn now() -> ThreadCpu {
+        // SAFETY: rusage is plain old data that getrusage fills for the calling thread.
+        unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+                return ThreadCpu::default();
+            }
+            let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+            ThreadCpu {
+                user_ns: ns(ru.ru_utime),
+                system_ns: ns(ru.ru_stime),
+            }
         }
-        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-        ns(ru.ru_utime) + ns(ru.ru_stime)
+    }
+
+    /// User plus system time, ns.
+    pub fn total_ns(&self) -> u64 {
+        self.user_ns + self.system_ns
+    }
+
+    /// The time spent since `earlier` (each part saturating at 0).
+    pub fn since(&self, earlier: ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            user_ns: self.user_ns.saturating_sub(earlier.user_ns),
+            system_ns: self.system_ns.saturating_sub(earlier.system_ns),
+        }
     }
 }
 
@@ -212,6 +248,30 @@ mod tests {
         assert_eq!(median(&[4, 1, 3, 2]), 2);
         assert_eq!(median::<u64>(&[]), 0);
         assert_eq!(median(&[2.5, 0.5, 1.5]), 1.5);
+    }
+
+    #[test]
+    fn thread_cpu_splits_user_and_system_time() {
+        let start = ThreadCpu::now();
+        // Some user-space work and some system calls.
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        for _ in 0..2_000 {
+            let _ = std::fs::metadata("/");
+        }
+        std::hint::black_box(x);
+        let spent = ThreadCpu::now().since(start);
+        assert_eq!(spent.total_ns(), spent.user_ns + spent.system_ns);
+        let later = ThreadCpu::now();
+        assert!(later.user_ns >= start.user_ns && later.system_ns >= start.system_ns);
+        assert!(later.total_ns() >= thread_cpu_ns().min(later.total_ns()));
+        assert_eq!(
+            start.since(later),
+            ThreadCpu::default(),
+            "saturates, never wraps"
+        );
     }
 
     #[test]

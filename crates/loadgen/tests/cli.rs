@@ -56,6 +56,13 @@ fn json_report_validates_against_the_schema() {
     // Round trip through the library type.
     let report: loadgen::Report = serde_json::from_value(value.clone()).unwrap();
     assert_eq!(report.latency_histogram().unwrap().len(), 500);
+    // The loadgen's CPU, split into user and system time.
+    let cost = &report.loadgen;
+    assert!(cost.utime_s >= 0.0 && cost.stime_s >= 0.0, "{cost:?}");
+    assert!(
+        (cost.utime_s + cost.stime_s - cost.cpu_s).abs() < 1e-6,
+        "{cost:?}"
+    );
     // The schema is strict: an unknown key is rejected (so new keys must be documented).
     let mut extra = value;
     extra["surprise"] = serde_json::json!(1);

@@ -74,6 +74,60 @@ fn one_flipped_byte_is_one_corrupt_error_at_the_right_place() {
 }
 
 #[test]
+fn a_lost_byte_is_corrupt_where_the_shifted_echo_first_differs() {
+    let size = 64u64;
+    let at = 7 * size + 20; // message 7, offset 20
+    let server = TestServer::start(Behavior::DropAt(at));
+    let mut c = config(&server.target());
+    c.connections = 1;
+    c.threads = 1;
+    c.messages = Some(30);
+    c.timeout_ms = 2_000;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.count(ErrorKind::Corrupt), 1, "{:?}", r.errors);
+    let s = &r.errors.samples[0];
+    // Byte o of the echo is byte o + 1 of the message from offset 20 on: the first wrong byte
+    // is the first o ≥ 20 where those differ (20 itself unless two neighbours are equal).
+    let p = loadgen::payload::pattern();
+    let first = (20..size - 1)
+        .find(|&o| p.byte_at(0, 7, o + 1) != p.byte_at(0, 7, o))
+        .unwrap();
+    assert!(first < 28, "{first}");
+    assert_eq!(
+        (s.connection, s.message, s.offset),
+        (Some(0), Some(7), Some(first))
+    );
+    assert_eq!(s.expected, Some(p.byte_at(0, 7, first)));
+    assert_eq!(s.got, Some(p.byte_at(0, 7, first + 1)));
+    assert_eq!(r.messages.verified, 7);
+}
+
+#[test]
+fn a_flipped_byte_in_1_mib_messages_on_16_connections_is_located_exactly() {
+    let size = 1u64 << 20;
+    // Message 2 of every connection, 700,001 bytes in: inside its eleventh 64 KiB block.
+    let at = 2 * size + 700_001;
+    let server = TestServer::start(Behavior::CorruptAt(at));
+    let mut c = config(&server.target());
+    c.size_bytes = size as usize;
+    c.connections = 16;
+    c.messages = Some(16 * 4);
+    c.timeout_ms = 20_000;
+    let r = loadgen::run(&c).unwrap();
+    assert_eq!(r.errors.count(ErrorKind::Corrupt), 16, "{:?}", r.errors);
+    assert_eq!(r.errors.total, 16, "{:?}", r.errors);
+    assert_eq!(
+        r.messages.verified,
+        16 * 2,
+        "messages 0 and 1 of each connection"
+    );
+    for s in &r.errors.samples {
+        assert_eq!((s.message, s.offset), (Some(2), Some(700_001)), "{s:?}");
+        assert_eq!(s.expected.zip(s.got).map(|(e, g)| e ^ g), Some(0x01));
+    }
+}
+
+#[test]
 fn corruption_is_attributed_to_each_connection() {
     let server = TestServer::start(Behavior::CorruptAt(3 * 32 + 5));
     let mut c = config(&server.target());

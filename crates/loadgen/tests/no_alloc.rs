@@ -25,6 +25,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // `vec![0; n]` comes here, not through `alloc`.
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -108,4 +109,50 @@ fn interval_histograms_are_reused() {
         long < short + 100_000,
         "{short} bytes allocated in 1.1 s, {long} in 4.1 s"
     );
+}
+
+/// Allocations and bytes allocated by a closed-loop run of `messages` messages of `size_bytes`
+/// over 16 connections.
+fn allocated_for(target: &str, size_bytes: usize, messages: u64) -> (u64, u64) {
+    let mut c = config(target);
+    c.connections = 16;
+    c.threads = 2;
+    c.size_bytes = size_bytes;
+    c.messages = Some(messages);
+    c.timeout_ms = 20_000;
+    let (allocations, bytes) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
+    let r = loadgen::run(&c).unwrap();
+    let after = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!(r.messages.verified, messages);
+    (after.0 - allocations, after.1 - bytes)
+}
+
+/// 1 MiB messages on 16 connections: memory is bounded by buffers of fixed size (the payload
+/// table, one send and one receive buffer per thread), not by the message size or count: a run
+/// of 1 MiB messages allocates no more than a run of 64-byte ones, and five times the messages
+/// add nothing.
+#[test]
+fn one_mib_messages_use_the_memory_of_small_ones() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::start(Behavior::Echo);
+    let mib = 1 << 20;
+    allocated_for(&server.target(), mib, 16);
+    let small = allocated_for(&server.target(), 64, 32);
+    let large = allocated_for(&server.target(), mib, 32);
+    let more = allocated_for(&server.target(), mib, 160);
+    eprintln!(
+        "(allocations, bytes): 32 × 64 B {small:?}, 32 × 1 MiB {large:?}, 160 × 1 MiB {more:?}"
+    );
+    // The test server allocates a 16 KiB buffer per connection; loadgen's histograms and
+    // buffers are the same whatever the message size.
+    assert!(large.1 < small.1 + 1_000_000, "{small:?} {large:?}");
+    assert!(more.0 < large.0 + 200, "{large:?} {more:?}");
+    assert!(more.1 < large.1 + 1_000_000, "{large:?} {more:?}");
 }

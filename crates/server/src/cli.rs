@@ -30,13 +30,14 @@ pub struct Args {
     /// How connections are served.
     #[arg(long, value_enum, default_value_t = defaults().strategy)]
     pub strategy: Strategy,
-    /// Worker threads for `pool`, `rayon` and `async` [default: number of cores].
+    /// Worker threads for `pool`, `reactor-pool`, `rayon` and `async` [default: number of cores].
     #[arg(long)]
     pub workers: Option<usize>,
     /// Poll loops (threads) for `event-loop` and `uring` [default: number of cores].
     #[arg(long)]
     pub loops: Option<usize>,
-    /// Bound of the pool's queue of accepted connections.
+    /// Bound of the pool's queue of accepted connections (and of reactor-pool's queue of ready
+    /// connections).
     #[arg(long, default_value_t = defaults().queue)]
     pub queue: usize,
     /// What the pool's acceptor does when the queue is full.
@@ -47,6 +48,10 @@ pub struct Args {
     /// write is pending.
     #[arg(long, default_value_t = defaults().buffer_size)]
     pub buffer_size: usize,
+    /// Fairness budget of event-loop, reactor-pool and async: reads (each up to --buffer-size
+    /// bytes) one connection gets per turn before its thread serves the next ready one.
+    #[arg(long, default_value_t = defaults().reads_per_turn)]
+    pub reads_per_turn: usize,
     /// Close a connection that sends nothing for this long (e.g. 500ms, 30s, 2m).
     #[arg(long, value_parser = parse_duration, default_value_t = defaults().idle_timeout.into())]
     pub idle_timeout: humantime::Duration,
@@ -100,6 +105,7 @@ impl Args {
             queue: self.queue,
             overflow: self.overflow,
             buffer_size: self.buffer_size,
+            reads_per_turn: self.reads_per_turn,
             idle_timeout: self.idle_timeout.into(),
             write_timeout: self.write_timeout.into(),
             drain_timeout: self.drain_timeout.into(),

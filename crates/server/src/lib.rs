@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! use echo_server::{Config, Server, Strategy};
-//! let server = Server::start(Config::loopback(Strategy::Pool))?;
+//! let server = Server::start(Config::loopback(Strategy::ReactorPool))?;
 //! println!("listening on {}", server.local_addr());
 //! let stats = server.shutdown();
 //! println!("{} sessions completed", stats.completed);

@@ -8,7 +8,7 @@
 //! served while another is open skip it and say so (`skip_without_concurrency`).
 //!
 //! After the per-strategy modules: the properties that set strategies apart (the pool's W served /
-//! rest wait, iterative's one at a time).
+//! rest wait, reactor-pool's fixed pool serving every connection, iterative's one at a time).
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -1002,6 +1002,7 @@ conformance! {
     iterative => Strategy::Iterative,
     thread => Strategy::Thread,
     pool => Strategy::Pool,
+    reactor_pool => Strategy::ReactorPool,
     rayon => Strategy::Rayon,
     event_loop => Strategy::EventLoop,
     async_tokio => Strategy::Async,
@@ -1077,6 +1078,100 @@ fn pool_serves_two_of_six_persistent_clients_and_four_wait() {
 #[test]
 fn rayon_serves_two_of_six_persistent_clients_and_four_wait() {
     serves_w_and_the_rest_wait(Strategy::Rayon);
+}
+
+/// `reactor-pool` keeps a fixed pool and serves every connection: with one worker, 6 persistent
+/// clients all get their echoes while all stay open, and keep getting them in turns.
+#[test]
+fn reactor_pool_with_one_worker_serves_six_persistent_clients_at_once() {
+    let mut config = Config::loopback(Strategy::ReactorPool);
+    config.workers = 1;
+    let server = start(config);
+    let mut clients: Vec<TcpStream> = (0..6)
+        .map(|_| served_connection(server.local_addr()))
+        .collect();
+    for round in 0..50u8 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let message = [round, i as u8, 0xee];
+            client.write_all(&message).expect("write");
+            let mut echo = [0u8; 3];
+            client
+                .read_exact(&mut echo)
+                .expect("echo while the others stay open");
+            assert_eq!(echo, message);
+        }
+    }
+    assert_eq!(server.stats().open_connections, 6);
+    drop(clients);
+    let stats = server.shutdown();
+    assert_eq!((stats.completed, stats.errors), (6, 0), "{stats:?}");
+    assert_eq!(stats.workers, 1, "{stats:?}");
+}
+
+/// The fairness turn (`--reads-per-turn`) of `reactor-pool` and `event-loop`: on one thread, a
+/// client that streams without pause does not keep a ping-pong client waiting; the stream's
+/// connection yields after its turn and goes to the back of the line. (A 1 KiB buffer makes
+/// every read of the stream a full one, so without the turn its socket would never run dry and
+/// the ping would wait for the stream to end: with a turn of 100,000,000 reads both cases fail.)
+fn a_stream_does_not_starve_a_ping_pong_client(strategy: Strategy) {
+    let mut config = Config::loopback(strategy);
+    config.workers = 1;
+    config.loops = 1;
+    config.reads_per_turn = 2;
+    config.buffer_size = 1024; // full reads: the stream's socket never runs dry
+    let server = start(config);
+    let addr = server.local_addr();
+    let stream = connect(addr);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writer = stream.try_clone().expect("clone");
+    let writing = Arc::clone(&done);
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![0x3cu8; 256 * 1024];
+        while !writing.load(Ordering::Relaxed) {
+            writer.write_all(&chunk).expect("stream write");
+        }
+        writer.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let mut reader = stream.try_clone().expect("clone");
+    let receiver = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            match reader.read(&mut buf).expect("stream read") {
+                0 => return total,
+                n => total += n as u64,
+            }
+        }
+    });
+    // The stream is flowing before the ping-pong client starts.
+    assert!(eventually(|| server.stats().accepted == 1));
+    std::thread::sleep(Duration::from_millis(100));
+    let mut ping = connect(addr);
+    ping.set_nodelay(true).expect("nodelay");
+    for i in 0..50u8 {
+        ping.write_all(&[i; 8]).expect("ping write");
+        let mut echo = [0u8; 8];
+        ping.read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("{strategy}: ping {i} not echoed beside a stream: {e}"));
+        assert_eq!(echo, [i; 8]);
+    }
+    done.store(true, Ordering::Relaxed);
+    sender.join().expect("stream writer");
+    let streamed = receiver.join().expect("stream reader");
+    assert!(streamed > 0);
+    drop(ping);
+    let stats = server.shutdown();
+    assert_eq!((stats.completed, stats.errors), (2, 0), "{stats:?}");
+}
+
+#[test]
+fn reactor_pool_a_stream_does_not_starve_a_ping_pong_client() {
+    a_stream_does_not_starve_a_ping_pong_client(Strategy::ReactorPool);
+}
+
+#[test]
+fn event_loop_a_stream_does_not_starve_a_ping_pong_client() {
+    a_stream_does_not_starve_a_ping_pong_client(Strategy::EventLoop);
 }
 
 #[test]

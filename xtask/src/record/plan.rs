@@ -14,9 +14,22 @@ pub struct ServerEntry {
     pub name: String,
     /// `None` for a built-in strategy; the command template (with `{port}`) for an external one.
     pub command: Option<String>,
+    /// A built-in strategy's thread count from `--strategies NAME:N` (`--workers N`, or `--loops N`
+    /// for the event loops); `None`: the server's own default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
 }
 
 impl ServerEntry {
+    /// A built-in strategy at the server's default thread count.
+    pub fn builtin(name: &str) -> ServerEntry {
+        ServerEntry {
+            name: name.to_string(),
+            command: None,
+            threads: None,
+        }
+    }
+
     /// True for a built-in strategy of `echo-server` (not an external command).
     pub fn is_builtin(&self) -> bool {
         self.command.is_none()

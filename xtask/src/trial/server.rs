@@ -13,10 +13,11 @@ use crate::record::plan::{BenchPlan, ServerEntry};
 use crate::shell::{self, Binaries, Readiness, ServerLaunch};
 
 /// Every strategy name the server may know (DESIGN.md); `all` picks those the built server lists.
-pub const KNOWN_STRATEGIES: [&str; 7] = [
+pub const KNOWN_STRATEGIES: [&str; 8] = [
     "iterative",
     "thread",
     "pool",
+    "reactor-pool",
     "rayon",
     "event-loop",
     "async",
@@ -42,6 +43,82 @@ pub fn workers_for(
     (builtin && BOUNDED_STRATEGIES.contains(&strategy) && !has_workers).then_some(connections)
 }
 
+/// Strategies whose thread count is `--workers`; `NAME:N` in `--strategies` sets it.
+const WORKER_STRATEGIES: [&str; 4] = ["pool", "reactor-pool", "rayon", "async"];
+
+/// Strategies whose thread count is `--loops` (one event loop per thread).
+const LOOP_STRATEGIES: [&str; 2] = ["event-loop", "uring"];
+
+/// The server flag that sets `strategy`'s thread count, if it has one.
+pub fn threads_flag(strategy: &str) -> Option<&'static str> {
+    if WORKER_STRATEGIES.contains(&strategy) {
+        Some("--workers")
+    } else if LOOP_STRATEGIES.contains(&strategy) {
+        Some("--loops")
+    } else {
+        None
+    }
+}
+
+/// Parses one `--strategies` item, `NAME` or `NAME:N` (N threads: `--workers N`, or `--loops N`
+/// for the event loops); an unknown name, a bad count, or a count for a strategy without threads
+/// to size is an input error.
+pub fn parse_strategy_item(item: &str) -> Result<ServerEntry> {
+    let (name, count) = match item.split_once(':') {
+        Some((name, count)) => (name.trim(), Some(count.trim())),
+        None => (item.trim(), None),
+    };
+    if !KNOWN_STRATEGIES.contains(&name) {
+        return Err(input_error(format!(
+            "unknown strategy {name:?}; known: {}, or all",
+            KNOWN_STRATEGIES.join(", ")
+        )));
+    }
+    let mut entry = ServerEntry::builtin(name);
+    if let Some(count) = count {
+        let Some(flag) = threads_flag(name) else {
+            return Err(input_error(format!(
+                "--strategies {item:?}: {name} has no thread count to set (NAME:N works for {} and {})",
+                WORKER_STRATEGIES.join(", "),
+                LOOP_STRATEGIES.join(", ")
+            )));
+        };
+        match count.parse::<u32>() {
+            Ok(threads) if threads >= 1 => entry.threads = Some(threads),
+            _ => {
+                return Err(input_error(format!(
+                    "--strategies {item:?}: the count after ':' must be a whole number ≥ 1 (the server's {flag})"
+                )));
+            }
+        }
+    }
+    Ok(entry)
+}
+
+/// Rejects `NAME:N` together with the same flag in `--server-args` (which applies to every
+/// strategy, so one of the two would silently lose).
+pub fn check_threads_against_server_args(
+    servers: &[ServerEntry],
+    server_args: &[String],
+) -> Result<()> {
+    for server in servers.iter().filter(|s| s.threads.is_some()) {
+        let Some(flag) = threads_flag(&server.name) else {
+            continue;
+        };
+        if server_args
+            .iter()
+            .any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+        {
+            return Err(input_error(format!(
+                "--strategies {}:{}: --server-args also sets {flag}; say the count in one place",
+                server.name,
+                server.threads.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `NAME=CMD`.
 pub fn parse_server_spec(spec: &str) -> Result<ServerEntry> {
     let Some((name, command)) = spec.split_once('=') else {
@@ -63,6 +140,7 @@ pub fn parse_server_spec(spec: &str) -> Result<ServerEntry> {
     Ok(ServerEntry {
         name: name.to_string(),
         command: Some(command.trim().to_string()),
+        threads: None,
     })
 }
 
@@ -74,10 +152,7 @@ pub fn builtin_strategy(name: &str) -> Result<ServerEntry> {
             KNOWN_STRATEGIES.join(", ")
         )));
     }
-    Ok(ServerEntry {
-        name: name.to_string(),
-        command: None,
-    })
+    Ok(ServerEntry::builtin(name))
 }
 
 /// Strategy names from clap's `[possible values: a, b, c]` (printed for an invalid value).
@@ -128,6 +203,10 @@ pub fn server_launch(
             if let Some(path) = stats_json {
                 args.push("--stats-json".into());
                 args.push(path.display().to_string());
+            }
+            if let (Some(threads), Some(flag)) = (server.threads, threads_flag(&server.name)) {
+                args.push(flag.into());
+                args.push(threads.to_string());
             }
             args.extend(extra_args.iter().cloned());
             Ok(ServerLaunch {
@@ -221,10 +300,7 @@ pub fn resolve_strategies(plan: &mut BenchPlan, binaries: &Binaries) -> Result<(
     let externals: Vec<ServerEntry> = plan.servers.drain(..).filter(|s| !s.is_builtin()).collect();
     plan.servers = offered
         .into_iter()
-        .map(|name| ServerEntry {
-            name,
-            command: None,
-        })
+        .map(|name| ServerEntry::builtin(&name))
         .chain(externals)
         .collect();
     Ok(())
@@ -242,5 +318,59 @@ mod tests {
             ["iterative", "thread", "pool", "event-loop"]
         );
         assert!(possible_values("no list here").is_empty());
+    }
+
+    #[test]
+    fn strategy_items_carry_thread_counts() {
+        let pool = parse_strategy_item("pool:16").expect("valid");
+        assert_eq!((pool.name.as_str(), pool.threads), ("pool", Some(16)));
+        let plain = parse_strategy_item(" reactor-pool ").expect("valid");
+        assert_eq!((plain.name.as_str(), plain.threads), ("reactor-pool", None));
+        assert_eq!(threads_flag("event-loop"), Some("--loops"));
+        assert_eq!(threads_flag("reactor-pool"), Some("--workers"));
+        assert_eq!(threads_flag("thread"), None);
+        for bad in [
+            "pool:0",
+            "pool:x",
+            "pool:",
+            "thread:4",
+            "iterative:2",
+            "nope:2",
+        ] {
+            let error = parse_strategy_item(bad).expect_err(bad).to_string();
+            assert!(
+                error.contains(bad.split(':').next().unwrap_or(bad)),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn thread_counts_reach_the_server_command_line() {
+        let binaries = Binaries {
+            echo_server: "echo-server".into(),
+            loadgen: "loadgen".into(),
+        };
+        let launch = |item: &str, extra: &[&str]| {
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            server_launch(
+                &parse_strategy_item(item).expect(item),
+                &binaries,
+                None,
+                &extra,
+            )
+            .expect("launch")
+            .args
+            .join(" ")
+        };
+        assert!(launch("pool:16", &[]).ends_with("--strategy pool --workers 16"));
+        assert!(launch("event-loop:2", &["--backlog", "64"]).ends_with("--loops 2 --backlog 64"));
+        assert!(!launch("reactor-pool", &[]).contains("--workers"));
+        let servers = [parse_strategy_item("pool:4").expect("valid")];
+        let args = ["--workers=8".to_string()];
+        assert!(check_threads_against_server_args(&servers, &args).is_err());
+        assert!(
+            check_threads_against_server_args(&servers, &["--loops".into(), "2".into()]).is_ok()
+        );
     }
 }

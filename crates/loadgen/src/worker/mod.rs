@@ -19,10 +19,14 @@
 //! - [`conn`]: a connection's life over a real socket (connect, churn, drain, errors) and its
 //!   socket options;
 //! - [`poll`]: the poll loop itself, housekeeping, and the reads and writes that feed a session;
-//! - [`timer`]: the open-loop timerfd that wakes the loop at the next intended send time.
+//! - [`timer`]: the open-loop timerfd that wakes the loop at the next intended send time;
+//! - [`splice`]: the thread's pipe that sends large payloads from the table without a copy.
 //!
 //! The hot path records into per-thread histograms and counters only; nothing is allocated per
-//! message (payloads are generated into and verified from two per-thread scratch buffers).
+//! message (payloads of 16 KiB and more go from the process's payload table into the socket
+//! through a per-thread pipe, without a copy; from 1 KiB with `writev` straight from the table;
+//! smaller ones through a per-thread send buffer; echoes are read into a per-thread receive
+//! buffer and compared with the table).
 //! Try it: `cargo test -p loadgen --lib worker`.
 
 mod conn;
@@ -30,6 +34,7 @@ mod poll;
 mod record;
 mod schedule;
 mod session;
+mod splice;
 mod stream;
 mod timer;
 

@@ -9,7 +9,9 @@
 //!
 //! What the bytes are is [`crate::payload`]'s business: every byte is a pure function of
 //! (connection id, message, offset), so nothing that was sent is kept. This module asks for it
-//! through two calls only, `payload::fill_message` and `payload::verify_message`.
+//! through two calls only: `payload::segment` (the next bytes as slices of the payload's table,
+//! which the writer sends as they are, or copies for small messages) and
+//! `payload::verify_message`.
 
 use super::record::ErrorAt;
 use crate::errors::ErrorKind;
@@ -196,26 +198,52 @@ impl Stream {
         self.send_pos / self.size
     }
 
+    /// Bytes per message.
+    #[inline]
+    pub fn message_bytes(&self) -> u64 {
+        self.size
+    }
+
+    /// The next bytes to write, as slices of the payload table passed to `each` in stream order
+    /// (as many as are due, at most `max_bytes`, until `each` returns false: it has no room for
+    /// more); their total, 0 when every issued message is written. A slice ends at a message's
+    /// end or at a block of the table, so a message of up to one block is one slice.
+    #[inline]
+    pub fn unsent_segments(
+        &self,
+        max_bytes: usize,
+        mut each: impl FnMut(&'static [u8]) -> bool,
+    ) -> usize {
+        let size = self.size;
+        let target = self.issued * size;
+        let mut len = 0usize;
+        let mut pos = self.send_pos;
+        while len < max_bytes && pos < target {
+            let msg = pos / size;
+            let off = pos % size;
+            let n = ((size - off) as usize)
+                .min(max_bytes - len)
+                .min((target - pos) as usize);
+            let segment = payload::segment(self.connection, msg, off, n);
+            len += segment.len();
+            pos += segment.len() as u64;
+            if !each(segment) {
+                break;
+            }
+        }
+        len
+    }
+
     /// Fills `out` with the next bytes to write (as many as are due and fit); their count, 0 when
     /// every issued message is written.
     #[inline]
     pub fn fill_unsent(&self, out: &mut [u8]) -> usize {
-        let size = self.size;
-        let target = self.issued * size;
-        let cap = out.len();
         let mut len = 0usize;
-        let mut pos = self.send_pos;
-        while len < cap && pos < target {
-            let msg = pos / size;
-            let off = pos % size;
-            let n = ((size - off) as usize)
-                .min(cap - len)
-                .min((target - pos) as usize);
-            payload::fill_message(self.connection, msg, off, &mut out[len..len + n]);
-            len += n;
-            pos += n as u64;
-        }
-        len
+        self.unsent_segments(out.len(), |segment| {
+            out[len..len + segment.len()].copy_from_slice(segment);
+            len += segment.len();
+            true
+        })
     }
 
     /// `written` more bytes went out at `now`: every message whose first byte was among them is
@@ -359,6 +387,43 @@ mod tests {
             let at = (m * SIZE) as usize;
             assert_eq!(wire[at..at + SIZE as usize], expected, "message {m}");
         }
+    }
+
+    #[test]
+    fn segments_are_the_bytes_fill_copies_cut_at_messages_and_blocks() {
+        // Messages of one block and a half: each is two slices of the table.
+        let size = (payload::BLOCK_BYTES + payload::BLOCK_BYTES / 2) as u64;
+        let mut s = Stream::new(size, 3, 4);
+        for m in 0..3 {
+            s.issue(pending(m));
+        }
+        let mut copied = vec![0u8; 3 * size as usize];
+        assert_eq!(s.fill_unsent(&mut copied), copied.len());
+        let mut joined = Vec::new();
+        let mut lens = Vec::new();
+        let total = s.unsent_segments(usize::MAX, |seg| {
+            joined.extend_from_slice(seg);
+            lens.push(seg.len());
+            true
+        });
+        assert_eq!(total, copied.len());
+        assert_eq!(joined, copied);
+        let (block, half) = (payload::BLOCK_BYTES, payload::BLOCK_BYTES / 2);
+        assert_eq!(lens, [block, half, block, half, block, half]);
+
+        // A byte cap, a stop after the first slice, and the rest after a partial write.
+        assert_eq!(s.unsent_segments(100, |_| true), 100);
+        assert_eq!(s.unsent_segments(usize::MAX, |_| false), block);
+        s.wrote(block + 10, 1, |_| {});
+        let mut rest = Vec::new();
+        let total = s.unsent_segments(usize::MAX, |seg| {
+            rest.extend_from_slice(seg);
+            true
+        });
+        assert_eq!(total, copied.len() - block - 10);
+        assert_eq!(rest, copied[block + 10..]);
+        s.wrote(total, 2, |_| {});
+        assert_eq!(s.unsent_segments(usize::MAX, |_| true), 0);
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum Behavior {
     Echo,
     /// Flip one bit of the byte at this offset of every connection's stream.
     CorruptAt(u64),
+    /// Leave the byte at this offset of every connection's stream out of the echo: everything
+    /// after it comes back shifted by one.
+    DropAt(u64),
     /// Pause all echoing for `pause_ms` at the start of every `period_ms`.
     Pause { period_ms: u64, pause_ms: u64 },
     /// Close every connection after echoing this many bytes.
@@ -145,6 +148,18 @@ fn serve(mut stream: TcpStream, behavior: Behavior, start: Instant, index: u64, 
                 let into = now_ms % period_ms as f64;
                 if into < pause_ms as f64 {
                     std::thread::sleep(Duration::from_secs_f64((pause_ms as f64 - into) / 1000.0));
+                }
+            }
+            Behavior::DropAt(at) => {
+                if at >= pos && at < pos + n as u64 {
+                    let i = (at - pos) as usize;
+                    if stream.write_all(&buf[..i]).is_err()
+                        || stream.write_all(&buf[i + 1..n]).is_err()
+                    {
+                        return;
+                    }
+                    pos += n as u64;
+                    continue;
                 }
             }
             Behavior::CloseAfter(limit) => {

@@ -17,8 +17,12 @@ pub enum Strategy {
     Iterative,
     /// A new OS thread per connection: simplest concurrency; shows the cost of spawning.
     Thread,
-    /// Acceptor pushes streams into a bounded crossbeam channel; W workers pull and serve them.
+    /// Acceptor pushes streams into a bounded crossbeam channel; W workers pull and serve them,
+    /// a connection each until it ends: at most W connections served at once.
     Pool,
+    /// A poller thread hands readable connections through a bounded crossbeam channel to W
+    /// workers, a turn each: a fixed pool serving thousands of keep-alive connections.
+    ReactorPool,
     /// Acceptor spawns each session onto a rayon pool of W threads: work stealing vs one channel.
     Rayon,
     /// Nonblocking sockets on N mio poll loops: thousands of connections on few threads.
@@ -36,6 +40,7 @@ impl Strategy {
         Strategy::Iterative,
         Strategy::Thread,
         Strategy::Pool,
+        Strategy::ReactorPool,
         Strategy::Rayon,
         Strategy::EventLoop,
         Strategy::Async,
@@ -49,6 +54,7 @@ impl Strategy {
             Strategy::Iterative => "iterative",
             Strategy::Thread => "thread",
             Strategy::Pool => "pool",
+            Strategy::ReactorPool => "reactor-pool",
             Strategy::Rayon => "rayon",
             Strategy::EventLoop => "event-loop",
             Strategy::Async => "async",
@@ -59,7 +65,10 @@ impl Strategy {
 
     /// Whether `--workers` sets this strategy's thread count.
     pub fn uses_workers(self) -> bool {
-        matches!(self, Strategy::Pool | Strategy::Rayon | Strategy::Async)
+        matches!(
+            self,
+            Strategy::Pool | Strategy::ReactorPool | Strategy::Rayon | Strategy::Async
+        )
     }
 
     /// Whether `--loops` sets this strategy's thread count.
@@ -117,15 +126,22 @@ pub struct Config {
     /// Address to bind; port 0 picks a free one (read it back from `Server::local_addr`).
     pub addr: SocketAddr,
     pub strategy: Strategy,
-    /// Worker threads for `pool`, `rayon` and `async`.
+    /// Worker threads for `pool`, `reactor-pool`, `rayon` and `async`.
     pub workers: usize,
     /// Poll loops (threads) for `event-loop` and `uring`.
     pub loops: usize,
-    /// Bound of the pool's queue of accepted connections.
+    /// Bound of the pool's queue of accepted connections, and of `reactor-pool`'s queue of
+    /// ready ones.
     pub queue: usize,
     pub overflow: Overflow,
-    /// Per-connection buffer: the most a session reads (and holds) at once.
+    /// The most a session reads at once. The blocking strategies hold one such buffer per
+    /// connection; the nonblocking ones one per thread, and per connection only while output the
+    /// socket did not take is pending.
     pub buffer_size: usize,
+    /// Fairness budget of the readiness-driven strategies (`event-loop`, `reactor-pool`,
+    /// `async`): reads one connection gets per turn (each up to `buffer_size` bytes) before its
+    /// thread serves the next ready connection.
+    pub reads_per_turn: usize,
     /// A connection that sends nothing for this long is closed and counted `timed_out`.
     pub idle_timeout: Duration,
     /// A write that makes no progress for this long ends the connection (`timed_out`).
@@ -212,12 +228,16 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            strategy: Strategy::Pool,
+            // A fixed pool that serves every connection: with no flags, silent or persistent
+            // clients beyond --workers never keep another client waiting (README, "Which
+            // strategy?").
+            strategy: Strategy::ReactorPool,
             workers: available_cores(),
             loops: available_cores(),
             queue: 1024,
             overflow: Overflow::Block,
             buffer_size: 16 * 1024,
+            reads_per_turn: 16,
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
@@ -270,6 +290,9 @@ impl Config {
         }
         if self.buffer_size == 0 {
             return bad("--buffer-size must be at least 1 byte");
+        }
+        if self.reads_per_turn == 0 {
+            return bad("--reads-per-turn must be at least 1");
         }
         if self.max_connections == 0 {
             return bad("--max-connections must be at least 1");

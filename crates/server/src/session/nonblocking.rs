@@ -46,9 +46,6 @@ pub enum Step {
     Close(Outcome),
 }
 
-/// Reads a connection may do per readiness event before it yields to the others on its loop.
-const READS_PER_TURN: usize = 16;
-
 /// Output the socket did not take yet: the only per-connection buffer, allocated the first time
 /// a write backs up and kept (empty) for the connection's life after that, so a connection that
 /// keeps stalling allocates once, not per partial write.
@@ -242,7 +239,7 @@ impl Session {
                 Err(err) => return Step::Close(failed(&err)),
             }
         }
-        for _ in 0..READS_PER_TURN {
+        for _ in 0..config.reads_per_turn {
             let n = match stream.read(scratch) {
                 Ok(0) => return Step::Close(Outcome::Completed),
                 Ok(n) => n,
@@ -540,11 +537,15 @@ mod tests {
     #[test]
     fn a_busy_connection_yields_after_its_turn() {
         let full: &[u8] = b"12345678";
-        let stream = Scripted::new(vec![Some(full); READS_PER_TURN + 1], usize::MAX);
+        let config = Config {
+            reads_per_turn: 3,
+            ..config()
+        };
+        let stream = Scripted::new(vec![Some(full); 4], usize::MAX);
         let now = Instant::now();
         let mut session = Session::new(now);
-        let step = session.advance(&stream, &mut [0u8; 8], now, &config());
+        let step = session.advance(&stream, &mut [0u8; 8], now, &config);
         assert_eq!(step, Step::Yield);
-        assert_eq!(stream.read_calls.get(), READS_PER_TURN);
+        assert_eq!(stream.read_calls.get(), 3);
     }
 }

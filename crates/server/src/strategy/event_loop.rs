@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
-use super::loops::{Incoming, LoopHandle, LoopThreads, Wake};
+use super::loops::{self, Incoming, LoopHandle, LoopThreads};
 use crate::core::error::Error;
 use crate::core::registry::Conn;
 use crate::core::shared::Shared;
@@ -35,12 +35,6 @@ const EVENTS_PER_POLL: usize = 1024;
 
 /// The acceptor's side: one channel and waker per loop, used in turn.
 pub type EventLoop = LoopThreads<Arc<Waker>>;
-
-impl Wake for Arc<Waker> {
-    fn wake(&self) -> io::Result<()> {
-        Waker::wake(self)
-    }
-}
 
 /// Starts the poll loops.
 pub fn start(shared: &Arc<Shared>) -> Result<EventLoop, Error> {
@@ -166,36 +160,13 @@ impl Loop {
     }
 
     fn register(&mut self, conn: Conn) {
-        let converted = conn.map_stream(|stream| {
-            stream.set_nonblocking(true)?;
-            stream.set_nodelay(true)?;
-            Ok(TcpStream::from_std(stream))
-        });
-        let mut conn = match converted {
-            Ok(conn) => conn,
-            Err(err) => {
-                // The connection is already closed (and deregistered).
-                self.shared
-                    .counters
-                    .count_outcome(Outcome::Failed(ErrorKind::of(&err)));
-                return;
-            }
-        };
         let slot = self.conns.vacant_entry();
-        let key = slot.key();
-        let registered = self.poll.registry().register(
-            conn.stream_mut(),
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(err) = registered {
-            conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
-            return;
+        let token = Token(slot.key());
+        let counters = &self.shared.counters;
+        if let Some(conn) = loops::register(conn, self.poll.registry(), token, counters) {
+            let session = Session::new(conn.accepted_at());
+            slot.insert(Entry { conn, session });
         }
-        let session = Session::new(conn.accepted_at());
-        slot.insert(Entry { conn, session });
-        // Registration reports readiness that already exists, so bytes that arrived before it
-        // are not missed.
     }
 
     /// Lets one connection make progress; closes it when its session is over. A panic in the

@@ -1,23 +1,32 @@
-//! The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
-//! loop thread, used in turn, and the loop thread's side of its channel ([`Incoming`]).
+//! What the strategies with poll loops share (`event-loop`, `reactor-pool`, `uring`): the
+//! acceptor's side (a channel and a waker per loop thread, used in turn), the loop thread's side
+//! of its channel ([`Incoming`]), and registering an admitted connection with a mio poller.
 
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use mio::net::TcpStream;
+use mio::{Interest, Token, Waker};
 
 use crate::core::registry::Conn;
 use crate::core::shared::{Dispatch, Shared};
-use crate::core::stats::ErrorKind;
+use crate::core::stats::{Counters, ErrorKind, Outcome};
 
 /// How the acceptor wakes a loop thread that may be blocked waiting for I/O.
 pub trait Wake: Send {
     fn wake(&self) -> io::Result<()>;
 }
 
-/// The acceptor's side of the loop strategies (`event-loop`, `uring`): a channel and a waker per
-/// loop thread, used in turn.
+impl Wake for Arc<Waker> {
+    fn wake(&self) -> io::Result<()> {
+        Waker::wake(self)
+    }
+}
+
+/// The acceptor's side of the loop strategies: a channel and a waker per loop thread, used in
+/// turn.
 pub struct LoopThreads<W: Wake> {
     loops: Vec<LoopHandle<W>>,
     next: usize,
@@ -111,4 +120,40 @@ impl Incoming {
     pub fn accepting(&self) -> bool {
         self.accepting
     }
+}
+
+/// Makes an admitted connection ready for a mio poller (nonblocking, no Nagle delay) and
+/// registers it under `token` for both directions, edge-triggered: registered once, so no
+/// `epoll_ctl` per message to switch interest. Registration reports readiness that already exists,
+/// so bytes that arrived before it are not missed. On failure the connection is closed, counted,
+/// and `None` returned.
+pub fn register(
+    conn: Conn,
+    registry: &mio::Registry,
+    token: Token,
+    counters: &Counters,
+) -> Option<Conn<TcpStream>> {
+    let converted = conn.map_stream(|stream| {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        Ok(TcpStream::from_std(stream))
+    });
+    let mut conn = match converted {
+        Ok(conn) => conn,
+        Err(err) => {
+            // The connection is already closed (and deregistered).
+            counters.count_outcome(Outcome::Failed(ErrorKind::of(&err)));
+            return None;
+        }
+    };
+    let registered = registry.register(
+        conn.stream_mut(),
+        token,
+        Interest::READABLE | Interest::WRITABLE,
+    );
+    if let Err(err) = registered {
+        conn.finish(Outcome::Failed(ErrorKind::of(&err)), 0, 0);
+        return None;
+    }
+    Some(conn)
 }

@@ -17,6 +17,7 @@ mod live;
 mod loops;
 mod pool;
 mod rayon;
+mod reactor_pool;
 mod thread;
 #[cfg(all(target_os = "linux", feature = "uring"))]
 mod uring;
@@ -29,6 +30,7 @@ pub fn start(shared: &Arc<Shared>) -> Result<Box<dyn Dispatch>, Error> {
         Strategy::Iterative => Box::new(iterative::Iterative::new(shared)),
         Strategy::Thread => Box::new(thread::PerConnection::new(shared)),
         Strategy::Pool => Box::new(pool::Pool::start(shared)?),
+        Strategy::ReactorPool => Box::new(reactor_pool::start(shared)?),
         Strategy::Rayon => Box::new(rayon::Rayon::start(shared)?),
         Strategy::EventLoop => Box::new(event_loop::start(shared)?),
         Strategy::Async => Box::new(async_tokio::AsyncTokio::start(shared)?),

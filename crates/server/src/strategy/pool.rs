@@ -1,10 +1,13 @@
-//! `pool` (the default): the acceptor pushes admitted connections into a bounded crossbeam
-//! channel; a fixed set of `--workers` threads pull and serve them, one connection at a time each.
+//! `pool`, the classic worker pool: the acceptor pushes admitted connections into a bounded
+//! crossbeam channel; a fixed set of `--workers` threads pull and serve them, one connection at a
+//! time each, until it ends.
 //!
 //! Threads stay bounded however many clients come, and a full queue pushes back (`--overflow
 //! block`) or sheds load (`--overflow reject`). The price: with more open connections than
-//! workers, the extra connections wait in the queue until a worker is free. That is the pool's
-//! defining property, measured by the tests and shown by `cargo xtask bench`.
+//! workers, the extra connections wait in the queue until a worker is free, even when the ones
+//! being served are silent. That is the pool's defining property, measured by the tests and shown
+//! by `cargo xtask bench`; it is the comparison point for `reactor-pool` (the default), which
+//! keeps a fixed pool but hands a worker only connections with bytes to echo.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

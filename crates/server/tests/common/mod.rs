@@ -1,5 +1,6 @@
-//! Helpers shared by the test binaries that run `echo-server` as a child process: the
-//! `listening on ADDR` ready line, SIGTERM, and a bounded wait for the exit.
+//! Helpers shared by the test binaries (and the `reactor_pool` bench) that run `echo-server` as a
+//! child process: the `listening on ADDR` ready line, SIGTERM, a bounded wait for the exit, and
+//! pinning processes to CPUs.
 
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
@@ -41,5 +42,54 @@ pub fn wait_for_exit(child: &mut Child, within: Duration) -> ExitStatus {
             panic!("echo-server did not exit within {within:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A CPU set holding just `cpu`.
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain old data; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// Runs the command's process on `cpu` only (as `taskset -c CPU` would).
+pub fn pin_command(command: &mut std::process::Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    let set = cpu_set(cpu);
+    // SAFETY: only sched_setaffinity (async-signal-safe) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Pins the calling thread, and the threads it spawns later, to `cpu`.
+pub fn pin_self(cpu: usize) -> std::io::Result<()> {
+    let set = cpu_set(cpu);
+    // SAFETY: sched_setaffinity reads a valid cpu_set_t.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on, lowest first.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity with a zeroed set of the right size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
     }
 }
