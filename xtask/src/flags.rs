@@ -250,8 +250,9 @@ pub struct RegressArgs {
     #[arg(long, value_enum, default_value_t = Pairing::Simultaneous)]
     pub pairing: Pairing,
     /// Strategy both sides run (bounded ones, pool and rayon, get a worker per connection
-    /// unless --server-args sets --workers).
-    #[arg(long, default_value = "pool")]
+    /// unless --server-args sets --workers). The default follows the server's own default
+    /// (docs/perf-gate.md: measured for the gate).
+    #[arg(long, default_value = DEFAULT_GATE_STRATEGY)]
     pub strategy: String,
     /// Compare two server commands instead of two builds: baseline `CMD … {port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
@@ -293,9 +294,16 @@ pub struct CalibrateArgs {
     /// Flags for every regress run (its defaults otherwise), e.g. '--duration 500ms --budget 60s'.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub regress_args: Option<String>,
+    /// The fixture's strategy: the built server with one that serves the nonblocking session
+    /// (where `--calibration-cost` works): reactor-pool, event-loop, async or uring.
+    #[arg(long, default_value = DEFAULT_GATE_STRATEGY)]
+    pub strategy: String,
     #[command(flatten)]
     pub run: RunArgs,
 }
+
+/// The strategy `regress` and `calibrate` run by default: the server's own default.
+pub const DEFAULT_GATE_STRATEGY: &str = "reactor-pool";
 
 #[cfg(test)]
 mod tests {

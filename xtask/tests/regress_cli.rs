@@ -269,6 +269,10 @@ fn unknown_git_ref_and_bad_threshold_exit_2() {
             vec!["regress", "--baseline", "HEAD", "--strategy", "fibers"],
             "unknown strategy \"fibers\"; known: iterative,",
         ),
+        (
+            vec!["calibrate", "--strategy", "pool"],
+            "the calibration cost lives in the nonblocking session",
+        ),
     ] {
         let (_, stderr) = run_to_exit(&mut xtask(&args), 2);
         assert!(stderr.contains(says), "{args:?}: {stderr}");

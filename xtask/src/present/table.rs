@@ -335,7 +335,8 @@ pub fn regress_markdown(file: &RegressFile) -> String {
 /// their false-alarm or detection rate, and their median pairs, time and detectable rise.
 pub fn calibration_markdown(file: &CalibrationFile) -> String {
     let mut out = format!(
-        "Fixture: event-loop echo server, {} µs CPU per message at the regress load; regress flags: `{}`\n\n",
+        "Fixture: {} echo server, {} µs CPU per message at the regress load; regress flags: `{}`\n\n",
+        file.strategy,
         file.base_cpu_per_message_us
             .map_or("-".into(), |us| format!("{us:.3}")),
         if file.regress_args.is_empty() {

@@ -52,6 +52,9 @@ impl Condition {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalibrationFile {
     pub schema: String,
+    /// The fixture's strategy (`event-loop` in files written before `--strategy`).
+    #[serde(default = "event_loop")]
+    pub strategy: String,
     /// The regress flags every run used (besides the two servers and `--out`).
     pub regress_args: Vec<String>,
     /// The plain fixture's CPU µs per message, from the first same-against-same run.
@@ -60,6 +63,11 @@ pub struct CalibrationFile {
     /// Every usable pair's slowdown (`ln(cost ratio)`) of the same-against-same runs: the
     /// measured noise the gate's simulation test draws from.
     pub same_slowdowns: Vec<f64>,
+}
+
+/// The fixture of calibrations written before `calibrate --strategy`.
+fn event_loop() -> String {
+    "event-loop".into()
 }
 
 impl RunFile for CalibrationFile {

@@ -1,6 +1,7 @@
 //! `cargo xtask calibrate`: measures the gate's own error rates on this machine.
 //!
-//! The fixture is the built `echo-server --strategy event-loop`; a slower candidate is the same
+//! The fixture is the built `echo-server --strategy reactor-pool` (`--strategy` picks another
+//! that serves the nonblocking session); a slower candidate is the same
 //! binary with the hidden `--calibration-cost` (extra CPU work per 64 bytes received, so the
 //! only difference is a known cost per message). First the plain server runs against itself
 //! once, which also gives its CPU per message at the regress load (the base); then, round after
@@ -31,9 +32,19 @@ use crate::record::{RunFile, write_atomic};
 use crate::shell;
 use crate::stats::median;
 
+/// The strategies that serve the nonblocking session, where `--calibration-cost` is spent.
+const CALIBRATION_STRATEGIES: [&str; 4] = ["reactor-pool", "event-loop", "async", "uring"];
+
 /// `cargo xtask calibrate`.
 pub fn run(args: &CalibrateArgs) -> Result<()> {
     let rises = parse_rises(&args.rises)?;
+    if !CALIBRATION_STRATEGIES.contains(&args.strategy.as_str()) {
+        return Err(input_error(format!(
+            "--strategy {:?}: the calibration cost lives in the nonblocking session; use one of {}",
+            args.strategy,
+            CALIBRATION_STRATEGIES.join(", ")
+        )));
+    }
     if args.runs == 0 {
         return Err(input_error("--runs must be at least 1"));
     }
@@ -59,11 +70,13 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
         .to_path_buf();
     let dir = create_run_dir(&root, "calibrate", args.run.out.as_deref())?;
     let plain = format!(
-        "{} --addr 127.0.0.1:{{port}} --strategy event-loop",
-        shell::quote(&binaries.echo_server.display().to_string())
+        "{} --addr 127.0.0.1:{{port}} --strategy {}",
+        shell::quote(&binaries.echo_server.display().to_string()),
+        args.strategy
     );
     let mut file = CalibrationFile {
         schema: CALIBRATION_SCHEMA.into(),
+        strategy: args.strategy.clone(),
         regress_args: extra.clone(),
         base_cpu_per_message_us: None,
         conditions: std::iter::once(0.0)
