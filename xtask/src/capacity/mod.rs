@@ -44,28 +44,13 @@ use crate::record::manifest::{Manifest, create_run_dir};
 use crate::record::plan::{BenchPlan, ServerEntry};
 use crate::record::trial::TrialFailure;
 use crate::shell::{self, Binaries};
+pub use crate::trial::server::workers_for;
 use crate::trial::Pinning;
-use crate::trial::server::{
-    BOUNDED_STRATEGIES, builtin_strategy, parse_server_spec, resolve_strategies, server_launch,
-};
+use crate::trial::server::{builtin_strategy, parse_server_spec, resolve_strategies, server_launch};
 use crate::trial::steered::{SteeredRun, SteeredSpec};
 
 /// The most steps one search takes.
 const MAX_STEPS: usize = 60;
-
-/// `Some(connections)` when the built-in `strategy` serves at most W connections at once and
-/// `server_args` sets no `--workers`: the worker count capacity should pass.
-pub fn workers_for(
-    strategy: &str,
-    builtin: bool,
-    server_args: &[String],
-    connections: u32,
-) -> Option<u32> {
-    let has_workers = server_args
-        .iter()
-        .any(|arg| arg == "--workers" || arg.starts_with("--workers="));
-    (builtin && BOUNDED_STRATEGIES.contains(&strategy) && !has_workers).then_some(connections)
-}
 
 /// `cargo xtask capacity`.
 pub fn run(args: &CapacityArgs) -> Result<()> {
