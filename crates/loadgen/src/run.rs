@@ -11,7 +11,7 @@
 use crate::config::{Config, RateStep, TimingMode};
 use crate::report::{BuildInputs, Report, StepReport};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
-use crate::timing::{BUSY_SAMPLE, CpuView, choose};
+use crate::timing::{BUSY_SAMPLE, CpuView, choose_for};
 use crate::worker::{
     FromWorker, INTERVAL_NS, StepFeed, Timeline, Timing, WaitPolicy, WorkerSetup, run_worker,
 };
@@ -136,11 +136,11 @@ fn run_inner(
     };
     let threads = config.threads.min(config.connections).max(1);
     let mut cpus = CpuView::current();
-    if config.timing == TimingMode::Auto && cpus.pinned() {
+    if config.timing == TimingMode::Auto && config.open_loop() && cpus.pinned() {
         // Before --start-at's wait, so that agents still start together.
         cpus.sample_busy(BUSY_SAMPLE);
     }
-    let timing_choice = choose(config.timing, threads, &cpus);
+    let timing_choice = choose_for(config.timing, config.open_loop(), threads, &cpus);
     if let Some(at) = config.start_at_unix_s {
         wait_until_unix(at);
     }

@@ -141,7 +141,31 @@ impl TimingChoice {
     }
 }
 
-/// Resolves `requested` for a run of `threads` client threads on `cpus`.
+/// Resolves `requested` for an open-loop (`open_loop`) or closed-loop run of `threads` client
+/// threads on `cpus`. In closed loop `auto` blocks until an echo comes: it has no schedule to
+/// keep, and a busy-polling thread on a shared machine waits out other work's time slices
+/// (`--timing precise` busy-polls, so that a 1-connection round trip shows the server rather
+/// than two wake-ups).
+pub fn choose_for(
+    requested: TimingMode,
+    open_loop: bool,
+    threads: usize,
+    cpus: &CpuView,
+) -> TimingChoice {
+    if open_loop || requested != TimingMode::Auto {
+        return choose(requested, threads, cpus);
+    }
+    TimingChoice {
+        requested,
+        mode: TimingMode::Sleep,
+        reason: "closed loop: the loop blocks until an echo comes (give --timing precise to \
+                 busy-poll)"
+            .to_string(),
+        wake_early_us: SLEEP_WAKE_EARLY_NS / 1_000,
+    }
+}
+
+/// Resolves `requested` for an open-loop run of `threads` client threads on `cpus`.
 pub fn choose(requested: TimingMode, threads: usize, cpus: &CpuView) -> TimingChoice {
     let list = cpu_list(&cpus.allowed);
     let n = cpus.allowed.len();
@@ -311,6 +335,22 @@ mod tests {
         assert!(
             c.reason
                 .contains("CPU 2-3,6, 3 of 8 online, for 2 client threads")
+        );
+    }
+
+    #[test]
+    fn closed_loop_busy_polls_only_when_asked() {
+        let pinned = cpus(&[1], 2);
+        let c = choose_for(TimingMode::Auto, false, 1, &pinned);
+        assert_eq!(c.mode, TimingMode::Sleep);
+        assert!(c.reason.starts_with("closed loop"), "{}", c.reason);
+        assert_eq!(
+            choose_for(TimingMode::Precise, false, 1, &pinned).mode,
+            TimingMode::Precise
+        );
+        assert_eq!(
+            choose_for(TimingMode::Auto, true, 1, &pinned),
+            choose(TimingMode::Auto, 1, &pinned)
         );
     }
 
