@@ -44,9 +44,11 @@ use crate::record::manifest::{Manifest, create_run_dir};
 use crate::record::plan::{BenchPlan, ServerEntry};
 use crate::record::trial::TrialFailure;
 use crate::shell::{self, Binaries};
-pub use crate::trial::server::workers_for;
 use crate::trial::Pinning;
-use crate::trial::server::{builtin_strategy, parse_server_spec, resolve_strategies, server_launch};
+pub use crate::trial::server::workers_for;
+use crate::trial::server::{
+    builtin_strategy, parse_server_spec, resolve_strategies, server_launch,
+};
 use crate::trial::steered::{SteeredRun, SteeredSpec};
 
 /// The most steps one search takes.
