@@ -237,6 +237,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop_unstartable_strategies(&mut plan, &binaries, &run_dir)?;
     }
     let (summaries, matrix) = run_plan(&plan, &binaries, &run_dir, &root)?;
+    if let Some(path) = &args.bmf {
+        crate::present::bmf::write_bench(path, &summaries, &TrialsFile::read(&run_dir)?)?;
+    }
     println!();
     print!(
         "{}",

@@ -24,6 +24,9 @@ pub enum Command {
     Capacity(Box<CapacityArgs>),
     /// Performance-regression gate: baseline git ref vs working tree, paired trials, a verdict.
     Regress(Box<RegressArgs>),
+    /// The regression gate's error rates on this machine: a fixture server against itself and
+    /// against itself with a known extra CPU cost per message.
+    Calibrate(Box<CalibrateArgs>),
     /// Redraw summaries, plots and index.html of a run directory from its stored JSON.
     Report {
         /// A run directory (results/runs/<stamp>-<command>).
@@ -135,6 +138,9 @@ pub struct BenchArgs {
     /// Seed for the shuffled trial order (default: random, printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also write the summary in Bencher Metric Format (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub bmf: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -156,12 +162,16 @@ pub struct FixtureArgs {
 /// Flags of `cargo xtask capacity`.
 #[derive(Debug, Clone, Args)]
 pub struct CapacityArgs {
-    /// Built-in strategy to measure (default: pool).
+    /// Built-in strategy to measure (default: reactor-pool, the server's default).
     #[arg(long)]
     pub strategy: Option<String>,
     /// Or an external server command with `{port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
     pub server: Option<String>,
+    /// Or a server that is already running (on this host or another): xtask starts none, so
+    /// the server's CPU and memory are not measured.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["strategy", "server"])]
+    pub target: Option<String>,
     /// The SLO in loadgen's `--slo` syntax, upper bounds only: 'p99<=1ms' or
     /// 'p99<=1ms,p999<=5ms,errors=0' (no errors clause: none tolerated).
     #[arg(long)]
@@ -184,11 +194,19 @@ pub struct CapacityArgs {
     /// Measured time per step.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub duration: Duration,
-    /// Warm-up per step.
+    /// Warm-up before the first step (the connections open once for the whole search).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
     pub warmup: Duration,
-    /// Measure a failed step again this many times; it passes if any attempt passes
-    /// (interference on a shared machine only adds latency).
+    /// Time each later step runs at its rate, unrecorded, before it is measured.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub settle: Duration,
+    /// How the loadgen times its sends (loadgen `--timing`): auto spins where it is pinned to
+    /// cores of its own, sleeps otherwise.
+    #[arg(long, value_enum, default_value_t = loadgen::TimingMode::Auto)]
+    pub timing: loadgen::TimingMode,
+    /// A rate's verdict needs this many agreeing measurements beyond the first (default: two
+    /// of at most three), so one noisy step cannot move the bracket; a pass with every latency
+    /// at most half its limit counts as agreed at once.
     #[arg(long, default_value_t = 1)]
     pub retries: u32,
     /// Total time for the search; it reports the bracket found when this runs out.
@@ -202,10 +220,24 @@ pub struct CapacityArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
+    /// The server's CPU time per echoed message (lower is better): what the server's own work
+    /// costs, whatever else runs on the machine.
+    Cpu,
     /// Messages per second (higher is better).
     Throughput,
     /// 99th percentile latency (lower is better).
     P99,
+}
+
+/// How the two sides of a `regress` pair are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pairing {
+    /// Both servers at once, on the same server CPUs, each with its own loadgen, in the same
+    /// window: whatever the machine does meanwhile hits both alike.
+    Simultaneous,
+    /// One after the other in ABBA order (baseline, candidate; candidate, baseline; …).
+    Sequential,
 }
 
 /// Flags of `cargo xtask regress`.
@@ -214,17 +246,30 @@ pub struct RegressArgs {
     /// Git ref of the baseline (built in a temporary worktree).
     #[arg(long, value_name = "REF")]
     pub baseline: Option<String>,
-    /// Fail when the candidate is slower than this (5% or 0.05) with 95% confidence.
+    /// The rise in the candidate's cost the gate must catch (5% or 0.05): with the default
+    /// design it says `slower` for a rise this large at least 95% of the time, and for an
+    /// unchanged candidate at most 1% of the time. `slower` needs an estimate of at least half
+    /// of it.
     #[arg(long, default_value = "5%")]
     pub threshold: String,
-    /// Paired trials (each runs baseline and candidate once, in ABBA order); at least 6.
-    #[arg(long, default_value_t = 10)]
+    /// The most pairs (each measures baseline and candidate once); the gate looks at the pairs
+    /// after 10, 20, 30, … and stops as soon as it can decide. At least 10.
+    #[arg(long, default_value_t = 60)]
     pub trials: u32,
+    /// Measuring time after which the gate stops adding pairs: undecided by then, the verdict
+    /// is `inconclusive` (exit 3).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "150s")]
+    pub budget: Duration,
     /// The compared metric.
-    #[arg(long, value_enum, default_value_t = Metric::Throughput)]
+    #[arg(long, value_enum, default_value_t = Metric::Cpu)]
     pub metric: Metric,
-    /// Strategy both sides run.
-    #[arg(long, default_value = "pool")]
+    /// How a pair is measured.
+    #[arg(long, value_enum, default_value_t = Pairing::Simultaneous)]
+    pub pairing: Pairing,
+    /// Strategy both sides run (bounded ones, pool and rayon, get a worker per connection
+    /// unless --server-args sets --workers). The default follows the server's own default
+    /// (docs/perf-gate.md: measured for the gate).
+    #[arg(long, default_value = DEFAULT_GATE_STRATEGY)]
     pub strategy: String,
     /// Compare two server commands instead of two builds: baseline `CMD … {port}`.
     #[arg(long, value_name = "'CMD … {port}'")]
@@ -232,10 +277,12 @@ pub struct RegressArgs {
     /// Candidate `CMD … {port}` (with --baseline-server).
     #[arg(long, value_name = "'CMD … {port}'")]
     pub candidate_server: Option<String>,
-    /// Connections per trial (default 1: ping-pong, where the server's per-message cost shows
-    /// and no strategy leaves connections waiting for a worker).
-    #[arg(long, default_value_t = 1)]
+    /// Connections per trial (docs/perf-gate.md says why 16).
+    #[arg(long, default_value_t = 16)]
     pub connections: u32,
+    /// Messages in flight per connection (loadgen `--depth`; 1 = ping-pong on each).
+    #[arg(long, default_value_t = 1)]
+    pub depth: u32,
     /// Message size in bytes.
     #[arg(long, default_value_t = 64)]
     pub size: u32,
@@ -245,9 +292,35 @@ pub struct RegressArgs {
     /// Warm-up per trial.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "300ms")]
     pub warmup: Duration,
+    /// Also write the result in Bencher Metric Format (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub bmf: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }
+
+/// Flags of `cargo xtask calibrate`.
+#[derive(Debug, Clone, Args)]
+pub struct CalibrateArgs {
+    /// Rounds: each runs every condition (the server against itself, and each rise) once.
+    #[arg(long, default_value_t = 10)]
+    pub runs: u32,
+    /// Rises of the server's CPU per message to inject, as fractions of its measured cost.
+    #[arg(long, value_delimiter = ',', default_value = "3%,5%,10%")]
+    pub rises: Vec<String>,
+    /// Flags for every regress run (its defaults otherwise), e.g. '--duration 500ms --budget 60s'.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub regress_args: Option<String>,
+    /// The fixture's strategy: the built server with one that serves the nonblocking session
+    /// (where `--calibration-cost` works): reactor-pool, event-loop, async or uring.
+    #[arg(long, default_value = DEFAULT_GATE_STRATEGY)]
+    pub strategy: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The strategy `regress` and `calibrate` run by default: the server's own default.
+pub const DEFAULT_GATE_STRATEGY: &str = "reactor-pool";
 
 #[cfg(test)]
 mod tests {

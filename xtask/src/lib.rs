@@ -1,4 +1,4 @@
-//! echolab's orchestration, `cargo xtask bench|capacity|regress|report|merge`.
+//! echolab's orchestration, `cargo xtask bench|capacity|regress|calibrate|report|merge`.
 //!
 //! The cargo-xtask pattern: a plain binary crate that drives the workspace's own binaries
 //! (`echo-server`, `loadgen`) with visible command lines and records everything needed to
@@ -16,11 +16,11 @@
 //! | layer | modules | imports from |
 //! |---|---|---|
 //! | 6. dispatch | this file (`run`, `exit_code`) | every command |
-//! | 5. commands | [`bench`](mod@bench), [`capacity`], [`regress`], [`report`], [`merge`], [`fixture`] | 0–4 |
-//! | 4. present | [`present`]: `format`; `table`, `text`, `plot` (on `format`); `html` (on `table`, `text`); `matrix` (on `table`, `html`); `progress` | 0, 2 (3 in tests) |
+//! | 5. commands | [`bench`](mod@bench), [`capacity`], [`regress`] (and `regress::calibrate`, on `regress`), [`report`], [`merge`], [`fixture`] | 0–4 |
+//! | 4. present | [`present`]: `format`; `text`, `plot` (on `format`); `table`, `bmf` (on `format`, `text`); `html` (on `table`, `text`); `matrix` (on `table`, `html`); `progress` | 0, 2 (3 in tests) |
 //! | 3. measure | [`trial`]: `pinning`; `server` (on `pinning`); the runner (on both) | 0–2 |
 //! | 3. compute | [`summary`]; [`verdict`] (on `summary`'s coverage rule) | 0–2 |
-//! | 2. records | [`record`]: `plan` (on `trial`), `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `matrix` (on `trial`, `loadgen_report`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `manifest` | 0, 1 |
+//! | 2. records | [`record`]: `plan` (on `trial`), `loadgen_report`; `trial` (on `loadgen_report`); `summary` (on `trial`); `matrix` (on `trial`, `loadgen_report`); `capacity` (on `trial`, `plan`); `regress` (on `plan`); `calibration` (on `regress`); `manifest` | 0, 1 |
 //! | 1. processes, presets | [`shell`]; [`workload`] (the named workloads of `bench`) | 0 |
 //! | 0. foundation | [`error`], [`flags`], [`interrupt`], [`stats`] | nothing in the crate |
 //!
@@ -64,16 +64,20 @@ pub fn run(args: flags::Xtask) -> Result<()> {
         flags::Command::Bench(bench_args) => bench::run(&bench_args),
         flags::Command::Capacity(capacity_args) => capacity::run(&capacity_args),
         flags::Command::Regress(regress_args) => regress::run(&regress_args),
+        flags::Command::Calibrate(calibrate_args) => regress::calibrate::run(&calibrate_args),
         flags::Command::Report { run_dir } => report::run(&run_dir),
         flags::Command::Merge { reports, output } => merge::run(&reports, &output),
         flags::Command::FixtureEcho(fixture_args) => fixture::run(&fixture_args),
     }
 }
 
-/// The process exit code for an error: 2 for bad input, 130 when interrupted, 1 otherwise.
+/// The process exit code for an error: 2 for bad input, 3 for an inconclusive regress run,
+/// 130 when interrupted, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     if error.chain().any(|cause| cause.is::<InputError>()) {
         2
+    } else if error.chain().any(|cause| cause.is::<error::Inconclusive>()) {
+        error::INCONCLUSIVE_EXIT_CODE
     } else if interrupt::caused(error) {
         130
     } else {

@@ -4,7 +4,7 @@
 //!
 //! Bench runs get `summary.{md,csv,json}`, `matrix.json`, `matrix.svg`, `throughput.svg`, `latency_c<N>.svg`,
 //! `cpu_per_message.svg` and `index.html` (see [`crate::present`]); capacity runs
-//! `capacity.svg` and `index.html`; regress runs `index.html`.
+//! `capacity.svg` and `index.html`; regress runs `summary.md` and `index.html`.
 //! Try it: `cargo xtask report results/runs/<stamp>-bench`.
 
 use std::path::Path;
@@ -61,7 +61,7 @@ pub fn run(run_dir: &Path) -> Result<()> {
         }
         "regress" => {
             present::regress_run(run_dir, &RegressFile::read(run_dir)?)?;
-            eprintln!("redrew index.html in {}", run_dir.display());
+            eprintln!("redrew summary.md and index.html in {}", run_dir.display());
         }
         other => bail!("{}: unknown run kind {other:?}", run_dir.display()),
     }

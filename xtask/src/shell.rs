@@ -11,9 +11,9 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
@@ -215,6 +215,11 @@ impl ChildGuard {
     /// The child's PID (also its process group id).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The child's standard input and output, when they were piped (each can be taken once).
+    pub fn take_stdio(&mut self) -> (Option<ChildStdin>, Option<ChildStdout>) {
+        (self.child.stdin.take(), self.child.stdout.take())
     }
 
     /// The exit status if the child has ended, without blocking. When it has, anything it left
@@ -493,6 +498,109 @@ pub fn group_cpu_seconds(pgid: u32) -> Result<f64> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
+/// What a process group had used at one instant: CPU time and run-queue wait of every live
+/// thread (from `/proc/PID/task/TID/schedstat`, in ns), and the same CPU time as `/proc/PID/stat`
+/// counts it (10 ms ticks, but it keeps threads that exited and children already reaped).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuSample {
+    /// When the thread counters were read (the middle of reading them).
+    pub at: SystemTime,
+    /// Σ time on a CPU of the live threads (schedstat field 1), ns.
+    pub exec_ns: u64,
+    /// Σ time runnable but waiting for a CPU (schedstat field 2), ns.
+    pub wait_ns: u64,
+    /// utime + stime + cutime + cstime of every member, in ns (10 ms resolution).
+    pub ticks_ns: u64,
+}
+
+/// The CPU of process group `pgid` now (see [`CpuSample`]). The group is listed first, so the
+/// instant `at` brackets only the quick reads of the threads' counters.
+pub fn group_cpu_sample(pgid: u32) -> Result<CpuSample> {
+    let members = group_members(pgid)?;
+    anyhow::ensure!(!members.is_empty(), "no process in group {pgid}");
+    let tick_ns = 1e9 / clock_ticks_per_second();
+    let mut ticks = 0;
+    for (stat, _) in &members {
+        ticks += parse_proc_stat_cpu_ticks(stat)? + parse_proc_stat_child_ticks(stat)?;
+    }
+    let before = SystemTime::now();
+    let (mut exec_ns, mut wait_ns) = (0, 0);
+    for (_, pid) in &members {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            // Threads come and go while we read: a vanished one is skipped.
+            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat"))
+                && let Some((exec, wait)) = parse_schedstat(&text)
+            {
+                exec_ns += exec;
+                wait_ns += wait;
+            }
+        }
+    }
+    let after = SystemTime::now();
+    let middle = after.duration_since(before).unwrap_or_default() / 2;
+    Ok(CpuSample {
+        at: before + middle,
+        exec_ns,
+        wait_ns,
+        ticks_ns: (ticks as f64 * tick_ns) as u64,
+    })
+}
+
+/// (time on a CPU, time waiting for one) in ns from a `schedstat` line.
+pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    Some((fields.next()?.ok()?, fields.next()?.ok()?))
+}
+
+/// The CPU a process group used between two samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuWindow {
+    /// Wall time between the samples, seconds.
+    pub wall_s: f64,
+    /// CPU time (all threads), seconds: from the threads' ns counters, or from the 10 ms ticks
+    /// when those show more (a thread or child ended in between and took its counters along).
+    pub cpu_s: f64,
+    /// Time runnable but waiting for a CPU, seconds (live threads only).
+    pub wait_s: f64,
+}
+
+impl CpuWindow {
+    /// The window from `start` to `end`; `None` when the samples are not in order.
+    pub fn between(start: &CpuSample, end: &CpuSample) -> Option<Self> {
+        let wall_s = end.at.duration_since(start.at).ok()?.as_secs_f64();
+        if wall_s <= 0.0 {
+            return None;
+        }
+        let exec_ns = end.exec_ns.checked_sub(start.exec_ns);
+        let ticks_ns = end.ticks_ns.saturating_sub(start.ticks_ns);
+        // Two ticks of slack: the tick counts are read a moment before the thread counters.
+        let tick_slack = (2e9 / clock_ticks_per_second()) as u64;
+        let cpu_ns = match exec_ns {
+            Some(exec) if ticks_ns <= exec + tick_slack => exec,
+            _ => ticks_ns,
+        };
+        Some(Self {
+            wall_s,
+            cpu_s: cpu_ns as f64 / 1e9,
+            wait_s: end.wait_ns.saturating_sub(start.wait_ns) as f64 / 1e9,
+        })
+    }
+
+    /// CPU time over wall time (1.0 = one CPU busy the whole window).
+    pub fn cpu_share(&self) -> f64 {
+        self.cpu_s / self.wall_s
+    }
+
+    /// (CPU + run-queue wait) over wall time: how much of the window the server had work, on a
+    /// CPU or waiting for one (1.0 for one thread that never slept).
+    pub fn runnable_share(&self) -> f64 {
+        (self.cpu_s + self.wait_s) / self.wall_s
+    }
+}
+
 /// The largest peak RSS (`VmHWM`, KiB) of any live process in group `pgid`.
 pub fn group_peak_rss_kib(pgid: u32) -> Result<u64> {
     group_members(pgid)?
@@ -654,6 +762,45 @@ mod tests {
         assert!(parse_proc_stat_cpu_ticks("garbage").is_err());
         // Our own process has a readable stat.
         assert!(proc_cpu_seconds(std::process::id()).expect("own stat") >= 0.0);
+    }
+
+    #[test]
+    fn cpu_windows_from_thread_counters_or_ticks() {
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let tick = (1e9 / clock_ticks_per_second()) as u64;
+        let sample = |ms, exec_ns, wait_ns, ticks_ns| CpuSample {
+            at: at(ms),
+            exec_ns,
+            wait_ns,
+            ticks_ns,
+        };
+        // 0.8 s of CPU and 0.1 s of waiting in a 1 s window: the ns counters count.
+        let start = sample(1_000, 5_000_000_000, 100, 50 * tick);
+        let end = sample(2_000, 5_800_000_000, 100_000_100, 50 * tick + 800_000_000);
+        let window = CpuWindow::between(&start, &end).expect("in order");
+        assert!((window.cpu_s - 0.8).abs() < 1e-9 && (window.wall_s - 1.0).abs() < 1e-9);
+        assert!((window.cpu_share() - 0.8).abs() < 1e-9);
+        assert!((window.runnable_share() - 0.9).abs() < 1e-9);
+        // A thread ended in between: its ns counter is gone, the ticks keep its time.
+        let end = sample(2_000, 4_900_000_000, 0, 50 * tick + 700_000_000);
+        let window = CpuWindow::between(&start, &end).expect("in order");
+        assert!((window.cpu_s - 0.7).abs() < 1e-9, "{window:?}");
+        assert_eq!(CpuWindow::between(&end, &start), None);
+        assert_eq!(parse_schedstat("123 456 7\n"), Some((123, 456)));
+        assert_eq!(parse_schedstat("x"), None);
+        // Our own process: its threads have counters, and they grow.
+        let first = group_cpu_sample(own_group()).expect("own group");
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        let second = group_cpu_sample(own_group()).expect("own group");
+        assert!(second.exec_ns > first.exec_ns, "{first:?} {second:?}");
+    }
+
+    fn own_group() -> u32 {
+        // SAFETY: getpgrp has no preconditions.
+        unsafe { libc::getpgrp() as u32 }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn summarize(cells: &[Cell], records: &[TrialRecord]) -> Vec<CellSummary> {
                 server_peak_rss_kib: of_cell.iter().filter_map(|r| r.server_peak_rss_kib).max(),
                 server_workers: of_cell.iter().filter_map(|r| r.server_workers).max(),
                 winner: false,
+                no_star_because: None,
             }
         })
         .collect();
@@ -55,8 +56,11 @@ pub const MIN_COVERAGE_FOR_WINNER: f64 = 0.90;
 
 /// Marks, per (workload, connections, size) ([`Cell::group`]), the cell with the highest median as winner when its
 /// interval overlaps no other cell's interval in that group and every interval there has at
-/// least [`MIN_COVERAGE_FOR_WINNER`] coverage. Only a clean cell (no failed or invalid trial, no
-/// errors, no starved connection) can win.
+/// least [`MIN_COVERAGE_FOR_WINNER`] coverage. The star means fastest: when the cell with the
+/// highest median is not clean (a failed or invalid trial, errors, a starved connection), it
+/// measured something other than an echo server doing its job, so nobody gets the star (not
+/// the runner-up, which may well be slower than the server the instrument could not measure)
+/// and `no_star_because` on that cell says why.
 pub fn mark_winners(summaries: &mut [CellSummary]) {
     let groups: Vec<Cell> = summaries.iter().map(|s| s.cell.clone()).collect();
     for group in &groups {
@@ -64,27 +68,26 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
             .filter(|&i| summaries[i].cell.group() == group.group())
             .filter(|&i| summaries[i].trials > 0)
             .collect();
-        if members.len() < 2
-            || members
-                .iter()
-                .any(|&i| summaries[i].messages_per_s_ci_coverage < MIN_COVERAGE_FOR_WINNER)
+        let Some(&best) = members.iter().max_by(|&&a, &&b| {
+            summaries[a]
+                .messages_per_s_median
+                .total_cmp(&summaries[b].messages_per_s_median)
+        }) else {
+            continue;
+        };
+        if members.len() < 2 {
+            continue;
+        }
+        if let Some(why) = not_clean_because(&summaries[best]) {
+            summaries[best].no_star_because = Some(why);
+            continue;
+        }
+        if members
+            .iter()
+            .any(|&i| summaries[i].messages_per_s_ci_coverage < MIN_COVERAGE_FOR_WINNER)
         {
             continue;
         }
-        // A cell with failed or invalid trials, errors or starved connections measured
-        // something other than an echo server doing its job: it may not win.
-        let Some(&best) =
-            members
-                .iter()
-                .filter(|&&i| is_clean(&summaries[i]))
-                .max_by(|&&a, &&b| {
-                    summaries[a]
-                        .messages_per_s_median
-                        .total_cmp(&summaries[b].messages_per_s_median)
-                })
-        else {
-            continue;
-        };
         let separated = members.iter().filter(|&&i| i != best).all(|&i| {
             !summaries[best]
                 .messages_per_s_ci95
@@ -94,13 +97,26 @@ pub fn mark_winners(summaries: &mut [CellSummary]) {
     }
 }
 
-/// True when every trial of the cell produced a valid, error-free report with no starved
-/// connection.
-fn is_clean(summary: &CellSummary) -> bool {
-    summary.failed_trials == 0
-        && summary.invalid_trials == 0
-        && summary.errors == 0
-        && summary.starved_connections.unwrap_or(0) == 0
+/// Why a cell's trials are not all valid, error-free reports without a starved connection
+/// (`None`: they are).
+fn not_clean_because(summary: &CellSummary) -> Option<String> {
+    let mut why = Vec::new();
+    if summary.failed_trials > 0 {
+        why.push(format!("{} failed trial(s)", summary.failed_trials));
+    }
+    if summary.invalid_trials > 0 {
+        why.push(format!(
+            "{} invalid trial(s) (loadgen's figures, not the server's)",
+            summary.invalid_trials
+        ));
+    }
+    if summary.errors > 0 {
+        why.push(format!("{} errors", summary.errors));
+    }
+    if let Some(starved) = summary.starved_connections.filter(|&n| n > 0) {
+        why.push(format!("{starved} starved connection(s)"));
+    }
+    (!why.is_empty()).then(|| why.join(", "))
 }
 
 /// Fixed trial records and summaries for the tests of this module and of the tables.
@@ -146,6 +162,8 @@ pub(crate) mod fixtures {
             }),
             server_cpu_s: Some(0.5),
             server_cpu_per_message_us: Some(rate / 10_000.0),
+            server_cpu_share: Some(0.5),
+            server_runnable_share: Some(0.6),
             server_peak_rss_kib: Some(2048 + trial as u64),
             server_workers: None,
             failure: None,
@@ -271,6 +289,81 @@ mod tests {
             spoil(&mut records[11]);
             let summaries = summarize(&cells, &records);
             assert!(!summaries[1].winner, "{what}: {summaries:?}");
+            // Nor does the slower one get the star in its place; the table is told why.
+            assert!(!summaries[0].winner, "{what}: {summaries:?}");
+            assert!(
+                summaries[1]
+                    .no_star_because
+                    .as_deref()
+                    .is_some_and(|why| why.contains(what)),
+                "{what}: {:?}",
+                summaries[1].no_star_because
+            );
+        }
+    }
+
+    #[test]
+    fn the_star_never_goes_to_a_slower_server() {
+        // The case: at 128 connections the faster server's trials were loadgen-bound
+        // (invalid): 197,773 against 148,608 msg/s. The star went to the slower one.
+        let cells = vec![cell("slower", 128), cell("faster", 128)];
+        let mut records = Vec::new();
+        for trial in 0..5 {
+            records.push(record(
+                cells[0].clone(),
+                trial,
+                148_608.0 + f64::from(trial),
+                10.0,
+                0,
+            ));
+            let mut fast = record(
+                cells[1].clone(),
+                trial,
+                197_773.0 + f64::from(trial),
+                10.0,
+                0,
+            );
+            if let Some(figures) = fast.figures.as_mut() {
+                figures.valid = Some(false);
+            }
+            records.push(fast);
+        }
+        let summaries = summarize(&cells, &records);
+        assert!(summaries.iter().all(|s| !s.winner), "{summaries:?}");
+        assert!(summaries[1].no_star_because.is_some());
+        assert_eq!(summaries[0].no_star_because, None);
+        // Random groups: whenever a cell has the star, it has its group's highest median and
+        // an interval clear of every other cell's.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        for _ in 0..300 {
+            let cells: Vec<Cell> = (0..3).map(|i| cell(&format!("s{i}"), 16)).collect();
+            let mut records = Vec::new();
+            for (index, c) in cells.iter().enumerate() {
+                let center = rand::Rng::random_range(&mut rng, 100.0..200.0);
+                let spread = rand::Rng::random_range(&mut rng, 0.0..30.0);
+                let invalid = rand::Rng::random_bool(&mut rng, 0.2);
+                for trial in 0..5u32 {
+                    let rate = center + spread * (f64::from(trial) - 2.0) / 2.0;
+                    let mut r = record(c.clone(), trial, rate + index as f64 * 1e-3, 10.0, 0);
+                    if let Some(figures) = r.figures.as_mut() {
+                        figures.valid = Some(!invalid);
+                    }
+                    records.push(r);
+                }
+            }
+            let summaries = summarize(&cells, &records);
+            for star in summaries.iter().filter(|s| s.winner) {
+                for other in summaries.iter().filter(|s| s.cell != star.cell) {
+                    assert!(
+                        star.messages_per_s_median > other.messages_per_s_median
+                            && !star
+                                .messages_per_s_ci95
+                                .overlaps(&other.messages_per_s_ci95),
+                        "{summaries:?}"
+                    );
+                }
+                assert_eq!(star.invalid_trials, 0);
+            }
         }
     }
 

@@ -278,10 +278,13 @@ fn bin_dir_must_hold_both_binaries() {
 #[test]
 fn all_strategies_are_the_ones_the_server_offers() {
     let out = tempfile::tempdir().expect("temp dir");
+    let bmf = out.path().join("bmf.json");
     let (stdout, _) = run_to_exit(
         &mut xtask_run(
             [
                 "bench",
+                "--bmf",
+                &bmf.display().to_string(),
                 "--strategies",
                 "all",
                 "--connections",
@@ -300,12 +303,20 @@ fn all_strategies_are_the_ones_the_server_offers() {
     );
     let offered = xtask::trial::server::offered_strategies(&binaries().echo_server).expect("lists");
     assert!(offered.len() >= 3, "{offered:?}");
+    // `--bmf`: one Bencher benchmark per cell, its throughput a number.
+    let bmf = read_json(&bmf);
     for strategy in &offered {
         assert!(
             stdout
                 .lines()
                 .any(|line| line.starts_with(&format!("{strategy} "))),
             "{strategy} missing from\n{stdout}"
+        );
+        assert!(
+            bmf[format!("echolab/bench/{strategy}/c1-s64")]["throughput"]["value"]
+                .as_f64()
+                .is_some(),
+            "{strategy} missing from {bmf}"
         );
     }
     let manifest = Manifest::read(out.path()).expect("manifest");

@@ -1,7 +1,10 @@
-//! `cargo xtask regress` both ways, on port 0 with short trials: a server against itself is
-//! not `slower` (exit 0), a server that sleeps 4 ms before every echo (against one that sleeps 200 µs) is `slower` (exit 1); bad
-//! input (an unknown git ref, a bad threshold, an unknown strategy …) exits 2 before anything runs;
-//! an interrupted run keeps every pair it finished in `regress.json`.
+//! `cargo xtask regress` every way, on port 0 with short trials: a server against itself is
+//! not `slower` (exit 0); a server that sleeps 4 ms before every echo (against one that sleeps
+//! 200 µs) is `slower` by throughput and by p99, and a Python threaded echo server against the
+//! event-loop server is `slower` by CPU per message (exit 1); a run out of time before its
+//! first look is `inconclusive` (exit 3); bad input (an unknown git ref, a bad threshold, an
+//! unknown strategy …) exits 2 before anything runs; an interrupted run keeps every pair it
+//! finished in `regress.json`.
 
 mod common;
 
@@ -11,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    fails_and_leaves_no_process, fixture_echo, mute_server, read_json, run_to_exit, xtask,
+    bin_dir, fails_and_leaves_no_process, fixture_echo, mute_server, read_json, run_to_exit, xtask,
     xtask_run,
 };
 
@@ -38,11 +41,16 @@ fn short_regress(extra: &[&str], connections: &str, out: &Path) -> Command {
 /// Runs `regress` with short trials and `extra`, asserts it exits with `code` and wrote a
 /// consistent `regress.json`; returns its stdout and stderr.
 fn regress(extra: &[&str], code: i32) -> (String, String) {
-    regress_with(extra, "4", code)
+    regress_with(extra, "4", code).0
 }
 
-/// [`regress`] with `connections` connections per trial.
-fn regress_with(extra: &[&str], connections: &str, code: i32) -> (String, String) {
+/// [`regress`] with `connections` connections per trial; also returns `regress.json` and
+/// the run directory.
+fn regress_with(
+    extra: &[&str],
+    connections: &str,
+    code: i32,
+) -> ((String, String), serde_json::Value, tempfile::TempDir) {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -62,14 +70,29 @@ fn regress_with(extra: &[&str], connections: &str, code: i32) -> (String, String
         outputs.0,
         outputs.1
     );
-    let pairs = file["estimate"]["pairs"].as_u64().expect("pairs") as usize;
+    let pairs = file["ratios"].as_array().map_or(0, Vec::len);
     let excluded = file["excluded_pairs"].as_array().map_or(0, Vec::len);
     assert_eq!(
         file["trials"].as_array().map(Vec::len),
         Some(2 * (pairs + excluded))
     );
+    // Every verdict states what the run could have seen; the looks are kept.
+    if file["verdict"] != "inconclusive" || file.get("change").is_some() {
+        assert!(
+            file["minimum_detectable_effect"].as_f64().is_some(),
+            "{file}"
+        );
+        assert_eq!(file["estimate"]["pairs"].as_u64(), Some(pairs as u64));
+        assert!(!file["looks"].as_array().expect("looks").is_empty());
+        assert!(
+            outputs.0.contains("smallest rise this run could detect"),
+            "{}",
+            outputs.0
+        );
+    }
     assert!(out.path().join("index.html").exists());
-    outputs
+    assert!(out.path().join("summary.md").exists());
+    (outputs, file, out)
 }
 
 #[test]
@@ -79,10 +102,10 @@ fn a_server_against_itself_is_not_slower() {
     let server = fixture_echo("200us");
     let (stdout, _) = regress(
         &[
-            "--trials",
-            "6",
             "--threshold",
             "10%",
+            "--metric",
+            "throughput",
             "--baseline-server",
             &server,
             "--candidate-server",
@@ -98,10 +121,11 @@ fn a_server_against_itself_is_not_slower() {
 
 #[test]
 fn a_server_that_sleeps_per_message_is_slower() {
+    // A sleep costs no CPU: the server is slower by throughput, not by CPU per message.
     let (stdout, stderr) = regress(
         &[
-            "--trials",
-            "6",
+            "--metric",
+            "throughput",
             "--baseline-server",
             &fixture_echo("200us"),
             "--candidate-server",
@@ -111,18 +135,91 @@ fn a_server_that_sleeps_per_message_is_slower() {
     );
     assert!(stdout.contains("verdict: slower"), "{stdout}");
     assert!(
-        stderr.contains("slower than the baseline beyond the 5.0% threshold"),
+        stderr.contains("the candidate is slower than the baseline"),
         "{stderr}"
     );
 }
 
 #[test]
-fn the_p99_metric_sees_the_sleep_too() {
-    // p99 is noisier than throughput on a shared machine: more pairs and a longer sleep.
-    let (stdout, stderr) = regress_with(
+fn a_python_threaded_server_is_slower_than_the_event_loop() {
+    // The case: the Rust event-loop server as baseline, Python's ThreadingTCPServer as
+    // candidate, with the default metric (the server's CPU per message) and load (16
+    // connections); both run at once, so the machine's other work hits both alike.
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/threaded_echo.py");
+    let baseline = format!(
+        "{} --addr 127.0.0.1:{{port}} --strategy event-loop",
+        bin_dir().join("echo-server").display()
+    );
+    let bmf_dir = tempfile::tempdir().expect("temp dir");
+    let bmf = bmf_dir.path().join("bmf.json");
+    let ((stdout, _), file, _) = regress_with(
         &[
-            "--trials",
-            "6",
+            "--bmf",
+            &bmf.display().to_string(),
+            "--baseline-server",
+            &baseline,
+            "--candidate-server",
+            &format!("python3 {} {{port}}", fixture.display()),
+        ],
+        "16",
+        1,
+    );
+    assert!(stdout.contains("verdict: slower"), "{stdout}");
+    assert_eq!(file["metric"], "cpu");
+    assert!(
+        file["change"]["low"].as_f64().is_some_and(|low| low > 0.0),
+        "{file}"
+    );
+    // The Bencher Metric Format file: both sides and the change, each a number with bounds.
+    let bmf = read_json(&bmf);
+    let change = &bmf["echolab/regress/change"]["cpu-change"];
+    assert!(change["value"].as_f64().is_some_and(|v| v > 0.0), "{bmf}");
+    assert!(change["lower_value"].as_f64().is_some(), "{bmf}");
+    assert!(
+        bmf["echolab/regress/candidate/candidate"]["cpu-per-message"]["value"]
+            .as_f64()
+            .is_some(),
+        "{bmf}"
+    );
+}
+
+#[test]
+fn a_run_out_of_time_before_its_first_look_is_inconclusive() {
+    // One pair fits a 1 ms budget; the first look needs ten: exit 3, and the file says why.
+    let server = fixture_echo("200us");
+    let ((_, stderr), file, _) = regress_with(
+        &[
+            "--budget",
+            "1ms",
+            "--metric",
+            "throughput",
+            "--baseline-server",
+            &server,
+            "--candidate-server",
+            &server,
+        ],
+        "4",
+        3,
+    );
+    assert_eq!(file["verdict"], "inconclusive");
+    assert_eq!(file["trials"].as_array().map(Vec::len), Some(2));
+    assert!(
+        file["stopped_because"]
+            .as_str()
+            .is_some_and(|why| why.contains("budget") && why.contains("only 1 of 1 pairs")),
+        "{file}"
+    );
+    assert!(stderr.contains("inconclusive"), "{stderr}");
+}
+
+#[test]
+fn the_p99_metric_sees_the_sleep_too() {
+    // p99 is noisier than throughput on a shared machine, so the sleep is long. The two sides
+    // run at the same time, so a stall of the machine lengthens both sides' p99 alike: the
+    // candidate's p99 (at least its 10 ms sleep) stays above the baseline's in every pair.
+    let ((stdout, stderr), _, _) = regress_with(
+        &[
             "--metric",
             "p99",
             "--baseline-server",
@@ -140,7 +237,7 @@ fn the_p99_metric_sees_the_sleep_too() {
     // Exit 1 must come from the verdict, not from some other failure.
     assert!(stdout.contains("verdict: slower"), "{stdout}");
     assert!(
-        stderr.contains("slower than the baseline beyond the 5.0% threshold"),
+        stderr.contains("the candidate is slower than the baseline"),
         "{stderr}"
     );
 }
@@ -162,11 +259,19 @@ fn unknown_git_ref_and_bad_threshold_exit_2() {
         ),
         (
             vec!["regress", "--baseline", "HEAD", "--trials", "3"],
-            "at least 6 pairs",
+            "at least 10 pairs",
+        ),
+        (
+            vec!["regress", "--baseline", "HEAD", "--threshold", "0%"],
+            "--threshold must be more than 0%",
         ),
         (
             vec!["regress", "--baseline", "HEAD", "--strategy", "fibers"],
             "unknown strategy \"fibers\"; known: iterative,",
+        ),
+        (
+            vec!["calibrate", "--strategy", "pool"],
+            "the calibration cost lives in the nonblocking session",
         ),
     ] {
         let (_, stderr) = run_to_exit(&mut xtask(&args), 2);
@@ -254,4 +359,63 @@ fn an_interrupted_run_keeps_the_pairs_it_finished() {
         index.contains("no verdict: the run stopped after"),
         "{index}"
     );
+}
+
+#[test]
+fn calibrate_counts_the_verdicts_of_each_condition() {
+    // The plumbing, not the rates: one round, each run out of budget after one pair
+    // (inconclusive), the second made 50% slower by the hidden calibration cost.
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let out = tempfile::tempdir().expect("temp dir");
+    let (stdout, _) = run_to_exit(
+        &mut xtask_run(
+            [
+                "calibrate",
+                "--runs",
+                "1",
+                "--rises",
+                "50%",
+                "--regress-args",
+                "--duration 300ms --warmup 100ms --budget 1ms --connections 4",
+            ],
+            out.path(),
+        ),
+        0,
+    );
+    let file = read_json(&out.path().join("calibration.json"));
+    assert_eq!(file["schema"], "echolab.xtask.calibration/1");
+    assert!(
+        file["base_cpu_per_message_us"]
+            .as_f64()
+            .is_some_and(|us| us > 0.0),
+        "{file}"
+    );
+    let conditions = file["conditions"].as_array().expect("conditions");
+    assert_eq!(conditions.len(), 2, "{file}");
+    assert_eq!(conditions[0]["rise"], 0.0);
+    assert_eq!(conditions[1]["rise"], 0.5);
+    assert!(
+        conditions[1]["cost_per_64_bytes_ns"]
+            .as_u64()
+            .is_some_and(|ns| ns > 0),
+        "{file}"
+    );
+    for condition in conditions {
+        let runs = condition["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 1, "{file}");
+        assert_eq!(runs[0]["verdict"], "inconclusive", "{file}");
+        let dir = out.path().join(runs[0]["dir"].as_str().expect("dir"));
+        assert!(dir.join("regress.json").exists());
+    }
+    let candidate = read_json(&out.path().join("plus50pct-00/regress.json"));
+    assert!(
+        candidate["candidate"]["server"]["command"]
+            .as_str()
+            .is_some_and(|command| command.contains("--calibration-cost")),
+        "{candidate}"
+    );
+    assert!(stdout.contains("| itself +50% |"), "{stdout}");
+    assert!(out.path().join("calibration.md").exists());
 }

@@ -2,7 +2,8 @@
 //! files, and an exit code: 0 ok, 1 errors above `--max-errors` or target unreachable or the run
 //! failed, 2 usage, 3 a run that succeeded missed its `--slo`. `main.rs` only calls [`main_with`].
 
-use crate::config::{Arrival, Config, default_threads};
+use crate::config::{Arrival, Config, RateStep, TimingMode, default_threads};
+use crate::report::StepReport;
 use crate::run::{Observer, Progress};
 use crate::summary::write_summary;
 use anyhow::Context;
@@ -97,7 +98,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Length of the measured window (default 5s when --messages is not given).
-    #[arg(long, value_parser = parse_duration, conflicts_with = "messages")]
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["messages", "rate_steps", "steps_from"])]
     pub duration: Option<Duration>,
     /// Measured messages in total (instead of --duration).
     #[arg(long)]
@@ -123,6 +124,31 @@ pub struct RunArgs {
     /// Open loop: spacing of intended send times.
     #[arg(long, value_enum, default_value_t = Arrival::Uniform)]
     pub arrival: Arrival,
+    /// How client threads wait: precise spins between sends (and busy-polls in closed loop),
+    /// sleep blocks until shortly before each send; auto: precise only where the loadgen has
+    /// cores of its own (pinned to fewer CPUs than are online, one per thread).
+    #[arg(long, value_enum, default_value_t = TimingMode::Auto)]
+    pub timing: TimingMode,
+    /// Open loop in steps over the same connections: these rates (msg/s, comma-separated),
+    /// each for --step-duration; the report has one entry per step in `steps`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "RATES",
+        conflicts_with_all = ["rate", "messages", "steps_from"]
+    )]
+    pub rate_steps: Vec<f64>,
+    /// Measured time of each --rate-steps step.
+    #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "DURATION")]
+    pub step_duration: Duration,
+    /// Time each step after the first runs at its rate before it is measured.
+    #[arg(long, value_parser = parse_duration, default_value = "250ms", value_name = "DURATION")]
+    pub step_settle: Duration,
+    /// Open loop in steps read as the run goes: one `RATE DURATION` line per step (e.g.
+    /// `20000 2s`) from FILE, or `-` for standard input; each step's result is printed on
+    /// stdout as one JSON line as it ends, and the end of the input ends the run.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rate", "messages"])]
+    pub steps_from: Option<PathBuf>,
     /// Churn: connect, M echoes, close, repeat.
     #[arg(long, value_name = "M")]
     pub messages_per_connection: Option<u64>,
@@ -160,9 +186,11 @@ impl RunArgs {
         c.threads = self.threads.unwrap_or_else(default_threads);
         c.size_bytes = self.size;
         c.messages = self.messages;
+        let stepped = !self.rate_steps.is_empty() || self.steps_from.is_some();
         c.duration_ms = match (self.messages, self.duration) {
             (Some(_), _) => None,
             (None, Some(d)) => Some(duration_ms(d)),
+            (None, None) if stepped => None,
             (None, None) => Some(5_000),
         };
         c.warmup_ms = duration_ms(self.warmup);
@@ -172,6 +200,17 @@ impl RunArgs {
         c.depth = self.depth;
         c.rate_per_s = self.rate;
         c.arrival = self.arrival;
+        c.timing = self.timing;
+        c.rate_steps = self
+            .rate_steps
+            .iter()
+            .map(|&rate_per_s| RateStep {
+                rate_per_s,
+                duration_ms: duration_ms(self.step_duration),
+            })
+            .collect();
+        c.step_settle_ms = duration_ms(self.step_settle);
+        c.steps_from = self.steps_from.clone();
         c.messages_per_connection = self.messages_per_connection;
         c.source_addrs = self.source_addrs.clone();
         c.write_chunk_bytes = self.write_chunk;
@@ -299,7 +338,13 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
             return EXIT_USAGE;
         }
     };
-    let mut observer = match CliObserver::new(&config) {
+    // Steered runs print each step's result on stdout as one JSON line as it ends.
+    let step_lines: Option<&mut dyn Write> = if config.steps_from.is_some() {
+        Some(&mut *stdout)
+    } else {
+        None
+    };
+    let mut observer = match CliObserver::new(&config, step_lines) {
         Ok(o) => o,
         Err(e) => {
             let _ = writeln!(stderr, "error: {e:#}");
@@ -308,6 +353,8 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
     };
     let result = crate::run::run_with(&config, &mut observer);
     let hlog_result = observer.finish();
+    let steps_input_error = observer.steps_input_error.take();
+    drop(observer);
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -358,7 +405,21 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         );
         code = EXIT_FAILED;
     }
+    if let Some(message) = steps_input_error {
+        let _ = writeln!(stderr, "error: --steps-from {message}");
+        code = EXIT_FAILED;
+    }
     if let Some(slo) = slo {
+        for step in &report.steps {
+            let verdict = crate::slo::check_step(&slo, step);
+            let _ = writeln!(
+                stdout,
+                "SLO step {} ({} msg/s): {}",
+                step.index,
+                step.target_per_s,
+                if verdict.met { "met" } else { "NOT MET" }
+            );
+        }
         let verdict = crate::slo::check(&slo, &report);
         for line in &verdict.lines {
             let _ = writeln!(stdout, "{line}");
@@ -371,17 +432,20 @@ fn run_command(args: &RunArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
     code
 }
 
-/// The CLI's observer: the live progress bar and the `.hlog` writer.
-struct CliObserver {
+/// The CLI's observer: the live progress bar, the `.hlog` writer and (steered runs) one JSON
+/// line per step on stdout.
+struct CliObserver<'a> {
     /// Set by SIGINT/SIGTERM: end the run early and report what was measured.
     interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     bar: Option<ProgressBar>,
     hlog: Option<crate::hlog::HlogWriter>,
     hlog_error: Option<anyhow::Error>,
+    step_lines: Option<&'a mut dyn Write>,
+    steps_input_error: Option<String>,
 }
 
-impl CliObserver {
-    fn new(config: &Config) -> anyhow::Result<Self> {
+impl<'a> CliObserver<'a> {
+    fn new(config: &Config, step_lines: Option<&'a mut dyn Write>) -> anyhow::Result<Self> {
         let bar = (!config.quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
             bar.set_style(
@@ -403,6 +467,8 @@ impl CliObserver {
             bar,
             hlog,
             hlog_error: None,
+            step_lines,
+            steps_input_error: None,
         })
     }
 
@@ -420,9 +486,23 @@ impl CliObserver {
     }
 }
 
-impl Observer for CliObserver {
+impl Observer for CliObserver<'_> {
     fn should_stop(&mut self) -> bool {
         self.interrupted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn on_step(&mut self, step: &StepReport) {
+        if let Some(out) = self.step_lines.as_mut() {
+            // One line per step, flushed at once: whoever steers the run is waiting for it.
+            if let Ok(line) = serde_json::to_string(step) {
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+
+    fn on_steps_input_error(&mut self, message: &str) {
+        self.steps_input_error = Some(message.to_string());
     }
 
     fn on_progress(&mut self, p: &Progress) {

@@ -3,6 +3,8 @@
 //!
 //! - [`Config`] is the whole configuration; [`run`] / [`run_with`] measure and return a
 //!   [`Report`] (the JSON report, `report::SCHEMA`).
+//! - [`timing`] decides how client threads wait (`--timing`); [`validity`] says when a
+//!   measurement cannot be trusted, and why.
 //! - [`report::decode_histogram`] turns a serialized histogram back into
 //!   `hdrhistogram::Histogram<u64>`; [`env::capture`] records host, cores, kernel and commit.
 //! - [`summary::write_summary`] prints the human summary to any writer; [`cli::main_with`] is
@@ -26,9 +28,11 @@ pub mod run;
 pub mod slo;
 pub mod stats;
 pub mod summary;
+pub mod timing;
+pub mod validity;
 mod worker;
 
-pub use config::{Arrival, Config};
+pub use config::{Arrival, Config, RateStep, TimingMode};
 pub use errors::{ErrorKind, ErrorSample};
-pub use report::Report;
+pub use report::{Report, StepReport};
 pub use run::{NoObserver, Observer, Progress, run, run_with};

@@ -6,16 +6,22 @@
 //! is the combined time span of the windows (earliest window start to latest window end, from
 //! each report's start time and warm-up), and throughput is the total over it. Jain's index is
 //! recombined exactly from each report's sum and sum of squares; the merged median per
-//! connection is the median of the reports' medians (an approximation). Error samples are in time
-//! order, `at_s` counted from the earliest report's start. Reports with different schema ids,
-//! message sizes, loop kinds (open vs closed), depths or arrivals are refused, and so is the same
-//! file given twice.
+//! connection is the median of the reports' medians (an approximation). The loop lag merges
+//! exactly too (`histograms.loop_lag_us`), and `schedule.behind` is judged again on the sums;
+//! reports written before it was kept fall back to the largest of their loop-lag figures. Error
+//! samples are in time order, `at_s` counted from the earliest report's start. Stepped runs merge
+//! step by step, by index (step `i` of every report into step `i`). Reports with different schema
+//! ids, message sizes, loop kinds (open vs closed), depths, arrivals or numbers of steps are
+//! refused, and so is the same file given twice.
 
 use crate::errors::ErrorKind;
 use crate::report::{
-    Percentiles, Report, Schedule, decode_histogram, encode_histogram, write_json,
+    Bytes, Errors, LoadgenCost, Messages, Percentiles, Report, Schedule, StepReport, Throughput,
+    decode_histogram, encode_histogram, write_json,
 };
+use crate::validity::{judged_percentiles, late_loop};
 use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
 
 /// Reads, merges and writes reports; returns the merged report.
@@ -89,6 +95,14 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
                 r.config.arrival
             );
         }
+        if r.steps.len() != first.steps.len() {
+            bail!(
+                "cannot merge reports with different numbers of steps: {} and {} (steps merge \
+                 by index)",
+                first.steps.len(),
+                r.steps.len()
+            );
+        }
     }
     // Each window starts `warmup` after its report's start time.
     let window_start = |r: &Report| r.env.start_unix_s + r.config.warmup_ms as f64 / 1000.0;
@@ -105,71 +119,48 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
         .map(|r| window_start(r) + r.duration_s)
         .fold(f64::NEG_INFINITY, f64::max);
     let mut out = first.clone();
-    let mut latency = decode_histogram(&first.histograms.latency_us)?;
-    let mut service = decode_or_empty(&first.histograms.service_time_us)?;
-    let mut connect = decode_or_empty(&first.histograms.connect_us)?;
-    for r in &reports[1..] {
-        latency
-            .add(decode_histogram(&r.histograms.latency_us)?)
-            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
-        service
-            .add(decode_or_empty(&r.histograms.service_time_us)?)
-            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
-        connect
-            .add(decode_or_empty(&r.histograms.connect_us)?)
-            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
-    }
+    let latency = add_histograms(reports.iter().map(|r| r.histograms.latency_us.as_str()))?;
+    let service = add_histograms(
+        reports
+            .iter()
+            .map(|r| r.histograms.service_time_us.as_str()),
+    )?;
+    let connect = add_histograms(reports.iter().map(|r| r.histograms.connect_us.as_str()))?;
+    let loop_lag = add_loop_lag(reports.iter().map(|r| r.histograms.loop_lag_us.as_str()))?;
     let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
-    let sumf = |f: &dyn Fn(&Report) -> f64| reports.iter().map(f).sum::<f64>();
     out.duration_s = (span_end - span_start).max(0.0);
-    out.messages.sent = sum(&|r| r.messages.sent);
-    out.messages.verified = sum(&|r| r.messages.verified);
-    out.bytes.sent = sum(&|r| r.bytes.sent);
-    out.bytes.received = sum(&|r| r.bytes.received);
-    let per_s = |x: u64| {
-        if out.duration_s > 0.0 {
-            x as f64 / out.duration_s
-        } else {
-            0.0
-        }
-    };
-    out.throughput.messages_per_s = per_s(out.messages.verified);
-    out.throughput.bytes_per_s = per_s(out.bytes.received);
-    let targets: Vec<f64> = reports
-        .iter()
-        .filter_map(|r| r.throughput.target_per_s)
-        .collect();
-    if !targets.is_empty() {
-        let target: f64 = targets.iter().sum();
-        out.throughput.target_per_s = Some(target);
-        out.throughput.achieved_ratio = Some(out.throughput.messages_per_s / target);
-    }
+    out.messages = add_messages(reports.iter().map(|r| &r.messages));
+    out.bytes = add_bytes(reports.iter().map(|r| &r.bytes));
+    out.throughput = add_throughput(
+        reports.iter().map(|r| &r.throughput),
+        &out.messages,
+        &out.bytes,
+        out.duration_s,
+    );
     out.latency_us = Percentiles::of(&latency);
     out.service_time_us = Percentiles::of(&service);
     out.connect_us = Percentiles::of(&connect);
     let schedules: Vec<Schedule> = reports.iter().filter_map(|r| r.schedule).collect();
     if !schedules.is_empty() {
-        out.schedule = Some(Schedule {
-            max_lag_us: schedules.iter().map(|s| s.max_lag_us).max().unwrap_or(0),
-            p99_lag_us: schedules.iter().map(|s| s.p99_lag_us).max().unwrap_or(0),
-            mean_lag_us: schedules.iter().map(|s| s.mean_lag_us).fold(0.0, f64::max),
-            behind: schedules.iter().any(|s| s.behind),
-            loop_max_lag_us: schedules
-                .iter()
-                .map(|s| s.loop_max_lag_us)
-                .max()
-                .unwrap_or(0),
-            loop_p99_lag_us: schedules
-                .iter()
-                .map(|s| s.loop_p99_lag_us)
-                .max()
-                .unwrap_or(0),
-            loop_mean_lag_us: schedules
-                .iter()
-                .map(|s| s.loop_mean_lag_us)
-                .fold(0.0, f64::max),
-            held_back: schedules.iter().map(|s| s.held_back).sum(),
-        });
+        out.schedule = Some(add_schedules(
+            &schedules,
+            loop_lag.as_ref(),
+            &latency,
+            first.config.slo.as_deref(),
+        ));
+    }
+    out.steps = (0..first.steps.len())
+        .map(|i| {
+            let steps: Vec<&StepReport> = reports.iter().map(|r| &r.steps[i]).collect();
+            merge_steps(&steps, first.config.slo.as_deref())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if reports
+        .iter()
+        .any(|r| r.timing.as_ref().map(|t| t.mode) != first.timing.as_ref().map(|t| t.mode))
+    {
+        // Agents that waited differently: no one mode describes the merged run.
+        out.timing = None;
     }
     // Connections: Jain's index from n, Σx and Σx² (Σx² = (Σx)² / (n·J)).
     let slots: u64 = reports.iter().map(|r| r.config.connections as u64).sum();
@@ -233,45 +224,239 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
     {
         out.env = earliest.env.clone();
     }
-    out.loadgen.threads = reports.iter().map(|r| r.loadgen.threads).sum();
-    out.loadgen.cpu_s = sumf(&|r| r.loadgen.cpu_s);
-    out.loadgen.utime_s = sumf(&|r| r.loadgen.utime_s);
-    out.loadgen.stime_s = sumf(&|r| r.loadgen.stime_s);
-    out.loadgen.cpu_per_message_us = if out.messages.verified > 0 {
-        out.loadgen.cpu_s * 1e6 / out.messages.verified as f64
-    } else {
-        0.0
-    };
-    out.loadgen.busy_fraction = reports
-        .iter()
-        .map(|r| r.loadgen.busy_fraction)
-        .fold(0.0, f64::max);
-    out.loadgen.saturated = reports.iter().any(|r| r.loadgen.saturated);
-    out.valid = reports.iter().all(|r| r.valid);
-    out.invalid_reasons = reports
-        .iter()
-        .flat_map(|r| r.invalid_reasons.iter().cloned())
-        .collect();
-    out.invalid_reasons.dedup();
+    out.loadgen = add_costs(reports.iter().map(|r| &r.loadgen), out.messages.verified);
+    (out.valid, out.invalid_reasons) =
+        add_validity(reports.iter().map(|r| (r.valid, &r.invalid_reasons)));
     out.histograms.latency_us = encode_histogram(&latency)?;
     out.histograms.service_time_us = encode_histogram(&service)?;
     out.histograms.connect_us = encode_histogram(&connect)?;
+    out.histograms.loop_lag_us = match &loop_lag {
+        Some(h) => encode_histogram(h)?,
+        None => String::new(),
+    };
     Ok(out)
 }
 
-fn decode_or_empty(text: &str) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-    if text.is_empty() {
-        Ok(crate::stats::new_histogram())
-    } else {
-        decode_histogram(text)
+/// Step `i` of every report, merged: counts and histograms add up, the window is their span.
+fn merge_steps(steps: &[&StepReport], slo: Option<&str>) -> anyhow::Result<StepReport> {
+    let first = steps[0];
+    let mut out = first.clone();
+    let start = steps
+        .iter()
+        .map(|s| s.start_unix_s)
+        .fold(f64::INFINITY, f64::min);
+    let end = steps
+        .iter()
+        .map(|s| s.start_unix_s + s.duration_s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    out.start_unix_s = start;
+    out.duration_s = (end - start).max(0.0);
+    out.target_per_s = steps.iter().map(|s| s.target_per_s).sum();
+    let latency = add_histograms(steps.iter().map(|s| s.histograms.latency_us.as_str()))?;
+    let service = add_histograms(steps.iter().map(|s| s.histograms.service_time_us.as_str()))?;
+    let loop_lag = add_loop_lag(steps.iter().map(|s| s.histograms.loop_lag_us.as_str()))?;
+    out.messages = add_messages(steps.iter().map(|s| &s.messages));
+    out.bytes = add_bytes(steps.iter().map(|s| &s.bytes));
+    out.throughput = add_throughput(
+        steps.iter().map(|s| &s.throughput),
+        &out.messages,
+        &out.bytes,
+        out.duration_s,
+    );
+    out.latency_us = Percentiles::of(&latency);
+    out.service_time_us = Percentiles::of(&service);
+    let schedules: Vec<Schedule> = steps.iter().map(|s| s.schedule).collect();
+    out.schedule = add_schedules(&schedules, loop_lag.as_ref(), &latency, slo);
+    out.errors = add_errors(steps.iter().map(|s| &s.errors));
+    out.connections.opened = steps.iter().map(|s| s.connections.opened).sum();
+    out.connections.starved = steps.iter().map(|s| s.connections.starved).sum();
+    out.connections.min_messages = steps
+        .iter()
+        .map(|s| s.connections.min_messages)
+        .min()
+        .unwrap_or(0);
+    out.connections.max_messages = steps
+        .iter()
+        .map(|s| s.connections.max_messages)
+        .max()
+        .unwrap_or(0);
+    out.loadgen = add_costs(steps.iter().map(|s| &s.loadgen), out.messages.verified);
+    (out.valid, out.invalid_reasons) =
+        add_validity(steps.iter().map(|s| (s.valid, &s.invalid_reasons)));
+    out.slo_met = steps
+        .iter()
+        .map(|s| s.slo_met)
+        .collect::<Option<Vec<bool>>>()
+        .map(|all| all.into_iter().all(|met| met));
+    out.histograms.latency_us = encode_histogram(&latency)?;
+    out.histograms.service_time_us = encode_histogram(&service)?;
+    out.histograms.loop_lag_us = match &loop_lag {
+        Some(h) => encode_histogram(h)?,
+        None => String::new(),
+    };
+    Ok(out)
+}
+
+/// The histograms in `texts` added up (an empty text, from an older report, adds nothing).
+fn add_histograms<'a>(texts: impl Iterator<Item = &'a str>) -> anyhow::Result<Histogram<u64>> {
+    let mut sum = crate::stats::new_histogram();
+    for text in texts.filter(|t| !t.is_empty()) {
+        sum.add(decode_histogram(text)?)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
     }
+    Ok(sum)
+}
+
+/// The loop-lag histograms added up, when every report has one (older reports do not).
+fn add_loop_lag<'a>(
+    mut texts: impl Iterator<Item = &'a str> + Clone,
+) -> anyhow::Result<Option<Histogram<u64>>> {
+    if texts.clone().any(str::is_empty) {
+        return Ok(None);
+    }
+    add_histograms(&mut texts).map(Some)
+}
+
+fn add_messages<'a>(all: impl Iterator<Item = &'a Messages>) -> Messages {
+    all.fold(Messages::default(), |a, m| Messages {
+        sent: a.sent + m.sent,
+        verified: a.verified + m.verified,
+    })
+}
+
+fn add_bytes<'a>(all: impl Iterator<Item = &'a Bytes>) -> Bytes {
+    all.fold(Bytes::default(), |a, b| Bytes {
+        sent: a.sent + b.sent,
+        received: a.received + b.received,
+    })
+}
+
+/// Rates over the merged span; the targets add up (N agents at R each offer N × R).
+fn add_throughput<'a>(
+    all: impl Iterator<Item = &'a Throughput>,
+    messages: &Messages,
+    bytes: &Bytes,
+    duration_s: f64,
+) -> Throughput {
+    let per_s = |x: u64| {
+        if duration_s > 0.0 {
+            x as f64 / duration_s
+        } else {
+            0.0
+        }
+    };
+    let targets: Vec<f64> = all.filter_map(|t| t.target_per_s).collect();
+    let messages_per_s = per_s(messages.verified);
+    let target_per_s = (!targets.is_empty()).then(|| targets.iter().sum::<f64>());
+    Throughput {
+        messages_per_s,
+        bytes_per_s: per_s(bytes.received),
+        target_per_s,
+        achieved_ratio: target_per_s.map(|t| messages_per_s / t),
+    }
+}
+
+/// The schedules merged: loop lag exactly from `loop_lag` when every report kept it (and
+/// `behind` judged again on the sums), else the largest of each figure.
+fn add_schedules(
+    schedules: &[Schedule],
+    loop_lag: Option<&Histogram<u64>>,
+    latency: &Histogram<u64>,
+    slo: Option<&str>,
+) -> Schedule {
+    let max = |f: fn(&Schedule) -> u64| schedules.iter().map(f).max().unwrap_or(0);
+    let maxf = |f: fn(&Schedule) -> f64| schedules.iter().map(f).fold(0.0, f64::max);
+    let mut out = Schedule {
+        max_lag_us: max(|s| s.max_lag_us),
+        p99_lag_us: max(|s| s.p99_lag_us),
+        mean_lag_us: maxf(|s| s.mean_lag_us),
+        behind: schedules.iter().any(|s| s.behind),
+        loop_max_lag_us: max(|s| s.loop_max_lag_us),
+        loop_p99_lag_us: max(|s| s.loop_p99_lag_us),
+        loop_mean_lag_us: maxf(|s| s.loop_mean_lag_us),
+        held_back: schedules.iter().map(|s| s.held_back).sum(),
+        loop_lag_us: Percentiles::default(),
+    };
+    if let Some(h) = loop_lag {
+        out.loop_lag_us = Percentiles::of(h);
+        out.loop_max_lag_us = out.loop_lag_us.max;
+        out.loop_p99_lag_us = out.loop_lag_us.p99;
+        out.loop_mean_lag_us = out.loop_lag_us.mean;
+        out.behind = late_loop(h, latency, &judged_percentiles(slo)).is_some();
+    }
+    out
+}
+
+fn add_errors<'a>(all: impl Iterator<Item = &'a Errors> + Clone) -> Errors {
+    let mut out = Errors {
+        total: all.clone().map(|e| e.total).sum(),
+        ..Errors::default()
+    };
+    for kind in ErrorKind::ALL {
+        let k = kind.as_str();
+        out.by_kind.insert(
+            k.to_string(),
+            all.clone()
+                .map(|e| e.by_kind.get(k).copied().unwrap_or(0))
+                .sum(),
+        );
+    }
+    let mut samples: Vec<_> = all.flat_map(|e| e.samples.iter().cloned()).collect();
+    samples.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    samples.truncate(crate::errors::MAX_SAMPLES);
+    out.samples = samples;
+    out
+}
+
+/// The loadgens' costs: times add up (per message over `verified`), the busiest thread's
+/// fractions are the largest.
+fn add_costs<'a>(all: impl Iterator<Item = &'a LoadgenCost> + Clone, verified: u64) -> LoadgenCost {
+    let sum = |f: fn(&LoadgenCost) -> f64| all.clone().map(f).sum::<f64>();
+    let max = |f: fn(&LoadgenCost) -> f64| all.clone().map(f).fold(0.0, f64::max);
+    let per_message = |s: f64| {
+        if verified > 0 {
+            s * 1e6 / verified as f64
+        } else {
+            0.0
+        }
+    };
+    let cpu_s = sum(|c| c.cpu_s);
+    let work_s = sum(|c| c.work_s);
+    LoadgenCost {
+        threads: all.clone().map(|c| c.threads).sum(),
+        cpu_s,
+        cpu_per_message_us: per_message(cpu_s),
+        utime_s: sum(|c| c.utime_s),
+        stime_s: sum(|c| c.stime_s),
+        busy_fraction: max(|c| c.busy_fraction),
+        saturated: all.clone().any(|c| c.saturated),
+        work_s,
+        work_per_message_us: per_message(work_s),
+        spin_s: sum(|c| c.spin_s),
+        work_fraction: max(|c| c.work_fraction),
+    }
+}
+
+/// Valid when every input is; the reasons of all, each once.
+fn add_validity<'a>(all: impl Iterator<Item = (bool, &'a Vec<String>)>) -> (bool, Vec<String>) {
+    let mut valid = true;
+    let mut reasons: Vec<String> = Vec::new();
+    for (v, rs) in all {
+        valid &= v;
+        for r in rs {
+            if !reasons.contains(r) {
+                reasons.push(r.clone());
+            }
+        }
+    }
+    (valid, reasons)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::report::BuildInputs;
+    use crate::report::{BuildInputs, StepReport};
     use crate::stats::{SlotStats, ThreadResult, record_ns_as_us};
 
     /// A thread result over pseudo-random latencies for `slots` (starting at `first_slot`).
@@ -319,6 +504,7 @@ mod tests {
                 threads: 1,
                 duration_s: 2.0,
                 cpu_s: t.cpu_ns as f64 / 1e9,
+                ..BuildInputs::default()
             },
         )
         .unwrap()
@@ -370,6 +556,97 @@ mod tests {
             decode_histogram(&one.histograms.latency_us).unwrap()
         );
         assert_eq!(merged.config.connections, 8);
+    }
+
+    /// A stepped open-loop report of two steps (rates 1,000 and 2,000 msg/s) over `a` and `b`.
+    fn stepped(a: &ThreadResult, b: &ThreadResult) -> Report {
+        let mut config = Config::new("127.0.0.1:1");
+        config.connections = 4;
+        config.duration_ms = None;
+        config.rate_steps = [1_000.0, 2_000.0]
+            .into_iter()
+            .map(|rate_per_s| crate::config::RateStep {
+                rate_per_s,
+                duration_ms: 1_000,
+            })
+            .collect();
+        let steps = [a, b]
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                StepReport::build(
+                    &config,
+                    k,
+                    1_000.0 * (k + 1) as f64,
+                    250,
+                    10.0 + k as f64,
+                    1.0,
+                    t,
+                    1,
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut all = a.clone();
+        all.merge(b);
+        Report::build(
+            &config,
+            crate::env::capture(),
+            &all,
+            BuildInputs {
+                threads: 1,
+                duration_s: 2.0,
+                cpu_s: 0.1,
+                steps,
+                ..BuildInputs::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// `sample` with a loop lag of `lag_us` on every message.
+    fn with_lag(seed: u64, n: u64, lag_us: u64) -> ThreadResult {
+        let mut t = sample(seed, 0, 4, n);
+        for _ in 0..n {
+            record_ns_as_us(&mut t.loop_lag, lag_us * 1_000);
+        }
+        t
+    }
+
+    #[test]
+    fn stepped_reports_merge_step_by_step_and_the_loop_lag_exactly() {
+        let (a1, a2) = (with_lag(1, 1_000, 3), with_lag(2, 2_000, 5));
+        let (b1, b2) = (with_lag(3, 1_000, 4), with_lag(4, 2_000, 900));
+        let ra = stepped(&a1, &a2);
+        let mut rb = stepped(&b1, &b2);
+        rb.env = ra.env.clone();
+        let merged = merge_reports(&[ra.clone(), rb]).unwrap();
+        assert_eq!(merged.steps.len(), 2);
+        for (k, (x, y)) in [(&a1, &b1), (&a2, &b2)].into_iter().enumerate() {
+            let mut both = x.clone();
+            both.merge(y);
+            let step = &merged.steps[k];
+            assert_eq!(step.index, k);
+            assert_eq!(step.messages.verified, both.messages_verified);
+            assert_eq!(step.latency_us, Percentiles::of(&both.latency));
+            assert_eq!(step.schedule.loop_lag_us, Percentiles::of(&both.loop_lag));
+            // Two agents at R each offered 2R.
+            assert_eq!(step.target_per_s, 2_000.0 * (k + 1) as f64);
+        }
+        // The loop lag of the whole run merged exactly, and judged again on the sum.
+        let mut lag = a1.loop_lag.clone();
+        for h in [&a2.loop_lag, &b1.loop_lag, &b2.loop_lag] {
+            lag.add(h).unwrap();
+        }
+        let schedule = merged.schedule.unwrap();
+        assert_eq!(schedule.loop_lag_us, Percentiles::of(&lag));
+        assert_eq!(schedule.loop_p99_lag_us, lag.value_at_quantile(0.99));
+        assert!(!merged.steps[0].schedule.behind);
+        // Different numbers of steps do not merge.
+        let mut short = ra.clone();
+        short.steps.pop();
+        let err = merge_reports(&[ra, short]).unwrap_err().to_string();
+        assert!(err.contains("different numbers of steps"), "{err}");
     }
 
     #[test]

@@ -1,18 +1,27 @@
-//! Runs a measurement: resolves the target, raises the open-files limit, starts the client
-//! threads, relays their interval histograms and live counters to an [`Observer`] (the CLI's
-//! progress bar and `.hlog` writer), then merges what they measured into a [`Report`].
+//! Runs a measurement: resolves the target, raises the open-files limit, chooses how the client
+//! threads wait (`--timing`, [`crate::timing`]), starts them, relays their interval histograms,
+//! finished steps and live counters to an [`Observer`] (the CLI's progress bar, `.hlog` writer
+//! and step lines), then merges what they measured into a [`Report`].
+//!
+//! A stepped run reads its steps from `--rate-steps`, or as it goes from `--steps-from` (a file,
+//! or `-` for standard input; one `RATE DURATION` line per step): a reader thread adds each step
+//! to the timeline the client threads follow, and the end of the input ends the run after the
+//! last step. Each step's report is built as soon as every thread has handed its part over.
 
-use crate::config::Config;
-use crate::report::{BuildInputs, Report};
+use crate::config::{Config, RateStep, TimingMode};
+use crate::report::{BuildInputs, Report, StepReport};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
-use crate::worker::{INTERVAL_NS, IntervalReport, Timing, Window, WorkerSetup, run_worker};
+use crate::timing::{BUSY_SAMPLE, CpuView, choose_for};
+use crate::worker::{
+    FromWorker, INTERVAL_NS, StepFeed, Timeline, Timing, WaitPolicy, WorkerSetup, run_worker,
+};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A snapshot for a live display, taken about ten times a second.
@@ -57,6 +66,11 @@ pub trait Observer {
     fn should_stop(&mut self) -> bool {
         false
     }
+    /// Stepped runs: a step has ended and its last messages are in (called in step order).
+    fn on_step(&mut self, _step: &StepReport) {}
+    /// Stepped runs: the `--steps-from` input had a line that is not a step; the run ended after
+    /// the steps before it (the report says so in `invalid_reasons`).
+    fn on_steps_input_error(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything.
@@ -70,38 +84,94 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
     run_with(config, &mut NoObserver)
 }
 
-/// Like [`run`], reporting progress and interval histograms to `observer` as it goes.
+/// Like [`run`], reporting progress, interval histograms and steps to `observer` as it goes.
+/// With `--steps-from`, the steps are read from that file (`-`: standard input).
 pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<Report> {
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let steps: Option<Box<dyn BufRead + Send>> = match config.steps_from.as_deref() {
+        None => None,
+        Some(path) if path.as_os_str() == "-" => {
+            Some(Box::new(std::io::BufReader::new(std::io::stdin())))
+        }
+        Some(path) => Some(Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("opening --steps-from {}", path.display()))?,
+        ))),
+    };
+    run_inner(config, steps, observer)
+}
+
+/// Like [`run_with`], reading the steps of a `--steps-from` run from `steps` (the path in the
+/// configuration is not opened): one `RATE DURATION` line per step, as they come.
+pub fn run_steered(
+    config: &Config,
+    steps: impl BufRead + Send + 'static,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Report> {
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    if config.steps_from.is_none() {
+        bail!("run_steered needs a configuration with steps_from set");
+    }
+    run_inner(config, Some(Box::new(steps)), observer)
+}
+
+fn run_inner(
+    config: &Config,
+    steps_input: Option<Box<dyn BufRead + Send>>,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Report> {
     let target = resolve(&config.target)?;
     let source_addrs = parse_source_addrs(&config.source_addrs)?;
     check_source_family(target, &source_addrs)?;
     raise_nofile_limit(config.connections as u64 + 64)?;
+    // Steered: the first step is needed before anything starts.
+    let mut steps_input = steps_input.map(|input| StepLines { input, line: 0 });
+    let first_step = match steps_input.as_mut() {
+        Some(lines) => match lines.next_step() {
+            Some(Ok(step)) => Some(step),
+            Some(Err(e)) => bail!("--steps-from {e}"),
+            None => bail!("--steps-from gave no step (expected lines like `20000 2s`)"),
+        },
+        None => None,
+    };
+    let threads = config.threads.min(config.connections).max(1);
+    let mut cpus = CpuView::current();
+    if config.timing == TimingMode::Auto && config.open_loop() && cpus.pinned() {
+        // Before --start-at's wait, so that agents still start together.
+        cpus.sample_busy(BUSY_SAMPLE);
+    }
+    let timing_choice = choose_for(config.timing, config.open_loop(), threads, &cpus);
     if let Some(at) = config.start_at_unix_s {
         wait_until_unix(at);
     }
-
-    let threads = config.threads.min(config.connections).max(1);
+    let wait = WaitPolicy {
+        precise: timing_choice.precise(),
+        wake_early_ns: timing_choice.wake_early_us * 1_000,
+    };
+    let timeline = Timeline::new(config, first_step);
+    let warmup_ns = config.warmup_ms * 1_000_000;
     let start_wall = SystemTime::now();
     let env = crate::env::capture_at(start_wall);
     let base = Instant::now();
-    let measure_start_ns = config.warmup_ms * 1_000_000;
-    let measure_end_ns = match (config.messages, config.duration_ms) {
-        (Some(_), _) => None,
-        (None, Some(d)) => Some(measure_start_ns + d * 1_000_000),
-        (None, None) => bail!("give --duration or --messages"),
-    };
-    let timing = Timing {
-        base,
-        window: Window {
-            measure_start_ns,
-            measure_end_ns,
-        },
-    };
+    let steering = steps_input.map(|lines| {
+        let feed = Arc::new(StepFeed::new(timeline.clone(), warmup_ns));
+        let error = Arc::new(Mutex::new(None));
+        let reader = FeedReader {
+            feed: feed.clone(),
+            base,
+            error: error.clone(),
+        };
+        std::thread::Builder::new()
+            .name("loadgen-steps".into())
+            .spawn(move || reader.read(lines))
+            .map(|_| Steering { feed, error })
+    });
+    let feed = steering.transpose().context("starting the step reader")?;
+    let timing = Timing { base };
     let config_arc = Arc::new(config.clone());
     let source_addrs = Arc::new(source_addrs);
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<IntervalReport>();
+    let (tx, rx) = mpsc::channel::<FromWorker>();
     // Per thread: interval histograms handed back after they were added up, for reuse.
     let mut recycle = Vec::new();
     let mut lives = Vec::new();
@@ -118,9 +188,12 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             source_addrs: source_addrs.clone(),
             slots: (thread..config.connections).step_by(threads).collect(),
             timing: timing.clone(),
+            timeline: timeline.clone(),
+            feed: feed.as_ref().map(|s| s.feed.clone()),
+            wait,
             live,
             stop: stop.clone(),
-            intervals: tx.clone(),
+            to_coordinator: tx.clone(),
             recycled: back_rx,
         };
         let handle = std::thread::Builder::new()
@@ -131,6 +204,7 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     }
     drop(tx);
 
+    let measure_start_ns = timeline.first().measure_start_ns;
     let window_start_wall = start_wall + Duration::from_nanos(measure_start_ns);
     let mut pending: BTreeMap<u64, (usize, Histogram<u64>)> = BTreeMap::new();
     let mut next_interval = 0u64;
@@ -145,12 +219,27 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             h,
         );
     };
+    let mut steps = StepCollector {
+        config,
+        threads,
+        start_wall,
+        parts: BTreeMap::new(),
+        done: Vec::new(),
+    };
+    let planned_window = match (config.messages, config.stepped()) {
+        (Some(_), _) => None,
+        (None, false) => Some(Duration::from_millis(config.duration_ms.unwrap_or(0))),
+        (None, true) if config.steps_from.is_none() => Some(Duration::from_millis(
+            config.rate_steps.iter().map(|s| s.duration_ms).sum(),
+        )),
+        (None, true) => None,
+    };
     loop {
         if !stop.load(Ordering::Relaxed) && observer.should_stop() {
             stop.store(true, Ordering::Relaxed);
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(r) => {
+            Ok(FromWorker::Interval(r)) => {
                 let entry = pending.entry(r.index).or_insert_with(|| {
                     let h = spare.pop().unwrap_or_else(new_histogram);
                     (0, h)
@@ -174,16 +263,18 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
                 }
                 continue;
             }
+            Ok(FromWorker::Step { step, result }) => {
+                let timeline = current_timeline(&feed, &timeline);
+                steps.add(step, *result, &timeline, observer)?;
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         observer.on_progress(&Progress {
             elapsed: base.elapsed(),
             warmup: Duration::from_millis(config.warmup_ms),
-            window: config
-                .messages
-                .is_none()
-                .then(|| Duration::from_millis(config.duration_ms.unwrap_or(0))),
+            window: planned_window,
             verified: lives
                 .iter()
                 .map(|l| l.verified.load(Ordering::Relaxed))
@@ -202,6 +293,9 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     for (index, (_, h)) in std::mem::take(&mut pending) {
         emit(index, &h, observer);
     }
+    let final_timeline = current_timeline(&feed, &timeline);
+    // Steps a thread could not hand over whole (the run was stopped) are built from what came.
+    steps.finish(&final_timeline, stop.load(Ordering::Relaxed), observer)?;
 
     let mut merged: Option<ThreadResult> = None;
     for handle in handles {
@@ -216,18 +310,24 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
     }
     let mut merged = merged.context("no client threads ran")?;
     merged.slots.sort_by_key(|s| s.slot);
+    let window = final_timeline.window();
     let ran_ns = merged.finished_ns.saturating_sub(measure_start_ns);
-    let duration_s = match measure_end_ns {
-        Some(end) if !stop.load(Ordering::Relaxed) => (end - measure_start_ns) as f64 / 1e9,
-        Some(end) => ran_ns.min(end - measure_start_ns) as f64 / 1e9,
-        // To the last echo: not the end of the drain (the wait for each connection's EOF).
-        None if merged.last_echo_ns > measure_start_ns => {
-            (merged.last_echo_ns - measure_start_ns) as f64 / 1e9
+    let step_reports = steps.done;
+    let duration_s = if config.stepped() {
+        step_reports.iter().map(|s| s.duration_s).sum()
+    } else {
+        match window.measure_end_ns {
+            Some(end) if !stop.load(Ordering::Relaxed) => (end - measure_start_ns) as f64 / 1e9,
+            Some(end) => ran_ns.min(end - measure_start_ns) as f64 / 1e9,
+            // To the last echo: not the end of the drain (the wait for each connection's EOF).
+            None if merged.last_echo_ns > measure_start_ns => {
+                (merged.last_echo_ns - measure_start_ns) as f64 / 1e9
+            }
+            None => ran_ns as f64 / 1e9,
         }
-        None => ran_ns as f64 / 1e9,
     };
     let cpu_s = merged.cpu_ns as f64 / 1e9;
-    Report::build(
+    let mut report = Report::build(
         config,
         env,
         &merged,
@@ -235,8 +335,174 @@ pub fn run_with(config: &Config, observer: &mut dyn Observer) -> anyhow::Result<
             threads,
             duration_s,
             cpu_s,
+            timing: Some(timing_choice),
+            steps: step_reports,
         },
-    )
+    )?;
+    if let Some(s) = &feed
+        && let Some(message) = s.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    {
+        observer.on_steps_input_error(&message);
+        report.invalid_reasons.push(format!(
+            "--steps-from {message}: the run ended after the steps before it"
+        ));
+        report.valid = false;
+    }
+    Ok(report)
+}
+
+/// The timeline now: the feed's, when steps are read as the run goes.
+fn current_timeline(steering: &Option<Steering>, fixed: &Timeline) -> Timeline {
+    match steering {
+        Some(s) => s.feed.snapshot().1,
+        None => fixed.clone(),
+    }
+}
+
+/// A run whose steps are read as it goes: the timeline they are added to, and the first bad
+/// line of the input, if any.
+struct Steering {
+    feed: Arc<StepFeed>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// `--steps-from` lines: `RATE DURATION`, blank lines and `#` comments skipped.
+struct StepLines {
+    input: Box<dyn BufRead + Send>,
+    line: usize,
+}
+
+impl StepLines {
+    /// The next step; `None` at the end of the input (or when it cannot be read).
+    fn next_step(&mut self) -> Option<Result<RateStep, String>> {
+        let mut text = String::new();
+        loop {
+            text.clear();
+            match self.input.read_line(&mut text) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(format!("line {}: {e}", self.line + 1))),
+            }
+            self.line += 1;
+            if let Some(parsed) = RateStep::parse_line(&text) {
+                return Some(parsed.map_err(|e| format!("line {}: {e}", self.line)));
+            }
+        }
+    }
+}
+
+/// The thread that adds steps to the timeline as their lines come.
+struct FeedReader {
+    feed: Arc<StepFeed>,
+    base: Instant,
+    /// The first bad line, for the report.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl FeedReader {
+    fn read(self, mut lines: StepLines) {
+        while let Some(step) = lines.next_step() {
+            match step {
+                Ok(step) => self.feed.push(step, self.base.elapsed().as_nanos() as u64),
+                Err(e) => {
+                    *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    break;
+                }
+            }
+        }
+        self.feed.close();
+    }
+}
+
+/// Stepped runs: the threads' parts of each step, added up into its report once all are in.
+struct StepCollector<'a> {
+    config: &'a Config,
+    threads: usize,
+    start_wall: SystemTime,
+    /// Step → (parts received, their sum).
+    parts: BTreeMap<usize, (usize, ThreadResult)>,
+    /// Reports built, in step order.
+    done: Vec<StepReport>,
+}
+
+impl StepCollector<'_> {
+    /// Adds one thread's part of step `index` (counts and histograms add up; CPU, spin and
+    /// wall times add up, the busiest thread's fractions are kept); builds the steps whose parts
+    /// are all in.
+    fn add(
+        &mut self,
+        index: usize,
+        part: ThreadResult,
+        timeline: &Timeline,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<()> {
+        let entry = self
+            .parts
+            .entry(index)
+            .or_insert_with(|| (0, ThreadResult::new(0)));
+        entry.0 += 1;
+        entry.1.merge(&part);
+        self.build_ready(timeline, None, observer)
+    }
+
+    /// Builds, in order, every step whose parts are all in (with `last`, every step; `Some(true)`
+    /// when the run was stopped early, so the last steps may be cut short).
+    fn build_ready(
+        &mut self,
+        timeline: &Timeline,
+        last: Option<bool>,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<()> {
+        while let Some((&index, (count, _))) = self.parts.first_key_value() {
+            if *count < self.threads && last.is_none() {
+                return Ok(());
+            }
+            let Some((_, (_, sum))) = self.parts.pop_first() else {
+                return Ok(());
+            };
+            let Some(step) = timeline.get(index) else {
+                continue;
+            };
+            // The planned window, unless the run was stopped in it (a thread whose connections
+            // all ended may hand over before the window's end: its last messages were intended
+            // before it, and nothing more was to be sent).
+            let planned_ns = step.measured_ns().unwrap_or(0);
+            let ran_ns = sum.finished_ns.saturating_sub(step.measure_start_ns);
+            let duration_s = if last == Some(true) {
+                planned_ns.min(ran_ns)
+            } else {
+                planned_ns
+            } as f64
+                / 1e9;
+            let start_unix_s = (self.start_wall + Duration::from_nanos(step.measure_start_ns))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let report = StepReport::build(
+                self.config,
+                index,
+                step.rate_per_s.unwrap_or(0.0),
+                (step.measure_start_ns - step.start_ns) / 1_000_000,
+                start_unix_s,
+                duration_s,
+                &sum,
+                self.threads,
+            )?;
+            observer.on_step(&report);
+            self.done.push(report);
+        }
+        Ok(())
+    }
+
+    /// Builds what is left once every thread has finished (`stopped`: the run ended early).
+    fn finish(
+        &mut self,
+        timeline: &Timeline,
+        stopped: bool,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<()> {
+        self.build_ready(timeline, Some(stopped), observer)
+    }
 }
 
 /// Fails when a source address is not of the target's address family (IPv4 vs IPv6).

@@ -6,7 +6,7 @@
 //! decimals allowed); `errors` and `rate` (verified messages/s) take plain numbers. Operators:
 //! `<=`, `<`, `>=`, `>`, `=`.
 
-use crate::report::Report;
+use crate::report::{Percentiles, Report, StepReport};
 use std::fmt;
 
 /// What a clause measures.
@@ -192,14 +192,50 @@ pub struct Verdict {
     pub lines: Vec<String>,
 }
 
+/// What a verdict is about: a run's or one step's figures.
+struct Subject<'a> {
+    latency: &'a Percentiles,
+    errors: u64,
+    messages_per_s: f64,
+    valid: bool,
+    invalid_reasons: &'a [String],
+}
+
 /// Checks `report` against `slo`.
 pub fn check(slo: &Slo, report: &Report) -> Verdict {
+    check_subject(
+        slo,
+        &Subject {
+            latency: &report.latency_us,
+            errors: report.errors.total,
+            messages_per_s: report.throughput.messages_per_s,
+            valid: report.valid,
+            invalid_reasons: &report.invalid_reasons,
+        },
+    )
+}
+
+/// Checks one step of a stepped run against `slo`.
+pub fn check_step(slo: &Slo, step: &StepReport) -> Verdict {
+    check_subject(
+        slo,
+        &Subject {
+            latency: &step.latency_us,
+            errors: step.errors.total,
+            messages_per_s: step.throughput.messages_per_s,
+            valid: step.valid,
+            invalid_reasons: &step.invalid_reasons,
+        },
+    )
+}
+
+fn check_subject(slo: &Slo, report: &Subject<'_>) -> Verdict {
     let mut met = true;
     let mut lines = Vec::new();
     for c in &slo.clauses {
         let actual = match c.metric {
             Metric::Latency(key) => {
-                let p = &report.latency_us;
+                let p = report.latency;
                 match key {
                     "min" => p.min as f64,
                     "mean" => p.mean,
@@ -212,8 +248,8 @@ pub fn check(slo: &Slo, report: &Report) -> Verdict {
                     _ => p.max as f64,
                 }
             }
-            Metric::Errors => report.errors.total as f64,
-            Metric::Rate => report.throughput.messages_per_s,
+            Metric::Errors => report.errors as f64,
+            Metric::Rate => report.messages_per_s,
         };
         let ok = c.op.holds(actual, c.limit);
         met &= ok;

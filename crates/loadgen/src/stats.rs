@@ -57,10 +57,11 @@ pub struct ThreadResult {
     /// Open loop: actual first-byte write minus intended send time (µs); includes waiting for
     /// the server (the `--depth` cap, socket backpressure, a reconnect).
     pub schedule_lag: Histogram<u64>,
-    /// Open loop: the loop's own lateness (µs): when it issued a message minus when it could
-    /// have, i.e. the later of the intended time and the moment the connection could take
-    /// another message (the cap freed, the connection opened). Waiting for the server is not in
-    /// it.
+    /// Open loop: the loop's own lateness (µs), taken when a message's first byte is written:
+    /// the write minus the moment the message could have gone out, i.e. the later of its
+    /// intended time and the moment the connection could take another message (the cap freed,
+    /// the connection opened, a full socket buffer took bytes again). Waiting for the server is
+    /// not in it.
     pub loop_lag: Histogram<u64>,
     /// Open loop: measured messages whose intended time came while the connection could not
     /// take them (the `--depth` cap was full, or it was connecting).
@@ -89,6 +90,9 @@ pub struct ThreadResult {
     pub last_echo_ns: u64,
     /// CPU time of the thread during the measured window.
     pub cpu_ns: u64,
+    /// Time the thread spent spin-waiting (polling with nothing to do until a send was due, or
+    /// for an echo) during the measured window: CPU time that is not work.
+    pub spin_ns: u64,
     /// The part of `cpu_ns` spent in user space (the rest was in the kernel).
     pub user_cpu_ns: u64,
     /// Wall time of the thread during the measured window.
@@ -96,6 +100,9 @@ pub struct ThreadResult {
     /// The busiest thread's CPU time over its wall time during the measured window (capped at
     /// 1 against clock rounding): one saturated thread limits the load even when others idle.
     pub max_busy_fraction: f64,
+    /// The busiest thread's work (CPU time minus spin-waiting) over its wall time: what says
+    /// whether the loadgen, not its timing, was the limit.
+    pub max_work_fraction: f64,
 }
 
 impl ThreadResult {
@@ -120,9 +127,11 @@ impl ThreadResult {
             finished_ns: 0,
             last_echo_ns: 0,
             cpu_ns: 0,
+            spin_ns: 0,
             user_cpu_ns: 0,
             wall_ns: 0,
             max_busy_fraction: 0.0,
+            max_work_fraction: 0.0,
         }
     }
 
@@ -154,9 +163,18 @@ impl ThreadResult {
         self.finished_ns = self.finished_ns.max(other.finished_ns);
         self.last_echo_ns = self.last_echo_ns.max(other.last_echo_ns);
         self.cpu_ns += other.cpu_ns;
+        self.spin_ns += other.spin_ns;
         self.user_cpu_ns += other.user_cpu_ns;
         self.wall_ns += other.wall_ns;
         self.max_busy_fraction = self.max_busy_fraction.max(other.max_busy_fraction);
+        self.max_work_fraction = self.max_work_fraction.max(other.max_work_fraction);
+    }
+}
+
+impl ThreadResult {
+    /// CPU time that was work, not spin-waiting (ns).
+    pub fn work_ns(&self) -> u64 {
+        self.cpu_ns.saturating_sub(self.spin_ns)
     }
 }
 

@@ -19,6 +19,14 @@ fn percentiles_line(p: &Percentiles) -> String {
 pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Result<()> {
     let c = &report.config;
     let model = match (c.rate_per_s, c.depth) {
+        (None, cap) if c.stepped() => format!(
+            "open loop in {} steps ({:?} arrivals){}",
+            report.steps.len(),
+            c.arrival,
+            cap.map(|d| format!(", at most {d} in flight per connection"))
+                .unwrap_or_default()
+        )
+        .to_lowercase(),
         (Some(rate), cap) => format!(
             "open loop {rate} msg/s ({:?} arrivals){}",
             c.arrival,
@@ -43,6 +51,9 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
         report.duration_s,
         c.warmup_ms as f64 / 1000.0
     )?;
+    if let Some(t) = &report.timing {
+        writeln!(w, "timing        {}: {}", t.mode.as_str(), t.reason)?;
+    }
     writeln!(
         w,
         "messages      {} verified of {} sent",
@@ -92,34 +103,61 @@ pub fn write_summary(report: &Report, w: &mut (impl Write + ?Sized)) -> io::Resu
         conns.jain_fairness,
         conns.starved
     )?;
+    let l = &report.loadgen;
     writeln!(
         w,
-        "loadgen cost  {:.2} s CPU, {:.2} µs CPU per message, busiest thread {:.0}% busy",
-        report.loadgen.cpu_s,
-        report.loadgen.cpu_per_message_us,
-        report.loadgen.busy_fraction * 100.0
+        "loadgen cost  {:.2} s CPU ({:.2} s work, {:.2} s spin-waiting), {:.2} µs CPU and {:.2} µs \
+         work per message; busiest thread {:.0}% busy, {:.0}% working",
+        l.cpu_s,
+        l.work_s,
+        l.spin_s,
+        l.cpu_per_message_us,
+        l.work_per_message_us,
+        l.busy_fraction * 100.0,
+        l.work_fraction * 100.0
     )?;
     if let Some(s) = &report.schedule {
         writeln!(
             w,
             "schedule      target {:.1} msg/s, achieved {:.1}% of it; send lag p99 {} µs, max {} µs; \
-             loop lag p99 {} µs, max {} µs; {} held back by the server",
+             {} held back by the server",
             report.throughput.target_per_s.unwrap_or(0.0),
             report.throughput.achieved_ratio.unwrap_or(0.0) * 100.0,
             s.p99_lag_us,
             s.max_lag_us,
-            s.loop_p99_lag_us,
-            s.loop_max_lag_us,
             s.held_back
         )?;
+        writeln!(w, "loop lag µs   {}", percentiles_line(&s.loop_lag_us))?;
         if s.behind {
             writeln!(
                 w,
-                "WARNING: the load generator fell behind its schedule (its own loop issued \
-                 messages late): the server was offered less than the target rate, so these \
-                 numbers describe a lower load."
+                "WARNING: the load generator's own lateness is material: its loop wrote messages \
+                 late by more than 5% of the latency it reports (at least 20 µs), so part of that \
+                 latency is the instrument's, not the server's."
             )?;
         }
+    }
+    for step in &report.steps {
+        writeln!(
+            w,
+            "step {:<3}     {:.0} msg/s for {:.2} s: achieved {:.1}%, latency p50 {} p99 {} µs, \
+             loop lag p99 {} µs, errors {}, {:.0}% working{}{}",
+            step.index,
+            step.target_per_s,
+            step.duration_s,
+            step.throughput.achieved_ratio.unwrap_or(0.0) * 100.0,
+            step.latency_us.p50,
+            step.latency_us.p99,
+            step.schedule.loop_lag_us.p99,
+            step.errors.total,
+            step.loadgen.work_fraction * 100.0,
+            match step.slo_met {
+                Some(true) => ", SLO met",
+                Some(false) => ", SLO NOT MET",
+                None => "",
+            },
+            if step.valid { "" } else { ", NOT VALID" }
+        )?;
     }
     if conns.starved > 0 {
         writeln!(
@@ -194,6 +232,8 @@ mod tests {
         t.cpu_ns = 500_000_000;
         t.wall_ns = 4_000_000_000;
         t.max_busy_fraction = 0.125;
+        t.spin_ns = 100_000_000;
+        t.max_work_fraction = 0.1;
         Report::build(
             &config,
             crate::env::capture(),
@@ -202,6 +242,16 @@ mod tests {
                 threads: 2,
                 duration_s: 2.0,
                 cpu_s: 0.5,
+                timing: Some(crate::timing::choose(
+                    crate::config::TimingMode::Auto,
+                    2,
+                    &crate::timing::CpuView {
+                        allowed: vec![0, 1, 2, 3],
+                        online: 4,
+                        busiest: None,
+                    },
+                )),
+                ..BuildInputs::default()
             },
         )
         .unwrap()

@@ -195,6 +195,40 @@ fn usage_errors_exit_2() {
         ],
         vec!["--target", "127.0.0.1:1", "--source-addrs", "::1"],
         vec!["--target", "[::1]:1", "--source-addrs", "127.0.0.2"],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--rate",
+            "100",
+            "--rate-steps",
+            "100,200",
+        ],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--rate-steps",
+            "100",
+            "--messages",
+            "5",
+        ],
+        vec!["--target", "127.0.0.1:1", "--rate-steps", "100,0"],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--steps-from",
+            "-",
+            "--rate",
+            "5",
+        ],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--steps-from",
+            "-",
+            "--rate-steps",
+            "5",
+        ],
+        vec!["--target", "127.0.0.1:1", "--timing", "fast"],
         vec!["--bogus"],
     ] {
         let mut out = Vec::new();
@@ -383,4 +417,249 @@ fn a_failed_run_with_an_slo_exits_1_not_3() {
             .args(["--duration", "300ms", "--warmup", "0s", "--slo", "p99<=10s"]),
         1,
     );
+}
+
+/// Reports written before timing modes, steps and work existed (the committed reference run)
+/// still load, validate against the schema and merge.
+#[test]
+fn reference_reports_still_load_validate_and_merge() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../results/reference/bench-all/trials"
+    );
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".loadgen.json"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() > 10, "{} reports", paths.len());
+    for path in &paths {
+        let value: serde_json::Value = read_json(path);
+        assert_valid(&value);
+        let report: loadgen::Report = serde_json::from_value(value).unwrap();
+        assert!(report.timing.is_none() && report.steps.is_empty());
+        assert_eq!(report.loadgen.work_s, 0.0, "a key it never had reads as 0");
+    }
+    let (a, b) = paths
+        .iter()
+        .map(|p| read_json::<loadgen::Report>(p))
+        .filter(|r| r.config.connections == 16 && r.config.depth.is_none())
+        .fold((None, None), |(a, b), r| match (a, b) {
+            (None, _) => (Some(r), None),
+            (Some(a), None) => (Some(a), Some(r)),
+            done => done,
+        });
+    let merged = loadgen::merge::merge_reports(&[a.unwrap(), b.unwrap()]).unwrap();
+    assert_valid(&serde_json::to_value(&merged).unwrap());
+}
+
+#[test]
+fn the_timing_mode_is_recorded_and_printed() {
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("sleep.json");
+    let out = run_expecting(
+        loadgen_bin()
+            .args(["--target", &server.target(), "--connections", "2"])
+            .args(["--rate", "400", "--duration", "300ms", "--warmup", "0s"])
+            .args(["--timing", "sleep", "--json"])
+            .arg(&json),
+        0,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("timing        sleep: --timing sleep was given"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("loop lag µs"), "{stdout}");
+    let value: serde_json::Value = read_json(&json);
+    assert_valid(&value);
+    assert_eq!(value["config"]["timing"], "sleep");
+    assert_eq!(value["timing"]["mode"], "sleep");
+    assert_eq!(value["timing"]["wake_early_us"], 100);
+    assert!(value["histograms"]["loop_lag_us"].is_string());
+    assert!(value["schedule"]["loop_lag_us"]["p99"].is_u64());
+
+    // Precise in closed loop busy-polls: time spent polling with nothing to do is counted apart
+    // and is not work.
+    let json = dir.path().join("precise.json");
+    run_expecting(
+        loadgen_bin()
+            .args(["--target", &server.target(), "--connections", "1"])
+            .args(["--messages", "2000", "--warmup", "0s", "--threads", "1"])
+            .args(["--timing", "precise", "--json"])
+            .arg(&json),
+        0,
+    );
+    let report: loadgen::Report = read_json(&json);
+    let timing = report.timing.expect("timing");
+    assert_eq!(timing.mode, loadgen::TimingMode::Precise);
+    let l = report.loadgen;
+    assert!(l.spin_s > 0.0, "{l:?}");
+    assert!(l.work_s <= l.cpu_s && l.work_s > 0.0, "{l:?}");
+    assert!(
+        (l.work_s + l.spin_s - l.cpu_s).abs() <= 0.05 * l.cpu_s + 0.002,
+        "{l:?}"
+    );
+    assert!(!l.saturated, "spinning is not saturation: {l:?}");
+}
+
+#[test]
+fn a_stepped_report_validates_against_the_schema() {
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("steps.json");
+    let out = loadgen_bin()
+        .args(["--target", &server.target(), "--connections", "2"])
+        .args(["--rate-steps", "400,800", "--step-duration", "300ms"])
+        .args(["--step-settle", "100ms", "--warmup", "100ms"])
+        .args(["--slo", "p99<=10s", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("open loop in 2 steps"), "{stdout}");
+    assert!(
+        stdout.contains("800 msg/s for 0.30 s: achieved"),
+        "{stdout}"
+    );
+    let value: serde_json::Value = read_json(&json);
+    assert_valid(&value);
+    assert_eq!(value["steps"].as_array().unwrap().len(), 2);
+    // Latency far below 10 s: each step meets the SLO exactly when it is valid (a loop made
+    // late by a loaded machine makes a step invalid, and an invalid step misses any SLO).
+    for step in value["steps"].as_array().unwrap() {
+        let index = step["index"].as_u64().unwrap();
+        let met = step["valid"].as_bool().unwrap();
+        assert_eq!(step["slo_met"], met, "{step}");
+        let line = format!(
+            "SLO step {index} ({} msg/s): {}",
+            step["target_per_s"].as_f64().unwrap(),
+            if met { "met" } else { "NOT MET" }
+        );
+        assert!(stdout.contains(&line), "{line}: {stdout}");
+    }
+    let valid = value["valid"].as_bool().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(if valid { 0 } else { 3 }),
+        "{stdout}"
+    );
+    assert_eq!(value["config"]["rate_steps"][1]["rate_per_s"], 800.0);
+    assert_eq!(value["config"]["step_settle_ms"], 100);
+}
+
+/// Reads lines from a child's stdout on a thread, so a test can wait for one with a deadline.
+fn line_reader(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `--steps-from -`: each step starts when its line comes and its result is a JSON line on
+/// stdout as soon as it ends, so a program can choose the next step from the last result.
+#[test]
+fn steps_from_stdin_are_steered_one_at_a_time() {
+    use std::io::Write;
+    use std::time::Duration;
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("steered.json");
+    let mut child = loadgen_bin()
+        .args(["--target", &server.target(), "--connections", "2"])
+        .args([
+            "--steps-from",
+            "-",
+            "--warmup",
+            "100ms",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = line_reader(child.stdout.take().unwrap());
+    let next_step = |lines: &std::sync::mpsc::Receiver<String>| -> loadgen::StepReport {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a step line within 30 s");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    writeln!(stdin, "300 300ms").unwrap();
+    let first = next_step(&lines);
+    assert_eq!((first.index, first.target_per_s), (0, 300.0));
+    assert_eq!(first.messages.sent, 90);
+    // Nothing more comes until the next line does.
+    assert!(lines.recv_timeout(Duration::from_millis(300)).is_err());
+    writeln!(stdin, "# comment, then a blank line\n\n600 200ms").unwrap();
+    let second = next_step(&lines);
+    assert_eq!((second.index, second.target_per_s), (1, 600.0));
+    assert_eq!(second.messages.sent, 120);
+    assert_eq!(second.settle_ms, 250);
+    assert!(second.start_unix_s > first.start_unix_s + first.duration_s);
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("open loop in 2 steps")),
+        "{rest:?}"
+    );
+    let report: loadgen::Report = read_json(&json);
+    assert_eq!(report.steps.len(), 2);
+    assert_eq!(report.messages.sent, 210);
+    assert_eq!(server.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_bad_steps_line_ends_the_run_after_the_steps_before_it() {
+    let server = TestServer::start(Behavior::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.txt");
+    std::fs::write(&steps, "300 200ms\n# fine\n\nfast 1s\n400 200ms\n").unwrap();
+    let json = dir.path().join("r.json");
+    let out = run_expecting(
+        loadgen_bin()
+            .args(["--target", &server.target(), "--connections", "2"])
+            .args(["--warmup", "0s", "--steps-from"])
+            .arg(&steps)
+            .arg("--json")
+            .arg(&json),
+        1,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("\"fast\""), "{stderr}");
+    let report: loadgen::Report = read_json(&json);
+    assert_eq!(report.steps.len(), 1);
+    assert!(!report.valid);
+    assert!(
+        report
+            .invalid_reasons
+            .iter()
+            .any(|r| r.contains("--steps-from line 4")),
+        "{:?}",
+        report.invalid_reasons
+    );
+    // An input with no step at all is an error before anything runs.
+    std::fs::write(&steps, "# nothing\n").unwrap();
+    let out = run_expecting(
+        loadgen_bin()
+            .args(["--target", &server.target(), "--steps-from"])
+            .arg(&steps),
+        1,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gave no step"));
 }

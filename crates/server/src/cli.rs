@@ -11,7 +11,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::core::config::{Config, Overflow, Strategy};
+use crate::core::config::{CalibrationCost, Config, Overflow, Strategy};
 use crate::server::Server;
 
 /// A TCP echo server with interchangeable concurrency strategies, built to be measured.
@@ -75,6 +75,11 @@ pub struct Args {
     /// and the kind (otherwise they are only counted). Also on with ECHO_SERVER_LOG=debug.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Calibration fixture (hidden): extra CPU work per 64 bytes received, e.g. 200ns, so that
+    /// this server differs from the plain one only by a known cost per message. Nonblocking
+    /// strategies only.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub calibration_cost: Option<humantime::Duration>,
 }
 
 /// The defaults of every flag.
@@ -109,6 +114,9 @@ impl Args {
             log_connections: self.verbose
                 || std::env::var("ECHO_SERVER_LOG").is_ok_and(|level| level == "debug"),
             panic_trigger: None,
+            calibration_cost: self
+                .calibration_cost
+                .map(|cost| CalibrationCost::measure(cost.into())),
         }
     }
 }

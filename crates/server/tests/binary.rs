@@ -115,6 +115,36 @@ fn stderr_lines(child: &mut Child) -> impl Iterator<Item = String> + use<> {
     })
 }
 
+/// The calibration fixture's hidden flag: absent from `--help`, refused (exit 2) where the
+/// nonblocking session does not serve, and an event-loop server with it still echoes every byte.
+#[test]
+fn the_hidden_calibration_cost_keeps_the_echo_exact() {
+    use std::io::{Read, Write};
+
+    let help = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("calibration"));
+    let refused = Command::new(BIN)
+        .args(["--strategy", "pool", "--calibration-cost", "1us"])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--calibration-cost"));
+    let (mut child, addr, _stdout) =
+        spawn(&["--strategy", "event-loop", "--calibration-cost", "2us"]);
+    let mut client = std::net::TcpStream::connect(&addr).expect("connect");
+    let sent: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    client.write_all(&sent).expect("write");
+    let mut echoed = vec![0u8; sent.len()];
+    client.read_exact(&mut echoed).expect("echo");
+    assert!(echoed == sent, "the echo differs");
+    drop(client);
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+}
+
 #[test]
 fn bad_flags_exit_2_with_a_message() {
     for args in [

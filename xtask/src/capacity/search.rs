@@ -1,12 +1,74 @@
-//! The capacity search as a pure function over a `measure` closure, so it is tested with a
-//! fake server: a doubling ramp from the start rate until a step fails (halving while the
-//! start rate fails), then bisection between the last pass and the first failure until the
-//! bracket is within the precision ([`search`]); then the answer after the confirmation of the
-//! final passing rate, and whether the loadgen, not the server, set the limit ([`settle`]).
+//! The capacity search as a pure state machine: it says which rate to measure next
+//! ([`Search::next`]), takes the verdict of each measurement ([`Search::record`]), and ends with
+//! the bracket and what limited it ([`Search::outcome`]). Tested on synthetic verdicts, noise
+//! included; `capacity` feeds it real steps of one steered loadgen.
+//!
+//! The path: a doubling ramp from the start rate while rates pass (halving while the start rate
+//! fails), then bisection between the highest passing and the lowest failing rate until the
+//! bracket is within the precision.
+//!
+//! Latency need not grow with load: at low rates an idle CPU (the server's, on a virtual
+//! machine) is slow to wake for each message, and the latency *falls* as the load rises and
+//! keeps it awake. So a failure in the ramp is taken as the knee only when the rates above it
+//! fail too: one doubling above once a rate has passed, up to three while none has (the search
+//! starts low). A rate above that passes shows the failure was such a dip; the ramp goes on from
+//! there (`dips` in the outcome). Bisection happens inside a bracket whose upper edge was
+//! confirmed that way.
+//!
+//! What keeps a noisy step from moving the bracket: a rate's verdict needs `retries + 1`
+//! agreeing measurements (default two of at most three). A pass whose every latency bound held
+//! with room to spare (at most half the limit) counts as all of them: far below the knee the
+//! latency does not come near the limit by chance. Measurements the loadgen could not make
+//! honestly (saturated, its loop late, or it failed) are no vote at all: the SLO is judged only
+//! on valid steps. When they keep coming at one rate the search stops there (`retries + 1` times
+//! saturated; two more for a late loop or a failed step, which a busy host causes by chance;
+//! four more again when the loop was late while it had little work, the CPU taken from it):
+//! the answer is then a lower bound set by the loadgen, not by the server. While a failure
+//! waits to be confirmed from above, a rate above it that the loadgen cannot measure confirms it
+//! instead (the knee is below what the loadgen can offer).
 
-use anyhow::{Result, bail};
+use crate::record::capacity::SearchLimits;
 
-use crate::record::capacity::{SearchLimits, Step};
+/// Why the loadgen could not measure a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instrument {
+    /// Its busiest thread worked more than 90% of the time.
+    Saturated,
+    /// Its loop's own lateness was material next to the latency it measured.
+    Late,
+    /// Its loop was late while it had little work to do (its busiest thread worked less than
+    /// [`INTERRUPTED_BELOW_WORK`] of the time): the CPU was taken from it for a spell (the host,
+    /// other work), which says nothing about how much load it can offer.
+    Interrupted,
+    /// It produced no usable result (died, hung, too few samples).
+    Failed,
+}
+
+impl Instrument {
+    fn words(self) -> &'static str {
+        match self {
+            Self::Saturated => "the loadgen was saturated",
+            Self::Late => "the loadgen's loop could not keep its schedule",
+            Self::Interrupted => {
+                "the loadgen's loop lost its CPU for spells while it had little to do"
+            }
+            Self::Failed => "the loadgen could not measure it",
+        }
+    }
+}
+
+/// What one measurement says about its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A valid measurement that met the SLO; `clear` when every latency bound held with half
+    /// its limit to spare.
+    Pass { clear: bool },
+    /// A valid measurement in which the server missed the SLO (latency, errors, achieved rate,
+    /// starved connections).
+    Fail,
+    /// The loadgen's measurement is not to be trusted: no vote.
+    Instrument(Instrument),
+}
 
 /// Why the search stopped (`stopped_because` in `capacity.json`, in these words).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +84,8 @@ pub enum StopReason {
     },
     StepLimitInBisection,
     BudgetInBisection,
+    /// The loadgen could not measure this rate, again and again.
+    LoadgenLimit(u64, Instrument),
 }
 
 impl std::fmt::Display for StopReason {
@@ -34,6 +98,35 @@ impl std::fmt::Display for StopReason {
             Self::Bracketed { precision } => write!(f, "bracket within {:.0}%", precision * 100.0),
             Self::StepLimitInBisection => f.write_str("step limit reached during bisection"),
             Self::BudgetInBisection => f.write_str("time budget spent during bisection"),
+            Self::LoadgenLimit(rate, what) => write!(f, "{} at {rate} msg/s", what.words()),
+        }
+    }
+}
+
+/// What limited the answer (`limiting_factor` in `capacity.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitingFactor {
+    /// The server's knee: a rate the server failed, just above one it passed.
+    Server,
+    /// The loadgen could not offer or measure more: the capacity is at least the answer.
+    Loadgen,
+    /// Even the lowest rate failed: the SLO cannot be met by this server here.
+    SloUnreachable,
+    /// `--max-rate` passed.
+    MaxRate,
+    /// The time budget or step limit ended the search before a bracket.
+    Budget,
+}
+
+impl LimitingFactor {
+    /// The word in `capacity.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Loadgen => "loadgen",
+            Self::SloUnreachable => "slo-unreachable",
+            Self::MaxRate => "max-rate",
+            Self::Budget => "budget",
         }
     }
 }
@@ -41,205 +134,398 @@ impl std::fmt::Display for StopReason {
 /// Where the capacity lies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchOutcome {
-    /// The highest passing rate (`None` when even the lowest rate tried failed).
+    /// The highest rate decided as passing (`None` when none was).
     pub capacity_per_s: Option<u64>,
-    /// The lowest failing rate (`None` when the ramp reached its maximum or budget first).
+    /// The lowest rate decided as failing by the server (`None` when none was).
     pub first_fail_per_s: Option<u64>,
-    pub steps: Vec<Step>,
     /// Why the search stopped.
     pub stopped: StopReason,
-    /// The rate whose confirmation failed (set by [`settle`]).
-    pub unconfirmed_per_s: Option<u64>,
+    /// Set when the loadgen could not measure a rate: the capacity is a lower bound.
+    pub loadgen_limit_per_s: Option<u64>,
+    /// Passing measurements at the capacity (two or more: confirmed by a re-measurement; a clear
+    /// pass is decided by one).
+    pub passes_at_capacity: u32,
+    /// Rates that failed below one that passed (latency fell as load rose).
+    pub dips: Vec<u64>,
+    /// Measurements taken.
+    pub measurements: usize,
 }
 
 impl SearchOutcome {
     /// Why the search stopped, in the words of `capacity.json`'s `stopped_because`.
     pub fn stopped_because(&self) -> String {
-        match self.unconfirmed_per_s {
-            Some(rate) => format!("{}; {rate} msg/s failed its confirmation", self.stopped),
-            None => self.stopped.to_string(),
+        self.stopped.to_string()
+    }
+
+    /// What limited the answer.
+    pub fn limiting_factor(&self) -> LimitingFactor {
+        match self.stopped {
+            StopReason::LoadgenLimit(..) => LimitingFactor::Loadgen,
+            StopReason::FailsAtLowest(_) => LimitingFactor::SloUnreachable,
+            StopReason::ReachedMaxRate => LimitingFactor::MaxRate,
+            StopReason::Bracketed { .. } => LimitingFactor::Server,
+            StopReason::StepLimitInBisection | StopReason::BudgetInBisection
+                if self.first_fail_per_s.is_some() =>
+            {
+                LimitingFactor::Server
+            }
+            _ => LimitingFactor::Budget,
         }
     }
 }
 
-/// Ramp (doubling) then bisection. `measure(rate)` runs one step; `Ok(None)` from it means
-/// "no time left" and ends the search with the bracket found so far.
-pub fn search(
-    limits: &SearchLimits,
-    mut measure: impl FnMut(u64) -> Result<Option<Step>>,
-) -> Result<SearchOutcome> {
-    let mut steps: Vec<Step> = Vec::new();
-    let mut pass: Option<u64> = None;
-    let mut fail: Option<u64> = None;
-    let mut rate = limits.start_rate_per_s.max(1);
-    let stopped;
-    // Ramp: up by doubling while passing; down by halving while the start rate fails.
-    loop {
-        if steps.len() >= limits.max_steps {
-            return Ok(finish(pass, fail, steps, StopReason::StepLimitInRamp));
-        }
-        let Some(step) = measure(rate)? else {
-            return Ok(finish(pass, fail, steps, StopReason::BudgetInRamp));
-        };
-        let passed = step.pass;
-        steps.push(step);
-        if passed {
-            pass = Some(rate);
-            if fail.is_some() {
-                break;
-            }
-            if rate >= limits.max_rate_per_s {
-                return Ok(finish(pass, fail, steps, StopReason::ReachedMaxRate));
-            }
-            rate = (rate.saturating_mul(2)).min(limits.max_rate_per_s);
-        } else {
-            fail = Some(rate);
-            if pass.is_some() {
-                break;
-            }
-            if rate / 2 < limits.min_rate_per_s.max(1) {
-                return Ok(finish(pass, fail, steps, StopReason::FailsAtLowest(rate)));
-            }
-            rate /= 2;
-        }
-    }
-    // Bisection between the last pass and the first failure.
-    loop {
-        let (Some(low), Some(high)) = (pass, fail) else {
-            bail!("bisection without a bracket");
-        };
-        if (high - low) as f64 <= limits.precision * low as f64 || high - low <= 1 {
-            stopped = StopReason::Bracketed {
-                precision: limits.precision,
-            };
-            break;
-        }
-        if steps.len() >= limits.max_steps {
-            stopped = StopReason::StepLimitInBisection;
-            break;
-        }
-        let middle = low + (high - low) / 2;
-        let Some(step) = measure(middle)? else {
-            stopped = StopReason::BudgetInBisection;
-            break;
-        };
-        if step.pass {
-            pass = Some(middle);
-        } else {
-            fail = Some(middle);
-        }
-        steps.push(step);
-    }
-    Ok(finish(pass, fail, steps, stopped))
+/// Where the search is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Doubling while rates pass.
+    Up,
+    /// Halving while rates fail (the start rate failed).
+    Down,
+    /// Between the highest pass and the lowest failure.
+    Bisect,
 }
 
-fn finish(
+/// Doublings above a failure that must fail too before it is the knee: while no rate has
+/// passed, and once one has.
+const LOOK_ABOVE_BEFORE_A_PASS: u32 = 3;
+const LOOK_ABOVE_AFTER_A_PASS: u32 = 1;
+/// Late or failed (not saturated) steps at one rate tolerated beyond `retries + 1`.
+const EXTRA_PATIENCE: u32 = 2;
+/// Steps at one rate whose loop was late while it had little work, tolerated beyond that: such
+/// spells (seen: 4-6 s on a 2-vCPU VM) pass, and waiting them out costs a few seconds.
+const INTERRUPTED_PATIENCE: u32 = 4;
+/// A late step whose loadgen worked less than this fraction of the time was interrupted.
+pub const INTERRUPTED_BELOW_WORK: f64 = 0.5;
+
+/// The votes at the rate being decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    /// Votes for a pass (a clear pass is all the votes a verdict needs).
+    passes: u32,
+    /// Measurements that passed.
+    passed: u32,
+    fails: u32,
+    no_votes: u32,
+    last_instrument: Option<Instrument>,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Measure this rate.
+    Measure(u64),
+    /// The search is over ([`Search::outcome`]).
+    Done,
+}
+
+/// The search in progress.
+#[derive(Debug, Clone)]
+pub struct Search {
+    limits: SearchLimits,
+    /// Agreeing measurements a verdict needs.
+    need: u32,
+    phase: Phase,
+    rate: u64,
+    tally: Tally,
     pass: Option<u64>,
     fail: Option<u64>,
-    steps: Vec<Step>,
-    stopped: StopReason,
-) -> SearchOutcome {
-    SearchOutcome {
-        capacity_per_s: pass,
-        first_fail_per_s: fail,
-        steps,
-        stopped,
-        unconfirmed_per_s: None,
-    }
+    passes_at_pass: u32,
+    measurements: usize,
+    stopped: Option<StopReason>,
+    /// The lowest of the failures in a row in the ramp that wait for confirmation from above.
+    pending_fail: Option<u64>,
+    /// Doublings above `pending_fail` measured so far.
+    looked_above: u32,
+    dips: Vec<u64>,
 }
 
-/// The answer after the search: a failed confirmation moves the capacity down to the highest
-/// other passing rate below it (and makes it the first failure); a first failure that was the
-/// loadgen's own (every step at that rate [`Step::instrument_limited`]) becomes the returned
-/// `loadgen_limit_per_s`.
-pub fn settle(outcome: &mut SearchOutcome, steps: &[Step]) -> Option<u64> {
-    if let Some(confirm) = steps.iter().find(|step| step.confirm)
-        && !confirm.pass
-    {
-        let unconfirmed = confirm.target_per_s;
-        outcome.capacity_per_s = steps
-            .iter()
-            .filter(|step| step.pass && !step.confirm && step.target_per_s < unconfirmed)
-            .map(|step| step.target_per_s)
-            .max();
-        outcome.first_fail_per_s = Some(
-            outcome
-                .first_fail_per_s
-                .map_or(unconfirmed, |fail| fail.min(unconfirmed)),
-        );
-        outcome.unconfirmed_per_s = Some(unconfirmed);
+impl Search {
+    /// A search within `limits` whose verdicts need `retries + 1` agreeing measurements.
+    pub fn new(limits: &SearchLimits, retries: u32) -> Search {
+        Search {
+            limits: limits.clone(),
+            need: retries + 1,
+            phase: Phase::Up,
+            rate: limits.start_rate_per_s.max(1),
+            tally: Tally::default(),
+            pass: None,
+            fail: None,
+            passes_at_pass: 0,
+            measurements: 0,
+            stopped: None,
+            pending_fail: None,
+            looked_above: 0,
+            dips: Vec::new(),
+        }
     }
-    let fail = outcome.first_fail_per_s?;
-    let at_fail: Vec<&Step> = steps
-        .iter()
-        .filter(|step| step.target_per_s == fail)
-        .collect();
-    (!at_fail.is_empty() && at_fail.iter().all(|step| step.instrument_limited())).then_some(fail)
+
+    /// The next rate to measure, or `Done`.
+    pub fn next(&self) -> Next {
+        match self.stopped {
+            Some(_) => Next::Done,
+            None => Next::Measure(self.rate),
+        }
+    }
+
+    /// The verdict of a measurement of the rate [`Self::next`] named.
+    pub fn record(&mut self, verdict: Verdict) {
+        if self.stopped.is_some() {
+            return;
+        }
+        self.measurements += 1;
+        match verdict {
+            Verdict::Pass { clear } => {
+                self.tally.passes += if clear { self.need } else { 1 };
+                self.tally.passed += 1;
+            }
+            Verdict::Fail => self.tally.fails += 1,
+            Verdict::Instrument(what) => {
+                self.tally.no_votes += 1;
+                self.tally.last_instrument = Some(what);
+            }
+        }
+        let what = self.tally.last_instrument.unwrap_or(Instrument::Failed);
+        let patience = match what {
+            Instrument::Saturated => self.need,
+            Instrument::Late | Instrument::Failed => self.need + EXTRA_PATIENCE,
+            Instrument::Interrupted => self.need + EXTRA_PATIENCE + INTERRUPTED_PATIENCE,
+        };
+        if self.tally.passes >= self.need {
+            self.decided(true);
+        } else if self.tally.fails >= self.need {
+            self.decided(false);
+        } else if self.tally.no_votes >= patience
+            || (what == Instrument::Saturated && self.tally.no_votes >= self.need)
+        {
+            if self.pending_fail.is_some() {
+                // Above a failure waiting for confirmation: the knee is below what the loadgen
+                // can offer.
+                self.tally = Tally::default();
+                self.confirm_pending();
+            } else {
+                self.stopped = Some(StopReason::LoadgenLimit(self.rate, what));
+            }
+            return;
+        }
+        if self.stopped.is_none() && self.measurements >= self.limits.max_steps {
+            self.stopped = Some(if self.phase == Phase::Bisect {
+                StopReason::StepLimitInBisection
+            } else {
+                StopReason::StepLimitInRamp
+            });
+        }
+    }
+
+    /// No time is left for another measurement.
+    pub fn out_of_time(&mut self) {
+        if self.stopped.is_none() {
+            self.stopped = Some(if self.phase == Phase::Bisect {
+                StopReason::BudgetInBisection
+            } else {
+                StopReason::BudgetInRamp
+            });
+        }
+    }
+
+    /// The loadgen stopped working at the current rate (it exited or hung): nothing more can
+    /// be measured.
+    pub fn loadgen_failed(&mut self) {
+        self.pending_fail = None;
+        if self.stopped.is_none() {
+            self.stopped = Some(StopReason::LoadgenLimit(self.rate, Instrument::Failed));
+        }
+    }
+
+    /// The rate being decided now got its verdict.
+    fn decided(&mut self, passed: bool) {
+        let rate = self.rate;
+        let passes = self.tally.passed;
+        self.tally = Tally::default();
+        if self.phase == Phase::Bisect {
+            if passed {
+                self.pass = Some(rate);
+                self.passes_at_pass = passes;
+            } else {
+                self.fail = Some(rate);
+            }
+            self.bisect();
+            return;
+        }
+        if passed {
+            if let Some(failed) = self.pending_fail.take() {
+                // The failures below were a dip: latency fell as the load rose.
+                self.dips.push(failed);
+                self.looked_above = 0;
+                self.fail = None;
+                self.phase = Phase::Up;
+            }
+            self.pass = Some(rate);
+            self.passes_at_pass = passes;
+            match self.phase {
+                Phase::Up if rate >= self.limits.max_rate_per_s => {
+                    self.stopped = Some(StopReason::ReachedMaxRate);
+                }
+                Phase::Up => {
+                    self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+                }
+                // Ramping down from a confirmed failure: bisect up to it.
+                _ => {
+                    self.phase = Phase::Bisect;
+                    self.bisect();
+                }
+            }
+            return;
+        }
+        if self.phase == Phase::Down {
+            self.fail = Some(rate);
+            self.ramp_down(rate);
+            return;
+        }
+        // A failure in the upward ramp: look above it before taking it as the knee.
+        self.pending_fail.get_or_insert(rate);
+        let looks = if self.pass.is_some() {
+            LOOK_ABOVE_AFTER_A_PASS
+        } else {
+            LOOK_ABOVE_BEFORE_A_PASS
+        };
+        if self.looked_above < looks && rate < self.limits.max_rate_per_s {
+            self.looked_above += 1;
+            self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+        } else {
+            self.confirm_pending();
+        }
+    }
+
+    /// The failure waiting above a pass (or the start) is the knee: bisect below it, or ramp
+    /// down when nothing has passed.
+    fn confirm_pending(&mut self) {
+        let Some(failed) = self.pending_fail.take() else {
+            return;
+        };
+        self.looked_above = 0;
+        self.fail = Some(failed);
+        if self.pass.is_some() {
+            self.phase = Phase::Bisect;
+            self.bisect();
+        } else {
+            self.phase = Phase::Down;
+            self.ramp_down(failed);
+        }
+    }
+
+    /// Nothing has passed and `failed` failed: halve, unless that goes below the minimum.
+    fn ramp_down(&mut self, failed: u64) {
+        if failed / 2 < self.limits.min_rate_per_s.max(1) {
+            self.stopped = Some(StopReason::FailsAtLowest(failed));
+        } else {
+            self.rate = failed / 2;
+        }
+    }
+
+    /// The middle of the bracket next, or the end when it is narrow enough.
+    fn bisect(&mut self) {
+        let (Some(low), Some(high)) = (self.pass, self.fail) else {
+            return;
+        };
+        if high <= low
+            || (high - low) as f64 <= self.limits.precision * low as f64
+            || high - low <= 1
+        {
+            self.stopped = Some(StopReason::Bracketed {
+                precision: self.limits.precision,
+            });
+        } else {
+            self.rate = low + (high - low) / 2;
+        }
+    }
+
+    /// The answer so far.
+    pub fn outcome(&self) -> SearchOutcome {
+        let stopped = self.stopped.unwrap_or(StopReason::BudgetInRamp);
+        SearchOutcome {
+            capacity_per_s: self.pass,
+            // A failure still waiting for its confirmation from above is the best bound known.
+            first_fail_per_s: self.fail.or(self.pending_fail),
+            stopped,
+            loadgen_limit_per_s: match stopped {
+                StopReason::LoadgenLimit(rate, _) => Some(rate),
+                _ => None,
+            },
+            passes_at_capacity: if self.pass.is_some() {
+                self.passes_at_pass
+            } else {
+                0
+            },
+            dips: self.dips.clone(),
+            measurements: self.measurements,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::present::text::CapacityAnswer;
-    use crate::record::capacity::StepReason;
-
-    /// The answer line for an outcome, as `capacity` prints it.
-    fn answer_line(outcome: &SearchOutcome, loadgen_limit_per_s: Option<u64>) -> String {
-        CapacityAnswer {
-            capacity_per_s: outcome.capacity_per_s,
-            first_fail_per_s: outcome.first_fail_per_s,
-            loadgen_limit_per_s,
-            stopped_because: &outcome.stopped_because(),
-        }
-        .to_string()
-    }
-
-    fn fake_step(rate: u64, knee: u64) -> Step {
-        Step {
-            target_per_s: rate,
-            attempt: 1,
-            achieved_per_s: rate.min(knee) as f64,
-            latency_us: serde_json::json!({"p99": if rate <= knee { 200.0 } else { 5000.0 }}),
-            service_time_us: None,
-            errors: 0,
-            valid: Some(true),
-            pass: rate <= knee,
-            reasons: vec![],
-            report: None,
-            confirm: false,
-        }
-    }
-
-    /// A search that bracketed the capacity between `pass` and `fail` (within 25%).
-    fn bracketed(pass: u64, fail: u64) -> SearchOutcome {
-        SearchOutcome {
-            capacity_per_s: Some(pass),
-            first_fail_per_s: Some(fail),
-            steps: vec![],
-            stopped: StopReason::Bracketed { precision: 0.25 },
-            unconfirmed_per_s: None,
-        }
-    }
 
     fn limits() -> SearchLimits {
         SearchLimits {
             start_rate_per_s: 1000,
-            min_rate_per_s: 1,
+            min_rate_per_s: 100,
             max_rate_per_s: 10_000_000,
             precision: 0.05,
-            max_steps: 40,
+            max_steps: 60,
         }
     }
 
+    /// Runs a search whose measurements come from `measure(rate, attempt)`; returns the outcome
+    /// and every rate measured.
+    fn run(
+        retries: u32,
+        mut measure: impl FnMut(u64, u32) -> Verdict,
+    ) -> (SearchOutcome, Vec<u64>) {
+        let mut search = Search::new(&limits(), retries);
+        let mut rates = Vec::new();
+        let mut attempts = std::collections::HashMap::<u64, u32>::new();
+        while let Next::Measure(rate) = search.next() {
+            let attempt = attempts.entry(rate).or_default();
+            rates.push(rate);
+            search.record(measure(rate, *attempt));
+            *attempt += 1;
+            assert!(rates.len() < 200, "the search does not end: {rates:?}");
+        }
+        (search.outcome(), rates)
+    }
+
+    /// A server whose knee is at `knee`: a clear pass far below it, a narrow pass just below
+    /// it, a failure above it.
+    fn server(knee: u64) -> impl Fn(u64) -> Verdict {
+        move |rate| {
+            if rate * 2 <= knee {
+                Verdict::Pass { clear: true }
+            } else if rate <= knee {
+                Verdict::Pass { clear: false }
+            } else {
+                Verdict::Fail
+            }
+        }
+    }
+
+    fn answer(outcome: &SearchOutcome) -> String {
+        CapacityAnswer {
+            capacity_per_s: outcome.capacity_per_s,
+            first_fail_per_s: outcome.first_fail_per_s,
+            loadgen_limit_per_s: outcome.loadgen_limit_per_s,
+            stopped_because: &outcome.stopped_because(),
+            limiting_factor: Some(outcome.limiting_factor().as_str()),
+        }
+        .to_string()
+    }
+
     #[test]
-    fn finds_the_knee_within_precision() {
+    fn finds_the_knee_within_precision_and_names_the_server() {
         for knee in [1_000, 3_000, 37_000, 123_456, 999_999] {
-            let mut rates = Vec::new();
-            let outcome = search(&limits(), |rate| {
-                rates.push(rate);
-                Ok(Some(fake_step(rate, knee)))
-            })
-            .expect("search runs");
+            let truth = server(knee);
+            let (outcome, rates) = run(1, |rate, _| truth(rate));
             let capacity = outcome.capacity_per_s.expect("found");
             let fail = outcome.first_fail_per_s.expect("bracketed");
             assert!(
@@ -250,108 +536,224 @@ mod tests {
                 (fail - capacity) as f64 <= 0.05 * capacity as f64 + 1.0,
                 "{knee}: {capacity}..{fail}"
             );
-            assert!(
-                outcome.steps.len() <= 25,
-                "{knee}: {} steps",
-                outcome.steps.len()
-            );
+            assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
             assert_eq!(rates[0], 1000);
+            // Clear passes are measured once; near the knee every verdict took two.
+            assert!(rates.len() <= 30, "{knee}: {} measurements", rates.len());
+            assert!(outcome.passes_at_capacity >= 1, "{outcome:?}");
         }
     }
 
     #[test]
-    fn ramps_down_when_the_start_rate_fails() {
-        let outcome = search(&limits(), |rate| Ok(Some(fake_step(rate, 300)))).expect("runs");
+    fn one_noisy_measurement_does_not_move_the_bracket() {
+        // Knee at 37,000. Noise: the first measurement of 16,000 and of 32,000 fails (a busy
+        // neighbour), and the first of 40,000 passes by luck.
+        let truth = server(37_000);
+        let noisy = |rate: u64, attempt: u32| match (rate, attempt) {
+            (16_000 | 32_000, 0) => Verdict::Fail,
+            (40_000, 0) => Verdict::Pass { clear: false },
+            _ => truth(rate),
+        };
+        let (quiet, _) = run(1, |rate, _| truth(rate));
+        let (noisy, rates) = run(1, noisy);
+        assert_eq!(noisy.capacity_per_s, quiet.capacity_per_s, "{rates:?}");
+        assert_eq!(noisy.first_fail_per_s, quiet.first_fail_per_s, "{rates:?}");
+        // Without a second vote the same noise moves the answer.
+        let (single, _) = run(0, |rate, attempt| match (rate, attempt) {
+            (32_000, 0) => Verdict::Fail,
+            _ => truth(rate),
+        });
+        assert_ne!(single.capacity_per_s, quiet.capacity_per_s);
+    }
+
+    #[test]
+    fn the_loadgens_own_limit_is_no_vote_and_ends_the_search_as_a_lower_bound() {
+        // The server would hold 500k; the loadgen saturates from 100k on.
+        let truth = server(500_000);
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 100_000 {
+                Verdict::Instrument(Instrument::Saturated)
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(outcome.capacity_per_s, Some(64_000));
+        assert_eq!(
+            outcome.first_fail_per_s, None,
+            "never a failure of the server"
+        );
+        assert_eq!(outcome.loadgen_limit_per_s, Some(128_000));
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
+        assert_eq!(rates.iter().filter(|&&r| r == 128_000).count(), 2);
+        assert_eq!(
+            outcome.stopped_because(),
+            "the loadgen was saturated at 128000 msg/s"
+        );
+        assert_eq!(
+            answer(&outcome),
+            "capacity: at least 64,000 msg/s (loadgen limit reached at 128,000; the loadgen was \
+             saturated at 128000 msg/s)"
+        );
+        // A late loop once is retried and then counts like any measurement.
+        let truth = server(37_000);
+        let (late_once, _) = run(1, |rate, attempt| match (rate, attempt) {
+            (32_000, 0) => Verdict::Instrument(Instrument::Late),
+            _ => truth(rate),
+        });
+        let (quiet, _) = run(1, |rate, _| truth(rate));
+        assert_eq!(late_once.capacity_per_s, quiet.capacity_per_s);
+        assert_eq!(late_once.limiting_factor(), LimitingFactor::Server);
+    }
+
+    #[test]
+    fn latency_that_falls_as_load_rises_is_a_dip_not_the_knee() {
+        // Fails below 5,000 (an idle server wakes slowly) and above 37,000 (its knee).
+        let truth = server(37_000);
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate < 5_000 {
+                Verdict::Fail
+            } else {
+                truth(rate)
+            }
+        });
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!(
+            (35_000..=37_000).contains(&capacity),
+            "{capacity}: {rates:?}"
+        );
+        assert_eq!(outcome.dips, [1_000]);
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
+        assert_eq!(&rates[..7], [1000, 1000, 2000, 2000, 4000, 4000, 8000]);
+        // The knee is confirmed one doubling above: 64,000 fails, and so does 128,000.
+        assert!(rates.contains(&128_000), "{rates:?}");
+        // A dip after a pass: 2,000 passes, 4,000 fails, 8,000 passes again.
+        let (outcome, _) = run(1, |rate, _| {
+            if rate == 4_000 {
+                Verdict::Fail
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(outcome.dips, [4_000]);
+        assert!(outcome.capacity_per_s.unwrap() >= 35_000);
+    }
+
+    #[test]
+    fn a_knee_whose_double_the_loadgen_cannot_offer_is_still_the_servers() {
+        let truth = server(37_000);
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 100_000 {
+                Verdict::Instrument(Instrument::Saturated)
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(
+            outcome.limiting_factor(),
+            LimitingFactor::Server,
+            "{rates:?}"
+        );
+        assert_eq!(outcome.loadgen_limit_per_s, None);
+        assert!(outcome.capacity_per_s.unwrap() >= 35_000);
+        // A late loop gets more patience than a saturated one before it ends the search.
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 16_000 {
+                Verdict::Instrument(Instrument::Late)
+            } else {
+                Verdict::Pass { clear: true }
+            }
+        });
+        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 4);
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(16_000, Instrument::Late)
+        );
+        // A loop that lost its CPU while it had little to do: a spell of five such steps is
+        // waited out, and the search goes on as if it had not happened.
+        let truth = server(37_000);
+        let (spell, rates) = run(1, |rate, attempt| match (rate, attempt) {
+            (4_000, 0..5) => Verdict::Instrument(Instrument::Interrupted),
+            _ => truth(rate),
+        });
+        // Five no votes, then a clear pass.
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 4_000).count(),
+            6,
+            "{rates:?}"
+        );
+        let (quiet, _) = run(1, |rate, _| truth(rate));
+        assert_eq!(spell.capacity_per_s, quiet.capacity_per_s);
+        assert_eq!(spell.limiting_factor(), LimitingFactor::Server);
+        // One that never ends still stops the search, later.
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 16_000 {
+                Verdict::Instrument(Instrument::Interrupted)
+            } else {
+                Verdict::Pass { clear: true }
+            }
+        });
+        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 8);
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(16_000, Instrument::Interrupted)
+        );
+    }
+
+    #[test]
+    fn an_slo_unreachable_at_the_lowest_rate_says_so() {
+        let (outcome, rates) = run(1, |_, _| Verdict::Fail);
+        // Three doublings above the start fail too, then down to the lowest rate.
+        assert_eq!(
+            rates,
+            [
+                1000, 1000, 2000, 2000, 4000, 4000, 8000, 8000, 500, 500, 250, 250, 125, 125
+            ]
+        );
+        assert_eq!(outcome.capacity_per_s, None);
+        assert_eq!(outcome.stopped, StopReason::FailsAtLowest(125));
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::SloUnreachable);
+        assert!(answer(&outcome).starts_with("capacity: below 125 msg/s"));
+        // The start rate fails, a lower one passes: bisect between them.
+        let (outcome, _) = run(1, |rate, _| server(300)(rate));
         let capacity = outcome.capacity_per_s.expect("found");
         assert!((285..=300).contains(&capacity), "{capacity}");
-        assert_eq!(outcome.steps[0].target_per_s, 1000);
-        assert_eq!(outcome.steps[1].target_per_s, 500);
     }
 
     #[test]
-    fn the_downward_ramp_stops_at_the_minimum_rate() {
-        let mut high_floor = limits();
-        high_floor.min_rate_per_s = 200;
-        let outcome = search(&high_floor, |rate| Ok(Some(fake_step(rate, 0)))).expect("runs");
-        let rates: Vec<u64> = outcome.steps.iter().map(|s| s.target_per_s).collect();
-        assert_eq!(rates, [1000, 500, 250]);
-        assert_eq!(outcome.capacity_per_s, None);
-        assert!(answer_line(&outcome, None).starts_with("capacity: below 250 msg/s"));
-    }
-
-    #[test]
-    fn stops_at_max_rate_and_on_budget() {
+    fn stops_at_max_rate_on_budget_and_at_the_step_limit() {
         let mut small = limits();
         small.max_rate_per_s = 5_000;
-        let outcome = search(&small, |rate| Ok(Some(fake_step(rate, u64::MAX)))).expect("runs");
+        let mut search = Search::new(&small, 1);
+        while let Next::Measure(_) = search.next() {
+            search.record(Verdict::Pass { clear: true });
+        }
+        let outcome = search.outcome();
         assert_eq!(outcome.capacity_per_s, Some(5_000));
-        assert_eq!(outcome.first_fail_per_s, None);
-        assert!(answer_line(&outcome, None).starts_with("capacity: at least 5,000 msg/s"));
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::MaxRate);
 
-        let mut budget = 3;
-        let outcome = search(&limits(), |rate| {
-            if budget == 0 {
-                return Ok(None);
-            }
-            budget -= 1;
-            Ok(Some(fake_step(rate, 1_000_000)))
-        })
-        .expect("runs");
-        assert_eq!(outcome.steps.len(), 3);
+        let mut search = Search::new(&limits(), 1);
+        for _ in 0..3 {
+            search.record(Verdict::Pass { clear: true });
+        }
+        search.out_of_time();
+        assert_eq!(search.next(), Next::Done);
+        let outcome = search.outcome();
         assert_eq!(outcome.capacity_per_s, Some(4_000));
         assert_eq!(outcome.stopped, StopReason::BudgetInRamp);
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Budget);
         assert_eq!(
             outcome.stopped_because(),
             "time budget spent during the ramp"
         );
-    }
 
-    #[test]
-    fn a_failed_confirmation_lowers_the_capacity() {
-        let mut steps: Vec<Step> = [500, 1000, 2000, 1500]
-            .into_iter()
-            .map(|rate| fake_step(rate, 1500))
-            .collect();
-        let mut outcome = bracketed(1500, 2000);
-        let mut confirm = fake_step(1500, 1000);
-        confirm.confirm = true;
-        confirm.reasons = vec![StepReason::SloNotMet("SLO p99<=1ms NOT MET".into())];
-        steps.push(confirm);
-        assert_eq!(settle(&mut outcome, &steps), None);
-        assert_eq!(outcome.capacity_per_s, Some(1000));
-        assert_eq!(outcome.first_fail_per_s, Some(1500));
-        assert_eq!(
-            outcome.stopped_because(),
-            "bracket within 25%; 1500 msg/s failed its confirmation"
-        );
-        // A passing confirmation changes nothing.
-        let mut outcome = bracketed(1500, 2000);
-        let last = steps.len() - 1;
-        steps[last] = fake_step(1500, 1500);
-        steps[last].confirm = true;
-        assert_eq!(settle(&mut outcome, &steps), None);
-        assert_eq!(outcome.capacity_per_s, Some(1500));
-    }
-
-    #[test]
-    fn a_loadgen_limit_makes_the_answer_a_lower_bound() {
-        let mut fail = fake_step(4000, 2000);
-        fail.reasons = vec![StepReason::LoadgenSaturated];
-        let steps = vec![fake_step(2000, 2000), fail];
-        let mut outcome = bracketed(2000, 4000);
-        let limit = settle(&mut outcome, &steps);
-        assert_eq!(limit, Some(4000));
-        assert_eq!(
-            answer_line(&outcome, limit),
-            "capacity: at least 2,000 msg/s (loadgen limit reached at 4,000)"
-        );
-        // A failure of the server's own (latency) is a real bracket.
-        let mut fail = fake_step(4000, 2000);
-        fail.reasons = vec![
-            StepReason::SloNotMet("SLO p99<=1ms NOT MET".into()),
-            StepReason::LoadgenSaturated,
-        ];
-        assert_eq!(settle(&mut outcome, &[fake_step(2000, 2000), fail]), None);
+        let mut few = limits();
+        few.max_steps = 4;
+        let mut search = Search::new(&few, 1);
+        while let Next::Measure(_) = search.next() {
+            search.record(Verdict::Pass { clear: false });
+        }
+        assert_eq!(search.outcome().measurements, 4);
+        assert_eq!(search.outcome().stopped, StopReason::StepLimitInRamp);
     }
 
     #[test]

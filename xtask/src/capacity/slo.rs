@@ -1,18 +1,17 @@
 //! What a capacity step must meet and whether it did: the SLO in loadgen's `--slo` syntax
-//! ([`CapacitySlo`], upper bounds only), the judgement of one loadgen report against it and the
-//! 1%-of-target rule ([`judge`], with a typed [`StepReason`] per failed condition), and the
-//! step a trial record becomes ([`step_from_record`]).
+//! ([`CapacitySlo`], upper bounds only), the judgement of one step of the steered loadgen against
+//! it and the 1%-of-target rule ([`judge_step`]: a vote for the search, or none when the loadgen
+//! could not measure honestly, with a typed [`StepReason`] per failed condition), and the record
+//! a step becomes ([`steered_step`]).
 
-use std::path::Path;
+use anyhow::Result;
+use loadgen::StepReport;
+use loadgen::report::Percentiles;
+use loadgen::slo::{Clause, Metric, Op, check_step, parse_slo};
 
-use anyhow::{Context, Result};
-use loadgen::Report;
-use loadgen::slo::{Clause, Metric, Op, check, parse_slo};
-
+use super::search::{INTERRUPTED_BELOW_WORK, Instrument, Verdict};
 use crate::error::input_error;
 use crate::record::capacity::{LatencyLimit, SloRecord, Step, StepReason};
-use crate::record::loadgen_report::read_report;
-use crate::record::trial::TrialRecord;
 
 /// Required achieved/target ratio for a step to pass.
 pub const MIN_ACHIEVED_RATIO: f64 = 0.99;
@@ -95,11 +94,30 @@ impl CapacitySlo {
     }
 }
 
-/// Judges one report against the SLO (`loadgen::slo::check`) and the 1%-of-target rule:
-/// whether the step passes, and every reason it does not.
-pub fn judge(slo: &CapacitySlo, target_per_s: u64, report: &Report) -> (bool, Vec<StepReason>) {
-    // One line per clause, then one for an invalid run (said below, with its reasons).
-    let verdict = check(&slo.slo, report);
+/// Judges one step of the steered loadgen: a vote for the rate (pass, or fail by the server)
+/// or no vote (the loadgen could not measure it honestly: the SLO is judged only on valid
+/// steps), with every reason it did not pass. A failed step fails for each broken SLO clause
+/// (loadgen's own check, `loadgen::slo::check_step`), an achieved rate below 99% of the target,
+/// and starved connections.
+pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepReason>) {
+    if !step.valid {
+        let what = if step.loadgen.saturated {
+            Instrument::Saturated
+        } else if step.schedule.behind && step.loadgen.work_fraction < INTERRUPTED_BELOW_WORK {
+            Instrument::Interrupted
+        } else if step.schedule.behind {
+            Instrument::Late
+        } else {
+            Instrument::Failed
+        };
+        let mut reasons = vec![StepReason::LoadgenInvalid(step.invalid_reasons.clone())];
+        if step.loadgen.saturated {
+            reasons.push(StepReason::LoadgenSaturated);
+        }
+        return (Verdict::Instrument(what), reasons);
+    }
+    // One line per clause (the invalid-run line cannot come: the step is valid).
+    let verdict = check_step(&slo.slo, step);
     let mut reasons: Vec<StepReason> = verdict
         .lines
         .into_iter()
@@ -107,98 +125,93 @@ pub fn judge(slo: &CapacitySlo, target_per_s: u64, report: &Report) -> (bool, Ve
         .filter(|line| line.contains("NOT MET"))
         .map(StepReason::SloNotMet)
         .collect();
-    let achieved = report.throughput.messages_per_s;
-    let ratio = report
+    let achieved = step.throughput.messages_per_s;
+    let ratio = step
         .throughput
         .achieved_ratio
-        .unwrap_or(achieved / target_per_s as f64);
+        .unwrap_or(achieved / step.target_per_s.max(1.0));
     if ratio < MIN_ACHIEVED_RATIO {
         reasons.push(StepReason::BelowTarget {
             achieved_per_s: achieved,
             ratio,
         });
     }
-    if !report.valid {
-        reasons.push(StepReason::LoadgenInvalid(report.invalid_reasons.clone()));
+    if step.connections.starved > 0 {
+        reasons.push(StepReason::Starved(step.connections.starved));
     }
-    let starved = report.connections.starved;
-    if starved > 0 {
-        reasons.push(StepReason::Starved(starved));
+    if !reasons.is_empty() {
+        return (Verdict::Fail, reasons);
     }
-    if report.loadgen.saturated {
-        reasons.push(StepReason::LoadgenSaturated);
-    }
-    (reasons.is_empty(), reasons)
+    // Every latency bound held with half its limit to spare: far from the knee.
+    let clear = slo.slo.clauses.iter().all(|c| match c.metric {
+        Metric::Latency(key) => latency_at(&step.latency_us, key) <= c.limit * CLEAR_FRACTION,
+        _ => true,
+    });
+    (Verdict::Pass { clear }, reasons)
 }
 
-/// Turns one trial record into a judged step: reads its loadgen report as `loadgen::Report`
-/// and [`judge`]s it; a trial without a usable report is a failed step saying why.
-pub fn step_from_record(
-    slo: &CapacitySlo,
-    rate: u64,
-    record: &TrialRecord,
-    run_dir: &Path,
-) -> Result<Step> {
-    let report_path = run_dir.join(&record.loadgen_json);
-    if let Some(failure) = &record.failure {
-        return Ok(Step::failed(rate, StepReason::TrialFailed(failure.clone())));
+/// A pass whose latencies are at most this fraction of their limits counts as a clear pass.
+pub const CLEAR_FRACTION: f64 = 0.5;
+
+/// The latency statistic `key` (`p99`, `max` …) of `p`.
+fn latency_at(p: &Percentiles, key: &str) -> f64 {
+    match key {
+        "min" => p.min as f64,
+        "mean" => p.mean,
+        "p50" => p.p50 as f64,
+        "p90" => p.p90 as f64,
+        "p95" => p.p95 as f64,
+        "p99" => p.p99 as f64,
+        "p999" => p.p999 as f64,
+        "p9999" => p.p9999 as f64,
+        _ => p.max as f64,
     }
-    if !report_path.exists() {
-        return Ok(Step::failed(rate, StepReason::NoReport));
-    }
-    let json = read_report(&report_path).context("reading step report")?;
-    let report: Report = match serde_json::from_value(json.clone()) {
-        Ok(report) => report,
-        Err(error) => {
-            return Ok(Step::failed(
-                rate,
-                StepReason::ReportMismatch {
-                    report: record.loadgen_json.clone(),
-                    error: error.to_string(),
-                },
-            ));
-        }
+}
+
+/// The record of one measured step: its figures, what it counted as, and why it did not pass.
+pub fn steered_step(
+    step: &StepReport,
+    attempt: u32,
+    verdict: Verdict,
+    reasons: Vec<StepReason>,
+    report: &str,
+) -> Step {
+    let counted_as = match verdict {
+        Verdict::Pass { .. } => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Instrument(_) => "no vote",
     };
-    let (pass, reasons) = judge(slo, rate, &report);
-    Ok(Step {
-        target_per_s: rate,
-        attempt: 1,
-        achieved_per_s: report.throughput.messages_per_s,
-        latency_us: json
-            .get("latency_us")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null),
-        service_time_us: json.get("service_time_us").cloned(),
-        errors: report.errors.total,
-        valid: Some(report.valid),
-        pass,
+    Step {
+        target_per_s: step.target_per_s as u64,
+        attempt,
+        achieved_per_s: step.throughput.messages_per_s,
+        latency_us: serde_json::to_value(step.latency_us).unwrap_or(serde_json::Value::Null),
+        service_time_us: serde_json::to_value(step.service_time_us).ok(),
+        errors: step.errors.total,
+        valid: Some(step.valid),
+        pass: matches!(verdict, Verdict::Pass { .. }),
         reasons,
-        report: Some(record.loadgen_json.clone()),
+        report: Some(report.to_string()),
         confirm: false,
-    })
+        loadgen_step: Some(step.index),
+        loop_lag_p99_us: Some(step.schedule.loop_lag_us.p99),
+        work_fraction: Some(step.loadgen.work_fraction),
+        counted_as: Some(counted_as.into()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A valid open-loop report: 9,950 of 10,000 msg/s, p99 800 µs, p999 2 ms, no errors.
-    fn report() -> Report {
-        let mut config = loadgen::Config::new("127.0.0.1:1");
-        config.rate_per_s = Some(10_000.0);
-        Report {
-            schema: loadgen::report::SCHEMA.into(),
-            config,
-            env: loadgen::env::Env {
-                host: "test".into(),
-                cores: 2,
-                kernel: "Linux".into(),
-                loadgen_version: "0".into(),
-                git_commit: None,
-                start_time: "2026-01-01T00:00:00Z".into(),
-                start_unix_s: 0.0,
-            },
+    /// A valid step: 9,950 of 10,000 msg/s, p99 800 µs, p999 2 ms, no errors.
+    fn step() -> StepReport {
+        StepReport {
+            index: 3,
+            target_per_s: 10_000.0,
             duration_s: 2.0,
+            settle_ms: 250,
+            start_unix_s: 0.0,
             messages: loadgen::report::Messages {
                 sent: 19_900,
                 verified: 19_900,
@@ -208,7 +221,7 @@ mod tests {
                 messages_per_s: 9950.0,
                 ..Default::default()
             },
-            latency_us: loadgen::report::Percentiles {
+            latency_us: Percentiles {
                 p50: 300,
                 p99: 800,
                 p999: 2000,
@@ -216,13 +229,13 @@ mod tests {
                 ..Default::default()
             },
             service_time_us: Default::default(),
-            connect_us: Default::default(),
-            schedule: None,
+            schedule: Default::default(),
             connections: Default::default(),
             errors: Default::default(),
             loadgen: Default::default(),
             valid: true,
             invalid_reasons: vec![],
+            slo_met: None,
             histograms: Default::default(),
         }
     }
@@ -283,12 +296,16 @@ mod tests {
     }
 
     #[test]
-    fn judge_requires_slo_rate_and_validity() {
+    fn a_step_needs_the_slo_the_rate_and_an_honest_loadgen() {
         let slo = CapacitySlo::parse("p99<=1ms").expect("valid");
-        assert_eq!(judge(&slo, 10_000, &report()), (true, vec![]));
-        let mut slow = report();
+        assert_eq!(
+            judge_step(&slo, &step()),
+            (Verdict::Pass { clear: false }, vec![])
+        );
+        let mut slow = step();
         slow.throughput.messages_per_s = 9800.0;
-        let (pass, reasons) = judge(&slo, 10_000, &slow);
+        let (verdict, reasons) = judge_step(&slo, &slow);
+        assert_eq!(verdict, Verdict::Fail);
         assert_eq!(
             reasons,
             [StepReason::BelowTarget {
@@ -296,44 +313,58 @@ mod tests {
                 ratio: 0.98
             }]
         );
-        assert!(!pass && reasons[0].to_string().contains("98.0% of the target"));
-        let mut invalid = report();
-        invalid.valid = false;
-        invalid.invalid_reasons = vec!["schedule lag".into()];
-        let (pass, reasons) = judge(&slo, 10_000, &invalid);
-        assert_eq!(reasons.len(), 1, "said once: {reasons:?}");
-        assert!(
-            !pass && reasons[0].to_string().contains("schedule lag"),
-            "{reasons:?}"
-        );
-        assert!(reasons[0].is_instrument());
-        let mut ratio = report();
-        ratio.throughput.achieved_ratio = Some(0.5);
-        assert!(!judge(&slo, 10_000, &ratio).0);
-        let mut starved = report();
+        assert!(reasons[0].to_string().contains("98.0% of the target"));
+        let mut starved = step();
         starved.connections.starved = 14;
-        let (pass, reasons) = judge(&slo, 10_000, &starved);
-        assert!(
-            !pass && reasons[0].to_string().starts_with("14 connections starved"),
-            "{reasons:?}"
-        );
+        let (verdict, reasons) = judge_step(&slo, &starved);
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reasons[0].to_string().starts_with("14 connections starved"));
         assert!(!reasons[0].is_instrument());
-        let mut saturated = report();
+        // The loadgen's own problems are no vote, whatever the latency says.
+        let mut saturated = step();
+        saturated.valid = false;
         saturated.loadgen.saturated = true;
+        saturated.latency_us.p99 = 50_000;
+        saturated.invalid_reasons = vec!["the load generator was saturated".into()];
+        let (verdict, reasons) = judge_step(&slo, &saturated);
+        assert_eq!(verdict, Verdict::Instrument(Instrument::Saturated));
+        assert!(reasons.iter().all(StepReason::is_instrument), "{reasons:?}");
+        let mut late = step();
+        late.valid = false;
+        late.schedule.behind = true;
+        late.loadgen.work_fraction = 0.8;
+        late.invalid_reasons = vec!["fell behind its open-loop schedule".into()];
         assert_eq!(
-            judge(&slo, 10_000, &saturated).1,
-            [StepReason::LoadgenSaturated]
+            judge_step(&slo, &late).0,
+            Verdict::Instrument(Instrument::Late)
         );
+        // Late with little to do: the CPU was taken from it.
+        late.loadgen.work_fraction = 0.05;
+        assert_eq!(
+            judge_step(&slo, &late).0,
+            Verdict::Instrument(Instrument::Interrupted)
+        );
+        let mut few = step();
+        few.valid = false;
+        few.invalid_reasons = vec!["only 40 latency samples".into()];
+        assert_eq!(
+            judge_step(&slo, &few).0,
+            Verdict::Instrument(Instrument::Failed)
+        );
+        // Far below the limits: a clear pass.
+        let mut fast = step();
+        fast.latency_us.p99 = 400;
+        assert_eq!(judge_step(&slo, &fast).0, Verdict::Pass { clear: true });
     }
 
     #[test]
     fn judge_names_each_broken_clause() {
         let slo = CapacitySlo::parse("p99<=1ms,p999<=5ms,errors<=1").expect("valid");
-        let mut bad = report();
+        let mut bad = step();
         bad.latency_us.p99 = 1500;
         bad.errors.total = 3;
-        let (pass, reasons) = judge(&slo, 10_000, &bad);
-        assert!(!pass);
+        let (verdict, reasons) = judge_step(&slo, &bad);
+        assert_eq!(verdict, Verdict::Fail);
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         let texts: Vec<String> = reasons.iter().map(ToString::to_string).collect();
         assert!(
@@ -344,18 +375,31 @@ mod tests {
             texts[1].contains("errors<=1") && texts[1].contains('3'),
             "{texts:?}"
         );
-        assert!(matches!(reasons[0], StepReason::SloNotMet(_)));
         // errors=1 is an upper bound here (not loadgen's "exactly"): no errors also passes.
         let slo = CapacitySlo::parse("p99<=1ms,errors=1").expect("valid");
-        assert!(judge(&slo, 10_000, &report()).0);
+        assert!(matches!(judge_step(&slo, &step()).0, Verdict::Pass { .. }));
         // Without an errors clause a single error fails the step.
         let slo = CapacitySlo::parse("p99<=1ms").expect("valid");
-        let mut one_error = report();
+        let mut one_error = step();
         one_error.errors.total = 1;
-        let (pass, reasons) = judge(&slo, 10_000, &one_error);
-        assert!(
-            !pass && reasons[0].to_string().contains("errors<=0"),
-            "{reasons:?}"
-        );
+        let (verdict, reasons) = judge_step(&slo, &one_error);
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reasons[0].to_string().contains("errors<=0"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_steered_step_records_its_vote_and_the_loadgens_own_figures() {
+        let mut s = step();
+        s.schedule.loop_lag_us.p99 = 7;
+        s.loadgen.work_fraction = 0.42;
+        let record = steered_step(&s, 2, Verdict::Fail, vec![], "loadgen.json");
+        assert_eq!(record.target_per_s, 10_000);
+        assert_eq!(record.attempt, 2);
+        assert_eq!(record.loadgen_step, Some(3));
+        assert_eq!(record.loop_lag_p99_us, Some(7));
+        assert_eq!(record.work_fraction, Some(0.42));
+        assert_eq!(record.counted_as.as_deref(), Some("fail"));
+        assert_eq!(record.latency_us["p99"], 800);
+        assert!(!record.pass);
     }
 }

@@ -9,11 +9,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::format::{format_count, format_us};
-use super::table::{Exporter, export_to_vec, table_rows};
+use super::table::{Exporter, WINNER_NOTE, export_to_vec, no_star_notes, table_rows};
 use super::text::{CapacityAnswer, verdict_line};
 use crate::record::capacity::CapacityFile;
 use crate::record::manifest::Manifest;
-use crate::record::regress::RegressFile;
+use crate::record::regress::{RegressFile, Verdict};
 use crate::record::summary::CellSummary;
 
 /// Escapes text for HTML.
@@ -98,10 +98,10 @@ impl Exporter for HtmlTable {
         }
         writeln!(out, "</table>")?;
         if summaries.iter().any(|s| s.winner) {
-            writeln!(
-                out,
-                "<p>* fastest for its connection count and size, with a 95% interval that overlaps no other's.</p>"
-            )?;
+            writeln!(out, "<p>{}.</p>", html_escape(WINNER_NOTE))?;
+        }
+        for note in no_star_notes(summaries) {
+            writeln!(out, "<p>{}.</p>", html_escape(&note))?;
         }
         Ok(())
     }
@@ -135,7 +135,7 @@ pub fn capacity_index(run_dir: &Path, file: &CapacityFile) -> Result<()> {
 
 fn capacity_steps_html(file: &CapacityFile) -> String {
     let mut html = String::from(
-        "<table><tr><th>target msg/s</th><th>achieved msg/s</th><th>p50 µs</th><th>p99 µs</th><th>errors</th><th>result</th></tr>",
+        "<table><tr><th>target msg/s</th><th>achieved msg/s</th><th>p50 µs</th><th>p99 µs</th><th>errors</th><th>loop lag p99 µs</th><th>result</th></tr>",
     );
     for step in &file.steps {
         let latency = |key: &str| {
@@ -147,16 +147,20 @@ fn capacity_steps_html(file: &CapacityFile) -> String {
         let reasons: Vec<String> = step.reasons.iter().map(ToString::to_string).collect();
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             format_count(step.target_per_s as f64),
             format_count(step.achieved_per_s),
             latency("p50"),
             latency("p99"),
             step.errors,
-            if step.pass {
-                "pass".to_string()
-            } else {
-                html_escape(&format!("fail: {}", reasons.join("; ")))
+            step.loop_lag_p99_us
+                .map_or("-".into(), |lag| format_us(lag as f64)),
+            match (step.pass, step.counted_as.as_deref()) {
+                (true, _) => "pass".to_string(),
+                (false, Some("no vote")) => {
+                    html_escape(&format!("no vote: {}", reasons.join("; ")))
+                }
+                (false, _) => html_escape(&format!("fail: {}", reasons.join("; "))),
             }
         );
     }
@@ -164,17 +168,54 @@ fn capacity_steps_html(file: &CapacityFile) -> String {
     html
 }
 
-/// `index.html` of a regress run: the verdict (or why there is none yet) and every trial.
+/// `index.html` of a regress run: the verdict (or why there is none yet), the looks, and
+/// every trial.
 pub fn regress_index(run_dir: &Path, file: &RegressFile) -> Result<()> {
-    let mut body = format!(
-        "<p><b>{}</b></p>\n<table><tr><th>pair</th><th>side</th><th>value</th><th>errors</th></tr>",
-        html_escape(&verdict_line(file))
+    let mut body = format!("<p><b>{}</b></p>\n", html_escape(&verdict_line(file)));
+    if file.verdict == Some(Verdict::Inconclusive) {
+        body.push_str(
+            "<p>⚠️ inconclusive (exit 3): the pairs or the time ran out before the interval could \
+             decide; more pairs (<code>--trials</code>, <code>--budget</code>) or a quieter machine \
+             would.</p>\n",
+        );
+    }
+    if !file.looks.is_empty() {
+        body.push_str(
+            "<table><tr><th>pairs</th><th>change</th><th>interval</th><th>smallest detectable rise</th><th>look says</th></tr>",
+        );
+        for look in &file.looks {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{:+.2}%</td><td>{:+.2}% … {:+.2}% ({:.2}%)</td><td>{:.1}%</td><td>{}</td></tr>",
+                look.pairs,
+                look.change.estimate * 100.0,
+                look.change.low * 100.0,
+                look.change.high * 100.0,
+                look.change.confidence * 100.0,
+                look.minimum_detectable * 100.0,
+                look.verdict
+                    .map_or("more pairs".to_string(), |v| v.to_string())
+            );
+        }
+        body.push_str("</table>\n");
+    }
+    body.push_str(
+        "<table><tr><th>pair</th><th>side</th><th>value</th><th>errors</th><th>CPU µs/msg</th><th>CPU share</th></tr>",
     );
     for trial in &file.trials {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
-            trial.pair, trial.side, trial.value, trial.errors
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            trial.pair,
+            trial.side,
+            trial.value,
+            trial.errors,
+            trial
+                .cpu_per_message_us
+                .map_or("-".into(), |cpu| format!("{cpu:.3}")),
+            trial
+                .cpu_share
+                .map_or("-".into(), |share| format!("{:.0}%", share * 100.0))
         );
     }
     body.push_str("</table>");

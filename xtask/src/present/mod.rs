@@ -2,13 +2,15 @@
 //! rendered from records, never measured here.
 //!
 //! One module per kind of output: [`format`](mod@format) (how numbers look), [`table`] (the bench summary,
-//! one `Exporter` per format: terminal, Markdown, CSV, JSON; HTML in [`html`]), [`text`] (the
-//! lines commands print), [`matrix`] (which strategy for which workload, in every format), [`plot`] (SVG), [`html`] (`index.html`), [`progress`] (the progress
-//! bar). The functions below draw a whole run directory; `cargo xtask report` calls the same.
+//! one `Exporter` per format: terminal, Markdown, CSV, JSON; HTML in [`html`]; the regress
+//! verdict table), [`text`] (the lines commands print), [`matrix`] (which strategy for which workload, in every
+//! format), [`plot`] (SVG), [`html`]
+//! (`index.html`), [`bmf`] (Bencher Metric Format), [`progress`] (the progress bar). The functions below draw a whole run directory; `cargo xtask report` calls the same.
 //!
 //! Layer: presentation depends on records (and `stats`, `flags`, and `summary` in tests) only;
 //! no command and nothing that starts a process is imported here.
 
+pub mod bmf;
 pub mod format;
 pub mod html;
 pub mod matrix;
@@ -49,7 +51,11 @@ pub fn capacity_run(run_dir: &Path, file: &CapacityFile) -> Result<()> {
     html::capacity_index(run_dir, file)
 }
 
-/// Writes `index.html` of a regress run directory.
+/// Writes `summary.md` (the verdict table) and `index.html` of a regress run directory.
 pub fn regress_run(run_dir: &Path, file: &RegressFile) -> Result<()> {
+    crate::record::write_atomic(
+        &run_dir.join("summary.md"),
+        table::regress_markdown(file).as_bytes(),
+    )?;
     html::regress_index(run_dir, file)
 }

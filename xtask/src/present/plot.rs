@@ -126,8 +126,25 @@ fn group_key(summary: &CellSummary) -> (u32, u32, Option<&str>) {
     (cell.size_bytes, cell.connections, cell.workload.as_deref())
 }
 
+/// Why a cell's bar is not the server's figure: `invalid` (loadgen said so), `starved`
+/// (a connection got no echo for too long), `failed` (a trial produced nothing); `None` when
+/// the bar stands.
+pub fn bar_flag(summary: &CellSummary) -> Option<&'static str> {
+    if summary.invalid_trials > 0 {
+        Some("invalid")
+    } else if summary.starved_connections.unwrap_or(0) > 0 {
+        Some("starved")
+    } else if summary.failed_trials > 0 {
+        Some("failed")
+    } else {
+        None
+    }
+}
+
 /// Grouped bar chart: one group per connection count (for the first size, or every size with
-/// a `size` suffix), one bar per server; `interval` draws a vertical bar from low to high.
+/// a `size` suffix), one bar per server; `interval` draws a vertical bar from low to high. A
+/// cell [`bar_flag`] flags is drawn pale, outlined and labelled with the flag, so a picture
+/// never shows a loadgen-bound bar as the server's speed.
 fn grouped_bars(
     path: &Path,
     title: &str,
@@ -136,6 +153,12 @@ fn grouped_bars(
     value: &dyn Fn(&CellSummary) -> Option<f64>,
     interval: &dyn Fn(&CellSummary) -> Option<(f64, f64)>,
 ) -> Result<()> {
+    let flagged = summaries.iter().any(|s| bar_flag(s).is_some());
+    let title = if flagged {
+        format!("{title}; pale, labelled bars: not the server's figure")
+    } else {
+        title.to_string()
+    };
     let servers = server_names(summaries);
     let mut groups: Vec<(u32, u32, Option<&str>)> = Vec::new();
     for summary in summaries {
@@ -185,7 +208,7 @@ fn grouped_bars(
             String::new()
         }
     };
-    let mut chart = frame(&root, title, 22)
+    let mut chart = frame(&root, &title, if flagged { 18 } else { 22 })
         .build_cartesian_2d(0.0..groups.len() as f64, 0.0..top)
         .map_err(plot_error)?;
     chart
@@ -201,6 +224,8 @@ fn grouped_bars(
     for (server_index, server) in servers.iter().enumerate() {
         let style = color(server_index).filled();
         let mut bars = Vec::new();
+        let mut pale_bars = Vec::new();
+        let mut labels = Vec::new();
         let mut whiskers = Vec::new();
         for summary in summaries.iter().filter(|s| &s.cell.server == server) {
             let Some(group) = groups.iter().position(|g| *g == group_key(summary)) else {
@@ -209,10 +234,23 @@ fn grouped_bars(
             let left = group as f64 + 0.1 + slot * server_index as f64;
             let center = left + slot / 2.0;
             if let Some(v) = value(summary).filter(|v| v.is_finite()) {
-                bars.push(Rectangle::new(
-                    [(left + slot * 0.1, 0.0), (left + slot * 0.9, v)],
-                    style,
-                ));
+                let corners = [(left + slot * 0.1, 0.0), (left + slot * 0.9, v)];
+                match bar_flag(summary) {
+                    None => bars.push(Rectangle::new(corners, style)),
+                    Some(flag) => {
+                        pale_bars.push(Rectangle::new(
+                            corners,
+                            color(server_index).mix(0.25).filled(),
+                        ));
+                        pale_bars
+                            .push(Rectangle::new(corners, color(server_index).stroke_width(2)));
+                        labels.push(Text::new(
+                            flag,
+                            (left + slot * 0.1, v),
+                            ("sans-serif", 14).into_font().color(&BLACK),
+                        ));
+                    }
+                }
             }
             if let Some((low, high)) =
                 interval(summary).filter(|(l, h)| l.is_finite() && h.is_finite())
@@ -239,7 +277,9 @@ fn grouped_bars(
             .legend(move |(x, y)| {
                 Rectangle::new([(x, y - 5), (x + 10, y + 5)], color(server_index).filled())
             });
+        chart.draw_series(pale_bars).map_err(plot_error)?;
         chart.draw_series(whiskers).map_err(plot_error)?;
+        chart.draw_series(labels).map_err(plot_error)?;
     }
     finish(&mut chart, &root)
 }
@@ -306,10 +346,21 @@ pub fn draw_spectrum(path: &Path, title: &str, lines: &[NamedHistogram]) -> Resu
 }
 
 /// `capacity.svg`: latency against offered load for a capacity search, with the SLO limits as
-/// lines and failed steps as crosses.
+/// lines and failed steps as crosses. Steps the loadgen could not measure honestly (`no vote`)
+/// are left out (their latency is partly the loadgen's), unless there is nothing else to draw.
 pub fn capacity_plot(run_dir: &Path, file: &CapacityFile) -> Result<()> {
     let path = run_dir.join("capacity.svg");
-    let mut steps = file.steps.clone();
+    let voted: Vec<Step> = file
+        .steps
+        .iter()
+        .filter(|s| s.counted_as.as_deref() != Some("no vote"))
+        .cloned()
+        .collect();
+    let mut steps = if voted.iter().any(|s| s.latency_us.get("p99").is_some()) {
+        voted
+    } else {
+        file.steps.clone()
+    };
     steps.sort_by_key(|s| s.target_per_s);
     let value = |step: &Step, source: Option<&serde_json::Value>, key: &str| {
         source
@@ -490,4 +541,55 @@ pub fn bench_plots(
         images.push(name);
     }
     Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::fixtures::{cell, record};
+    use crate::summary::summarize;
+
+    #[test]
+    fn bars_that_are_not_the_servers_figure_are_labelled() {
+        let cells = vec![cell("pool", 16), cell("c-epoll", 16)];
+        let mut records = Vec::new();
+        for trial in 0..5 {
+            records.push(record(cells[0].clone(), trial, 150.0, 10.0, 0));
+            let mut saturated = record(cells[1].clone(), trial, 200.0, 10.0, 0);
+            if let Some(figures) = saturated.figures.as_mut() {
+                figures.valid = Some(false);
+            }
+            records.push(saturated);
+        }
+        let summaries = summarize(&cells, &records);
+        assert_eq!(bar_flag(&summaries[0]), None);
+        assert_eq!(bar_flag(&summaries[1]), Some("invalid"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("throughput.svg");
+        let value = |s: &CellSummary| Some(s.messages_per_s_median);
+        grouped_bars(
+            &path,
+            "throughput",
+            "messages/s",
+            &summaries,
+            &value,
+            &|_| None,
+        )
+        .expect("draws");
+        let svg = std::fs::read_to_string(&path).expect("svg");
+        assert!(svg.contains("\ninvalid\n</text>"), "{svg}");
+        assert!(svg.contains("not the server"), "{svg}");
+        // Without a flagged cell: no label, no caption note.
+        grouped_bars(
+            &path,
+            "throughput",
+            "messages/s",
+            &summaries[..1],
+            &value,
+            &|_| None,
+        )
+        .expect("draws");
+        let svg = std::fs::read_to_string(&path).expect("svg");
+        assert!(!svg.contains("\ninvalid\n</text>") && !svg.contains("not the server"));
+    }
 }

@@ -10,8 +10,12 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::format::{format_count, format_cpu, format_rss, format_us};
+use super::text::{cost_name, verdict_line};
+use crate::record::calibration::CalibrationFile;
+use crate::record::regress::{RegressFile, Verdict};
 use crate::record::summary::CellSummary;
 use crate::record::write_atomic;
+use crate::stats::median;
 
 /// One output format of the summary.
 pub trait Exporter {
@@ -55,6 +59,9 @@ fn cell_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>)
             let mut note = String::new();
             if s.winner {
                 note.push('*');
+            }
+            if s.no_star_because.is_some() {
+                note.push_str(" fastest median, no star (below)");
             }
             if s.failed_trials > 0 {
                 note.push_str(&format!(" {} failed", s.failed_trials));
@@ -101,8 +108,29 @@ fn cell_rows(summaries: &[CellSummary]) -> (Vec<&'static str>, Vec<Vec<String>>)
     (header, rows)
 }
 
-const WINNER_NOTE: &str = "* fastest for its workload, connection count and size, with an interval of \
-     ≥ 90% coverage that overlaps no other's";
+pub(super) const WINNER_NOTE: &str = "* fastest for its workload, connection count and size, with an \
+     interval of ≥ 90% coverage that overlaps no other's";
+
+/// One line per group whose highest median may not have the star, saying why.
+pub(super) fn no_star_notes(summaries: &[CellSummary]) -> Vec<String> {
+    summaries
+        .iter()
+        .filter_map(|s| {
+            s.no_star_because.as_ref().map(|why| {
+                format!(
+                    "no star at {}{} connections, {} B: the highest median, {}, had {why}",
+                    s.cell
+                        .workload
+                        .as_deref()
+                        .map_or(String::new(), |w| format!("{w}, ")),
+                    s.cell.connections,
+                    s.cell.size_bytes,
+                    s.cell.server
+                )
+            })
+        })
+        .collect()
+}
 
 const COVERAGE_NOTE: &str = "CI of median: order-statistic (sign-test) interval; its coverage \
      is 75% at 3 trials, 87.5% at 4, 93.75% at 5, ≥ 95% from 6; winners need ≥ 90%";
@@ -152,6 +180,9 @@ impl Exporter for TerminalTable {
         if summaries.iter().any(|s| s.winner) {
             writeln!(out, "{WINNER_NOTE}")?;
         }
+        for note in no_star_notes(summaries) {
+            writeln!(out, "{note}")?;
+        }
         writeln!(out, "{COVERAGE_NOTE}")?;
         Ok(())
     }
@@ -180,6 +211,9 @@ impl Exporter for MarkdownTable {
         }
         if summaries.iter().any(|s| s.winner) {
             writeln!(out, "\n{WINNER_NOTE}")?;
+        }
+        for note in no_star_notes(summaries) {
+            writeln!(out, "\n{note}")?;
         }
         writeln!(out, "\n{COVERAGE_NOTE}")?;
         Ok(())
@@ -263,6 +297,120 @@ pub fn export_to_vec(exporter: &dyn Exporter, summaries: &[CellSummary]) -> Vec<
     // Writing into a Vec cannot fail.
     let _ = exporter.export(summaries, &mut bytes);
     bytes
+}
+
+/// The verdict of a regress run as Markdown (`summary.md`; the perf-gate workflow appends it
+/// to the job's step summary): a headline, a table of the looks, and the design.
+pub fn regress_markdown(file: &RegressFile) -> String {
+    let headline = match file.verdict {
+        Some(Verdict::Slower) => "❌ **slower**",
+        Some(Verdict::Faster) => "✅ **faster**",
+        Some(Verdict::NoChange) => "✅ **no change**",
+        Some(Verdict::Inconclusive) => {
+            "⚠️ **inconclusive** (exit 3): undecided when the pairs or the time ran out"
+        }
+        None => "⏳ no verdict yet",
+    };
+    let mut out = format!(
+        "### regress: {} vs {} ({})\n\n{headline}\n\n`{}`\n\n",
+        file.candidate.server.name,
+        file.baseline.server.name,
+        cost_name(file.metric),
+        verdict_line(file)
+    );
+    if !file.looks.is_empty() {
+        out.push_str(
+            "| pairs | change | interval | smallest detectable rise | look says |\n|---:|---:|---:|---:|---|\n",
+        );
+        for look in &file.looks {
+            out.push_str(&format!(
+                "| {} | {:+.2}% | {:+.2}% … {:+.2}% ({:.2}%) | {:.1}% | {} |\n",
+                look.pairs,
+                look.change.estimate * 100.0,
+                look.change.low * 100.0,
+                look.change.high * 100.0,
+                look.change.confidence * 100.0,
+                look.minimum_detectable * 100.0,
+                look.verdict
+                    .map_or("more pairs".to_string(), |v| v.to_string())
+            ));
+        }
+    }
+    if let Some(design) = &file.design {
+        out.push_str(&format!(
+            "\nDesign: at most {:.0}% false alarms over up to {} looks ({:.3}% per side of each \
+             interval), a rise of {:.1}% caught with ≥ {:.0}% power where the noise allows; \
+             `slower` needs an estimate ≥ {:.1}%. {} pairs run, {} excluded.\n",
+            design.false_alarm * 100.0,
+            design.looks_planned,
+            design.alpha_per_look * 100.0,
+            file.threshold * 100.0,
+            design.power * 100.0,
+            design.floor * 100.0,
+            file.pairs_run(),
+            file.excluded_pairs.len()
+        ));
+    }
+    out
+}
+
+/// The calibration's table (`calibration.md`): per condition, how the regress runs ended,
+/// their false-alarm or detection rate, and their median pairs, time and detectable rise.
+pub fn calibration_markdown(file: &CalibrationFile) -> String {
+    let mut out = format!(
+        "Fixture: {} echo server, {} µs CPU per message at the regress load; regress flags: `{}`\n\n",
+        file.strategy,
+        file.base_cpu_per_message_us
+            .map_or("-".into(), |us| format!("{us:.3}")),
+        if file.regress_args.is_empty() {
+            "(defaults)".to_string()
+        } else {
+            file.regress_args.join(" ")
+        }
+    );
+    out.push_str(
+        "| candidate | extra CPU per 64 B | runs | slower | no change | faster | inconclusive | rate of `slower` | median pairs | median time | median detectable rise |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for condition in &file.conditions {
+        let runs = condition.runs.len();
+        let of = |pick: &dyn Fn(&crate::record::calibration::CalibrationRun) -> Option<f64>| {
+            median(&condition.runs.iter().filter_map(pick).collect::<Vec<_>>())
+        };
+        let slower = condition.count(Verdict::Slower);
+        out.push_str(&format!(
+            "| {} | {} ns | {runs} | {slower} | {} | {} | {} | {} | {} | {} s | {} |\n",
+            if condition.rise == 0.0 {
+                "itself".to_string()
+            } else {
+                format!("itself +{:.0}%", condition.rise * 100.0)
+            },
+            condition.cost_per_64_bytes_ns,
+            condition.count(Verdict::NoChange),
+            condition.count(Verdict::Faster),
+            condition.count(Verdict::Inconclusive),
+            if runs == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.0}% ({})",
+                    slower as f64 / runs as f64 * 100.0,
+                    if condition.rise == 0.0 {
+                        "false alarms"
+                    } else {
+                        "detected"
+                    }
+                )
+            },
+            format_count(of(&|run| Some(run.pairs_run as f64))),
+            format_count(of(&|run| Some(run.seconds))),
+            match of(&|run| run.minimum_detectable) {
+                detectable if detectable.is_finite() => format!("{:.1}%", detectable * 100.0),
+                _ => "-".to_string(),
+            },
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -45,12 +45,12 @@ pub fn step_line(step: &Step) -> String {
             .and_then(serde_json::Value::as_f64)
             .map_or("-".into(), format_us),
         step.errors,
-        if step.pass {
-            "pass".to_string()
-        } else {
-            format!("FAIL ({})", reasons.join("; "))
+        match (step.pass, step.counted_as.as_deref()) {
+            (true, _) => "pass".to_string(),
+            (false, Some("no vote")) => format!("no vote ({})", reasons.join("; ")),
+            (false, _) => format!("FAIL ({})", reasons.join("; ")),
         },
-        if step.attempt > 1 { " [retry]" } else { "" }
+        if step.attempt > 1 { " [again]" } else { "" }
     )
 }
 
@@ -64,6 +64,8 @@ pub struct CapacityAnswer<'a> {
     /// Set when the first failure was the loadgen's own: the answer is a lower bound.
     pub loadgen_limit_per_s: Option<u64>,
     pub stopped_because: &'a str,
+    /// What limited the answer (`capacity.json`'s `limiting_factor`), when known.
+    pub limiting_factor: Option<&'a str>,
 }
 
 impl<'a> CapacityAnswer<'a> {
@@ -74,6 +76,7 @@ impl<'a> CapacityAnswer<'a> {
             first_fail_per_s: file.first_fail_per_s,
             loadgen_limit_per_s: file.loadgen_limit_per_s,
             stopped_because: &file.stopped_because,
+            limiting_factor: file.limiting_factor.as_deref(),
         }
     }
 }
@@ -83,20 +86,29 @@ impl std::fmt::Display for CapacityAnswer<'_> {
         let count = |rate: u64| format_count(rate as f64);
         let why = self.stopped_because;
         if let (Some(pass), Some(limit)) = (self.capacity_per_s, self.loadgen_limit_per_s) {
-            return write!(
+            write!(
                 f,
-                "capacity: at least {} msg/s (loadgen limit reached at {})",
+                "capacity: at least {} msg/s (loadgen limit reached at {}",
                 count(pass),
                 count(limit)
-            );
+            )?;
+            // Searches before steered steps said no more.
+            return match self.limiting_factor {
+                Some(_) => write!(f, "; {why})"),
+                None => f.write_str(")"),
+            };
         }
         match (self.capacity_per_s, self.first_fail_per_s) {
             (Some(pass), Some(fail)) => write!(
                 f,
-                "capacity: {} msg/s (passes at {}, fails at {} msg/s; {why})",
+                "capacity: {} msg/s (passes at {}, fails at {} msg/s; {why}{})",
                 count(pass),
                 count(pass),
-                count(fail)
+                count(fail),
+                match self.limiting_factor {
+                    Some("server") => "; limited by the server",
+                    _ => "",
+                }
             ),
             (Some(pass), None) => write!(
                 f,
@@ -116,19 +128,38 @@ impl std::fmt::Display for CapacityAnswer<'_> {
 /// The name of a regress metric in the run's first line.
 pub fn metric_name(metric: Metric) -> &'static str {
     match metric {
+        Metric::Cpu => "cpu",
         Metric::Throughput => "throughput",
         Metric::P99 => "p99",
     }
 }
 
-/// One line per regress trial: `  pair 0 baseline        12,510 msg/s  errors 0`.
+/// What a regress change is a change of: the candidate's cost by `metric`.
+pub fn cost_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cpu => "CPU per message",
+        Metric::Throughput => "time per message (1/throughput)",
+        Metric::P99 => "p99 latency",
+    }
+}
+
+/// One line per regress trial: `  pair 0 baseline        12,510 msg/s  errors 0`, with the
+/// server's CPU per message and its CPU share of the window when measured.
 pub fn regress_trial_line(metric: Metric, trial: &RegressTrial) -> String {
     let (value, unit) = match metric {
+        Metric::Cpu => (format!("{:.3}", trial.value), "µs CPU/msg"),
         Metric::Throughput => (format_count(trial.value), "msg/s"),
         Metric::P99 => (format_us(trial.value), "µs p99"),
     };
+    let cpu = match (metric, trial.cpu_per_message_us, trial.cpu_share) {
+        (Metric::Cpu, _, Some(share)) => format!("  cpu share {:.0}%", share * 100.0),
+        (_, Some(cpu), Some(share)) => {
+            format!("  {cpu:.3} µs CPU/msg, cpu share {:.0}%", share * 100.0)
+        }
+        _ => String::new(),
+    };
     format!(
-        "  pair {} {:<9} {:>12} {unit}  errors {}",
+        "  pair {} {:<9} {:>12} {unit}  errors {}{cpu}",
         trial.pair,
         trial.side.as_str(),
         value,
@@ -136,32 +167,55 @@ pub fn regress_trial_line(metric: Metric, trial: &RegressTrial) -> String {
     )
 }
 
-/// `verdict: slower (candidate/baseline 0.52, 95% CI 0.50–0.55; threshold 5%)`.
-/// Excluded pairs (invalid measurements) are counted in the line. A file the run did not finish
-/// says so instead.
+/// `verdict: slower (candidate's CPU per message +8.1%, 99.67% CI +6.0% … +10.2%, 20 pairs;
+/// threshold 5.0%; smallest rise this run could detect: 3.1%)`. Excluded pairs are counted in
+/// the line. A file the run did not finish says so instead; a file from before the sequential
+/// gate gets its old line.
 pub fn verdict_line(file: &RegressFile) -> String {
-    let (Some(verdict), Some(estimate)) = (file.verdict, &file.estimate) else {
+    let Some(verdict) = file.verdict else {
         return format!(
             "no verdict: the run stopped after {} pairs",
             file.pairs_run()
         );
     };
-    format!(
-        "verdict: {} (candidate/baseline {} median {:.3}, 95% CI {:.3}–{:.3} over {} pairs{}; threshold {:.1}%)",
-        verdict,
-        match file.metric {
-            Metric::Throughput => "throughput",
-            Metric::P99 => "speed by p99",
-        },
-        estimate.ratio,
-        estimate.ci.low,
-        estimate.ci.high,
-        estimate.pairs,
-        if file.excluded_pairs.is_empty() {
-            String::new()
-        } else {
-            format!(", {} excluded", file.excluded_pairs.len())
-        },
-        file.threshold * 100.0
-    )
+    let excluded = if file.excluded_pairs.is_empty() {
+        String::new()
+    } else {
+        format!(", {} excluded", file.excluded_pairs.len())
+    };
+    let percent = |fraction: f64| format!("{:+.1}%", fraction * 100.0);
+    match (&file.change, file.minimum_detectable_effect, &file.estimate) {
+        (Some(change), Some(detectable), Some(estimate)) => format!(
+            "verdict: {verdict} (candidate's {} {}, {:.2}% CI {} … {}, {} pairs{excluded}; \
+             threshold {:.1}%; smallest rise this run could detect: {:.1}%)",
+            cost_name(file.metric),
+            percent(change.estimate),
+            change.confidence * 100.0,
+            percent(change.low),
+            percent(change.high),
+            estimate.pairs,
+            file.threshold * 100.0,
+            detectable * 100.0
+        ),
+        (_, _, Some(estimate)) => format!(
+            "verdict: {} (candidate/baseline {} median {:.3}, 95% CI {:.3}–{:.3} over {} pairs{}; threshold {:.1}%)",
+            verdict,
+            match file.metric {
+                Metric::Cpu => "speed by CPU per message",
+                Metric::Throughput => "throughput",
+                Metric::P99 => "speed by p99",
+            },
+            estimate.ratio,
+            estimate.ci.low,
+            estimate.ci.high,
+            estimate.pairs,
+            excluded,
+            file.threshold * 100.0
+        ),
+        _ => format!(
+            "verdict: {verdict} ({} pairs run{excluded}: {})",
+            file.pairs_run(),
+            file.stopped_because.as_deref().unwrap_or("no estimate")
+        ),
+    }
 }

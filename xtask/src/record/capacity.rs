@@ -32,9 +32,24 @@ pub struct Step {
     pub reasons: Vec<StepReason>,
     /// The loadgen report, relative to the run directory.
     pub report: Option<String>,
-    /// True for the single re-measurement of the final passing rate.
+    /// True for the single re-measurement of the final passing rate (searches before steered
+    /// steps; a steered search measures a rate again until its measurements agree, see
+    /// `attempt`).
     #[serde(default)]
     pub confirm: bool,
+    /// The step's index in the run's one loadgen report (`report`'s `steps[]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_step: Option<usize>,
+    /// The loadgen's loop lag p99 in the step (µs): its own timing error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_lag_p99_us: Option<u64>,
+    /// The busiest loadgen thread's work fraction in the step (saturated above 0.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_fraction: Option<f64>,
+    /// What the step counted as: `pass`, `fail` (the server missed the SLO) or `no vote` (the
+    /// loadgen could not measure it honestly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_as: Option<String>,
 }
 
 fn first_attempt() -> u32 {
@@ -56,6 +71,10 @@ impl Step {
             reasons: vec![reason],
             report: None,
             confirm: false,
+            loadgen_step: None,
+            loop_lag_p99_us: None,
+            work_fraction: None,
+            counted_as: None,
         }
     }
 
@@ -242,6 +261,39 @@ pub struct CapacityFile {
     #[serde(default)]
     pub workers_added: Option<u32>,
     pub steps: Vec<Step>,
+    /// What limited the answer: `server` (its knee), `loadgen` (the capacity is at least the
+    /// answer), `slo-unreachable` (even the lowest rate failed), `max-rate`, `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limiting_factor: Option<String>,
+    /// `--target HOST:PORT`: the server measured was already running there (xtask started
+    /// none, so its CPU and memory are unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Time each step after the first ran at its rate before it was measured (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
+    /// Agreeing measurements beyond the first a rate's verdict needed (`--retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The server's CPU time over the whole search (s), when xtask started the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s: Option<f64>,
+    /// The server's peak resident memory (KiB), when xtask started the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_peak_rss_kib: Option<u64>,
+    /// Why the server's CPU and memory are not given, when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_figures_unavailable: Option<String>,
+    /// How the loadgen timed its sends (its report's `timing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_timing: Option<serde_json::Value>,
+    /// Wall time of the whole search, server start to stop (s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
+    /// Rates that failed below a higher one that passed: latency fell as the load rose (an
+    /// idle server is slow to wake), so they were not taken as the knee.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dips: Vec<u64>,
 }
 
 impl RunFile for CapacityFile {

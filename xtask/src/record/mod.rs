@@ -2,7 +2,8 @@
 //!
 //! One submodule per file kind: [`plan`] (the validated bench plan a manifest stores, and the
 //! servers it names), [`trial`] (`trials.json`: one record per trial), [`summary`] (the rows of
-//! `summary.json`), [`matrix`] (`matrix.json`: the verdict per workload), [`capacity`] (`capacity.json`), [`regress`] (`regress.json`), [`manifest`]
+//! `summary.json`), [`matrix`] (`matrix.json`: the verdict per workload), [`capacity`] (`capacity.json`), [`regress`] (`regress.json`),
+//! [`calibration`] (`calibration.json`, on `regress`), [`manifest`]
 //! (`manifest.json`), and [`loadgen_report`] (the numbers xtask takes from loadgen's own JSON).
 //! `results/README.md` documents every key; keys are contracts (added, never renamed).
 //!
@@ -15,6 +16,7 @@
 //! Layer: records sit on the foundation (`flags`, `stats`, `error`) and on `shell` (the
 //! manifest asks git and the kernel); nothing here starts a measured process or draws anything.
 
+pub mod calibration;
 pub mod capacity;
 pub mod loadgen_report;
 pub mod manifest;

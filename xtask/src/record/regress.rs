@@ -1,13 +1,14 @@
 //! `regress.json` (`echolab.xtask.regress/1`): the two sides, every trial, the per-pair ratios,
-//! the excluded pairs, the estimate and the [`Verdict`]. Written after every pair, so a crash
-//! loses at most the pair that was running; `estimate` and `verdict` appear when the run ends
-//! with a verdict (the finished file has the same keys as ever).
+//! the excluded pairs, the sequential design and each look the gate took, the estimate and the
+//! [`Verdict`]. Written after every pair, so a crash loses at most the pair that was running;
+//! `estimate` and `verdict` appear when the run ends (keys are only ever added: files written
+//! before the sequential gate still read).
 
 use serde::{Deserialize, Serialize};
 
 use super::RunFile;
 use super::plan::ServerEntry;
-use crate::flags::Metric;
+use crate::flags::{Metric, Pairing};
 use crate::stats::RatioEstimate;
 
 /// Schema id of `regress.json`.
@@ -40,13 +41,16 @@ impl std::fmt::Display for Side {
     }
 }
 
-/// The gate's answer: `slower`, `faster`, `no_change` in the file; `no change` in words.
+/// The gate's answer: `slower`, `faster`, `no_change`, `inconclusive` in the file; `no change`
+/// in words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Slower,
     Faster,
     NoChange,
+    /// The pairs or the time ran out before the interval could decide (exit 3).
+    Inconclusive,
 }
 
 impl std::fmt::Display for Verdict {
@@ -55,8 +59,56 @@ impl std::fmt::Display for Verdict {
             Verdict::Slower => "slower",
             Verdict::Faster => "faster",
             Verdict::NoChange => "no change",
+            Verdict::Inconclusive => "inconclusive",
         })
     }
+}
+
+/// The sequential design a run used (see `regress::gate`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DesignRecord {
+    /// The chance of `slower` for a candidate that is not slower, over all looks.
+    pub false_alarm: f64,
+    /// The power the minimum detectable change is stated at.
+    pub power: f64,
+    /// The least estimated rise that may be called slower (a fraction).
+    pub floor: f64,
+    /// Usable pairs at the first look, and between looks.
+    pub first_look: usize,
+    pub look_every: usize,
+    /// Looks planned for `max_pairs`; each side of each look's interval errs with at most
+    /// `alpha_per_look` (= false_alarm / looks_planned).
+    pub looks_planned: usize,
+    pub alpha_per_look: f64,
+    /// `--trials`: the most pairs.
+    pub max_pairs: usize,
+    /// `--budget`: measuring time after which no pair is started, seconds.
+    pub budget_s: f64,
+}
+
+/// A change of the compared cost (CPU per message, 1 / throughput or p99) as fractions:
+/// 0.05 = the candidate costs 5% more.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The Hodges–Lehmann estimate.
+    pub estimate: f64,
+    /// Its signed-rank interval, of confidence `confidence` (1 − 2·alpha_per_look).
+    pub low: f64,
+    pub high: f64,
+    pub confidence: f64,
+}
+
+/// One look of the sequential gate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Look {
+    /// Usable pairs at this look.
+    pub pairs: usize,
+    pub change: Change,
+    /// The smallest rise these pairs catch with `power` at their noise (a fraction).
+    pub minimum_detectable: f64,
+    /// What the look decided; absent when it asked for more pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
 }
 
 /// What runs on one side of the comparison.
@@ -73,12 +125,38 @@ pub struct Contender {
 pub struct RegressTrial {
     pub pair: usize,
     pub side: Side,
+    /// The compared figure (NaN, written as null, when it was not measured).
+    #[serde(with = "nan_as_null")]
     pub value: f64,
     pub errors: u64,
     /// The loadgen's `valid` (false: its numbers cannot be trusted; the pair is excluded).
     #[serde(default)]
     pub valid: Option<bool>,
     pub report: String,
+    /// The server's CPU µs per message and its CPU and runnable shares of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_per_message_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runnable_share: Option<f64>,
+}
+
+/// A float that may be NaN, written as `null` (JSON has no NaN) and read back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
 }
 
 /// The file `regress.json`.
@@ -90,8 +168,17 @@ pub struct RegressFile {
     pub metric: Metric,
     pub threshold: f64,
     pub connections: u32,
+    /// Messages in flight per connection (absent in files from before `--depth`: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
     pub size_bytes: u32,
     pub duration_ms: u64,
+    /// How pairs were measured (absent in files from before: one after the other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<Pairing>,
+    /// The sequential design (absent in files from before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub design: Option<DesignRecord>,
     pub trials: Vec<RegressTrial>,
     /// Per usable pair, candidate vs baseline (below 1 = slower).
     pub ratios: Vec<f64>,
@@ -108,6 +195,19 @@ pub struct RegressFile {
     /// Absent while the pairs run (and when the run ended without a verdict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// Every look the gate took, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub looks: Vec<Look>,
+    /// The estimated change of the compared cost at the last look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+    /// The smallest rise this run would have caught with the design's power, at its observed
+    /// pair-to-pair noise (a fraction; at the last look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_detectable_effect: Option<f64>,
+    /// Why the run stopped (a look decided, the pairs or the budget ran out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_because: Option<String>,
 }
 
 impl RegressFile {
@@ -189,6 +289,7 @@ mod tests {
             (Verdict::Slower, "slower", "slower"),
             (Verdict::Faster, "faster", "faster"),
             (Verdict::NoChange, "no_change", "no change"),
+            (Verdict::Inconclusive, "inconclusive", "inconclusive"),
         ] {
             assert_eq!(serde_json::to_value(verdict).expect("writes"), json);
             assert_eq!(verdict.to_string(), words);

@@ -39,4 +39,8 @@ pub struct CellSummary {
     pub server_workers: Option<u64>,
     /// Highest median for its (connections, size) and its interval overlaps no other's.
     pub winner: bool,
+    /// Set on the cell with the highest median of its group when it may not have the star:
+    /// why (its trials were invalid, it starved connections, …), so the table can say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_star_because: Option<String>,
 }

@@ -161,9 +161,19 @@ pub struct TrialRecord {
     pub server_stats_json: Option<String>,
     pub loadgen_exit_code: Option<i32>,
     pub figures: Option<ReportFigures>,
-    /// Server CPU (user+system) during the measured window, seconds.
+    /// Server CPU (user+system, every thread) between the samples taken at the measured
+    /// window's start and end, seconds.
     pub server_cpu_s: Option<f64>,
+    /// The server's CPU share of that window over the messages per second loadgen measured in
+    /// it: CPU µs per echoed message.
     pub server_cpu_per_message_us: Option<f64>,
+    /// Server CPU over wall time in the window (1.0 = one CPU busy throughout).
+    #[serde(default)]
+    pub server_cpu_share: Option<f64>,
+    /// (Server CPU + time its threads waited for a CPU) over wall time in the window: how much
+    /// of the window the server had work (1.0 for one thread that never went idle).
+    #[serde(default)]
+    pub server_runnable_share: Option<f64>,
     /// Server peak RSS (`VmHWM`) at the end of the trial, KiB.
     pub server_peak_rss_kib: Option<u64>,
     /// Worker threads / loops the server reported (`workers` of its `--stats-json`); built-in

@@ -28,6 +28,21 @@ pub const KNOWN_STRATEGIES: [&str; 8] = [
 /// connections the rest starve (`capacity` then passes a worker per connection).
 pub const BOUNDED_STRATEGIES: [&str; 2] = ["pool", "rayon"];
 
+/// `Some(connections)` when the built-in `strategy` serves at most W connections at once and
+/// `server_args` sets no `--workers`: the worker count to pass, so that no connection waits
+/// for a worker (`capacity` and `regress` add it).
+pub fn workers_for(
+    strategy: &str,
+    builtin: bool,
+    server_args: &[String],
+    connections: u32,
+) -> Option<u32> {
+    let has_workers = server_args
+        .iter()
+        .any(|arg| arg == "--workers" || arg.starts_with("--workers="));
+    (builtin && BOUNDED_STRATEGIES.contains(&strategy) && !has_workers).then_some(connections)
+}
+
 /// Strategies whose thread count is `--workers`; `NAME:N` in `--strategies` sets it.
 const WORKER_STRATEGIES: [&str; 4] = ["pool", "reactor-pool", "rayon", "async"];
 

@@ -141,7 +141,8 @@ impl Ctx {
         {
             self.pipe = None;
         }
-        conn.session.abandon(now, &self.plan.window);
+        let abandoned = conn.session.abandon(now, &self.plan.window);
+        self.rec.abandoned(abandoned);
         conn.phase = Phase::Idle;
     }
 
@@ -268,7 +269,7 @@ impl Ctx {
         conn.phase = Phase::Open;
         conn.session.opened(now);
         self.rec
-            .connected(now.saturating_sub(conn.connect_started_ns));
+            .connected(now.saturating_sub(conn.connect_started_ns), now);
         self.pump(registry, conn, now);
     }
 

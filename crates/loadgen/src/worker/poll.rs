@@ -1,16 +1,24 @@
 //! The poll loop of one client thread: waits for socket readiness (and, in open loop, for the
 //! next intended send time), feeds what the sockets say into each connection's [`Session`], and
-//! runs the housekeeping (connects, timeouts, intervals, live counters) every 10 ms.
+//! runs the housekeeping (connects, timeouts, intervals, finished steps, live counters) every
+//! 10 ms.
+//!
+//! How it waits is the [`WaitPolicy`]'s call: block in the poll (with the send timer armed
+//! shortly before the next send), or spin with zero-timeout polls. A spin round that finds
+//! nothing to do is *spin-waiting*: its time is counted (`spin_ns`) and is not work, so
+//! `loadgen.work_s` and the `saturated` judgement see what the thread did, not how it waited.
 //!
 //! Every read and write is timestamped when the call returns, not once per poll batch (up to 1024
-//! events would share one stale time); the vDSO clock costs ~20 ns.
+//! events would share one stale time); a write is also timestamped as it starts, for the loop lag
+//! of the messages whose first byte it carries. The vDSO clock costs ~20 ns.
 
 use super::conn::{Conn, Phase};
 use super::record::{ErrorAt, Recorder};
 use super::schedule::{DueQueue, Plan};
 use super::session::Session;
 use super::splice::SplicePipe;
-use super::timer::{SendTimer, TIMER_TOKEN};
+use super::timeline::Timeline;
+use super::timer::{SendTimer, SpinMeter, TIMER_TOKEN, Wait, set_timer_slack, thread_cpu_clock_ns};
 use super::{Timing, WorkerSetup};
 use crate::buffer::PageAligned;
 use crate::errors::ErrorKind;
@@ -76,31 +84,30 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         source_addrs,
         slots,
         timing,
+        timeline,
+        feed,
+        wait: policy,
         live,
         stop,
-        intervals,
+        to_coordinator,
         recycled,
     } = setup;
-    // CPU and wall time are counted over the measured window only.
-    let mut window_started: Option<(ThreadCpu, u64)> = None;
+    // The timer fires when asked, not up to 50 µs later (the default slack).
+    set_timer_slack(1);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let plan = Plan::new(&config, timing.window);
+    let (mut feed_version, timeline) = match &feed {
+        Some(feed) => feed.snapshot(),
+        None => (0, timeline),
+    };
+    let plan = Plan::new(&config, timeline.clone());
     let size = config.size_bytes as u64;
     let mut conns: Vec<Conn> = slots
         .iter()
         .enumerate()
-        .map(|(index, &slot)| Conn::new(index, slot, Session::new(&plan, slot, size)))
+        .map(|(index, &slot)| Conn::new(index, slot, Session::new(&plan, index, slot, size)))
         .collect();
-    let rec = Recorder::new(
-        thread,
-        slots.len(),
-        timing.window,
-        plan.is_open_loop(),
-        live,
-        intervals,
-        recycled,
-    );
+    let rec = Recorder::new(thread, &slots, timeline, live, to_coordinator, recycled);
     let mut ctx = Ctx {
         rec,
         timing,
@@ -124,18 +131,34 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
     };
 
     let registry = poll.registry().try_clone()?;
-    // Open loop: a timerfd wakes the loop at the next intended send time.
-    let mut timer = if ctx.plan.is_open_loop() {
+    // Open loop: a timerfd wakes the loop shortly before the next intended send time.
+    let open_loop = ctx.plan.is_open_loop();
+    let mut timer = if open_loop {
         Some(SendTimer::new(&registry, ctx.timing.now_ns())?)
     } else {
         None
     };
-    let window = ctx.timing.window;
     let mut last_housekeeping_ns: Option<u64> = None;
+    // Spin-waiting (`thread_cpu_ns` and the spin meter both count CPU time of this thread).
+    let mut spin = SpinMeter::default();
     loop {
-        let now = ctx.timing.now_ns();
-        if window_started.is_none() && now >= window.measure_start_ns {
-            window_started = Some((ThreadCpu::now(), now));
+        let round_start = ctx.timing.now_ns();
+        let now = round_start;
+        let spin_ns = spin.total(now);
+        if let Some(feed) = &feed
+            && feed.version() != feed_version
+        {
+            let (version, timeline) = feed.snapshot();
+            feed_version = version;
+            ctx.set_timeline(&registry, &mut conns, timeline, now);
+        }
+        if !ctx.rec.window_started() && now >= ctx.plan.window.measure_start_ns {
+            ctx.rec.start_window(now, ThreadCpu::now(), spin_ns);
+        }
+        while let Some(edge) = ctx.rec.next_edge()
+            && edge <= now
+        {
+            ctx.rec.pass_edge(now, ThreadCpu::now(), spin_ns);
         }
         if stop.load(Ordering::Relaxed) {
             for conn in &mut conns {
@@ -145,8 +168,11 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
             }
         }
         // Every 10 ms (and at once at the start): connect idle slots whose time has come, check
-        // timeouts, flush intervals. Nothing in the loop scans all connections more often.
-        if last_housekeeping_ns.is_none_or(|last| now.saturating_sub(last) >= HOUSEKEEPING_NS) {
+        // timeouts, flush intervals and finished steps. Nothing in the loop scans all connections
+        // more often.
+        let housekeeping =
+            last_housekeeping_ns.is_none_or(|last| now.saturating_sub(last) >= HOUSEKEEPING_NS);
+        if housekeeping {
             last_housekeeping_ns = Some(now);
             for conn in &mut conns {
                 if conn.phase == Phase::Idle && conn.retry_at_ns <= now {
@@ -158,30 +184,36 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
         if ctx.done == conns.len() {
             break;
         }
-        let mut timeout_ns = HOUSEKEEPING_NS;
-        if let Some(due) = ctx.due.earliest() {
-            if due <= now {
-                timeout_ns = 0;
-            } else if let Some(timer) = timer.as_mut() {
-                timer.arm(due);
-            } else {
-                timeout_ns = timeout_ns.min(due - now);
+        let mut deadline = last_housekeeping_ns.unwrap_or(now) + HOUSEKEEPING_NS;
+        if let Some(edge) = ctx.plan.timeline.next_edge(now) {
+            deadline = deadline.min(edge);
+        }
+        let wait = policy.wait(
+            now,
+            open_loop,
+            ctx.due.earliest(),
+            ctx.rec.in_flight() > 0,
+            deadline,
+        );
+        let timeout = match wait {
+            Wait::Now | Wait::Spin => Duration::ZERO,
+            Wait::Block {
+                deadline_ns,
+                timer_at_ns,
+            } => {
+                if let (Some(timer), Some(at)) = (timer.as_mut(), timer_at_ns) {
+                    timer.arm(at);
+                }
+                Duration::from_nanos(deadline_ns - now)
             }
-        }
-        if let Some(end) = window.measure_end_ns
-            && end > now
-        {
-            timeout_ns = timeout_ns.min(end - now);
-        }
-        if now < window.measure_start_ns {
-            timeout_ns = timeout_ns.min(window.measure_start_ns - now);
-        }
-        match poll.poll(&mut events, Some(Duration::from_nanos(timeout_ns))) {
+        };
+        match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
         let now = ctx.timing.now_ns();
+        let mut worked = housekeeping;
         for event in events.iter() {
             let index = event.token().0;
             if index == TIMER_TOKEN.0 {
@@ -190,6 +222,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                 }
                 continue;
             }
+            worked = true;
             let Some(conn) = conns.get_mut(index) else {
                 continue;
             };
@@ -205,6 +238,7 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
                         ctx.on_readable(&registry, conn, event.is_read_closed());
                     }
                     if conn.phase == Phase::Open && event.is_writable() {
+                        conn.session.writable(now);
                         ctx.write_pending(conn);
                     }
                 }
@@ -221,25 +255,28 @@ pub(crate) fn run_worker(setup: WorkerSetup) -> io::Result<ThreadResult> {
             if !conn.session.schedule.take_wake(due) {
                 continue;
             }
+            worked = true;
             if conn.phase == Phase::Open {
                 ctx.pump(&registry, conn, now);
             }
+        }
+        if wait == Wait::Spin && !worked {
+            spin.idle(round_start, now, thread_cpu_clock_ns);
+        } else {
+            spin.busy(round_start, thread_cpu_clock_ns);
         }
     }
 
     // Every connection is done here; stalls still open when it ended were counted then.
     let end_ns = ctx.timing.now_ns();
-    let (cpu_start, wall_start_ns) = window_started.unwrap_or((ThreadCpu::now(), end_ns));
-    let cpu = ThreadCpu::now().since(cpu_start);
-    let wall_ns = end_ns.saturating_sub(wall_start_ns);
+    spin.busy(end_ns, thread_cpu_clock_ns);
+    let spin_ns = spin.total(end_ns);
     let slots = conns.iter().map(|conn| SlotStats {
         slot: conn.slot,
         messages: conn.session.progress.messages_verified,
         max_gap_ns: conn.session.progress.max_gap_ns,
     });
-    let mut result = ctx.rec.finish(end_ns, slots, cpu.total_ns(), wall_ns);
-    result.user_cpu_ns = cpu.user_ns;
-    Ok(result)
+    Ok(ctx.rec.finish(end_ns, slots, ThreadCpu::now(), spin_ns))
 }
 
 impl Ctx {
@@ -265,7 +302,7 @@ impl Ctx {
 
     /// Writes the bytes of issued messages until they are all out or the socket is full: large
     /// messages straight from the payload table, small ones through the send buffer.
-    fn write_pending(&mut self, conn: &mut Conn) {
+    pub(super) fn write_pending(&mut self, conn: &mut Conn) {
         let vectored = conn.session.stream.message_bytes() >= VECTORED_MIN_BYTES;
         let cap = if vectored {
             VECTORED_MAX_BYTES.min(self.write_chunk)
@@ -281,8 +318,9 @@ impl Ctx {
                 && pipe.holds(conn.index)
             {
                 let len = pipe.pending();
+                let started = self.timing.now_ns();
                 let written = pipe.send_to(socket.as_raw_fd());
-                if !self.wrote(conn, len, written, "splice") {
+                if !self.wrote(conn, len, started, written, "splice") {
                     return;
                 }
                 continue;
@@ -312,23 +350,26 @@ impl Ctx {
                     _ => self.pipe = None,
                 }
             }
+            let started = self.timing.now_ns();
             let written = if vectored {
                 socket.write_vectored(&self.iov)
             } else {
                 socket.write(&self.send_buf[..len])
             };
-            if !self.wrote(conn, len, written, "write") {
+            if !self.wrote(conn, len, started, written, "write") {
                 return;
             }
         }
     }
 
-    /// Books a `what` call (`write`, `splice`) that was offered `len` bytes and wrote
-    /// `written`; whether to write more now.
+    /// Books a `what` call (`write`, `splice`) that started at `started`, was offered `len`
+    /// bytes and wrote `written`; whether to write more now. The loop lag of a message whose
+    /// first byte went out in it runs to `started`.
     fn wrote(
         &mut self,
         conn: &mut Conn,
         len: usize,
+        started: u64,
         written: io::Result<usize>,
         what: &str,
     ) -> bool {
@@ -342,11 +383,16 @@ impl Ctx {
                 false
             }
             Ok(written) => {
-                conn.session.wrote(written, now, &mut self.rec);
+                conn.session.wrote(written, started, now, &mut self.rec);
                 // Less than offered: the socket buffer is full; a writable event follows.
-                !(written < len && self.write_chunk == usize::MAX)
+                let full = written < len && self.write_chunk == usize::MAX;
+                conn.session.write_blocked |= full;
+                !full
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.session.write_blocked = true;
+                false
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             // The kernel does not splice into this socket: nothing of the pipe went out; write
             // those bytes (and all later ones) instead.
@@ -415,6 +461,7 @@ impl Ctx {
         let timeout_ns = timeout_ms * 1_000_000;
         let stall_ns = self.stall_threshold_ms * 1_000_000;
         let mut starved_now = 0u64;
+        let mut oldest_in_flight_ns: Option<u64> = None;
         for conn in conns.iter_mut() {
             match conn.phase {
                 Phase::Connecting if now.saturating_sub(conn.connect_started_ns) > timeout_ns => {
@@ -443,7 +490,31 @@ impl Ctx {
             if conn.phase != Phase::Done && conn.session.stalled(now, stall_ns, &self.plan.window) {
                 starved_now += 1;
             }
+            if let Some(front) = conn.session.stream.front() {
+                oldest_in_flight_ns = Some(
+                    oldest_in_flight_ns.map_or(front.intended_ns, |o| o.min(front.intended_ns)),
+                );
+            }
         }
+        self.rec.hand_over_steps(now, oldest_in_flight_ns, None);
         self.rec.publish(Some(starved_now));
+    }
+
+    /// The timeline changed (a step was read, or the input ended): every open connection looks
+    /// at its schedule again, and those with nothing to send and no more steps to come end.
+    fn set_timeline(
+        &mut self,
+        registry: &Registry,
+        conns: &mut [Conn],
+        timeline: Timeline,
+        now: u64,
+    ) {
+        self.plan.set_timeline(timeline.clone());
+        self.rec.set_timeline(timeline);
+        for conn in conns.iter_mut() {
+            if conn.phase == Phase::Open {
+                self.pump(registry, conn, now);
+            }
+        }
     }
 }

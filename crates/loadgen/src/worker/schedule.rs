@@ -1,40 +1,39 @@
 //! The send schedule: when each message of a connection is meant to go out, whether it may go
-//! out now, and whose fault a late send is. Pure: the time is an argument.
+//! out now, and whether its lateness is the server's doing. Pure: the time is an argument.
 //!
 //! Closed loop keeps `--depth` messages in flight per connection (default 1); a message's
-//! intended send time is the moment it is issued. Open loop (`--rate`) gives every connection its
-//! own arrival schedule at `rate / connections`: evenly spaced, with the connections' phases
-//! spread over one interval so that they do not send in bursts, or with exponential gaps (a
-//! Poisson process) drawn from a per-connection xorshift. A message is issued when its intended
-//! time has come and the connection can take it (`--depth`, if given, caps the messages in
-//! flight; `--messages` and `--messages-per-connection` bound the count).
+//! intended send time is the moment it is issued. Open loop (`--rate`, or each step of a stepped
+//! run) gives every connection its own arrival schedule at `rate / connections`: evenly spaced,
+//! with the connections' phases spread over one interval so that they do not send in bursts, or
+//! with exponential gaps (a Poisson process) drawn from a per-connection xorshift. Each step of
+//! the [`Timeline`] starts its connections' schedules afresh at its start. A message is issued
+//! when its intended time has come and the connection can take it (`--depth`, if given, caps the
+//! messages in flight; `--messages` and `--messages-per-connection` bound the count).
 //!
 //! Coordinated omission: latency always counts from the intended time, whatever delayed the
-//! send. When a message goes out late the schedule says why. It was *held back* when its intended
-//! time came while the connection could not take it (connecting, or the cap full): the server's
-//! doing. The *loop lag* is the loop's own lateness, from the moment the message could have been
-//! issued (the later of its intended time and the moment the connection could take another) to
-//! the moment it was. Only the loop lag blames the load generator (`schedule.behind`). Neither is
-//! recorded for warm-up messages (intended before the window), which are not measured.
+//! send. A message is *held back* when its intended time came while the connection could not
+//! take it (connecting, or the cap full): the server's doing. The schedule remembers when the
+//! connection last became able to take a message ([`SendSchedule::unblocked_ns`]); the loop's own
+//! lateness (*loop lag*) is measured when the message's first byte is written, from the later of
+//! its intended time and that moment (see `record`). Neither is recorded for messages intended
+//! outside a measured window (warm-up, a step's settle).
 
 use super::Window;
+use super::timeline::{Step, Timeline};
 use crate::config::{Arrival, Config};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// The open-loop part of a [`Plan`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct OpenLoop {
-    /// Mean time between two intended send times of one connection: `connections / rate`.
-    pub per_conn_interval_ns: f64,
-    pub arrival: Arrival,
-}
-
-/// What every connection of a run may send, and when (one per thread; read-only).
+/// What every connection of a run may send, and when (one per thread; read-only but for the
+/// timeline, which grows when steps are read as the run goes).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
-    /// `None` for a closed loop.
-    pub open_loop: Option<OpenLoop>,
+    /// The steps: rates and measured windows.
+    pub timeline: Timeline,
+    /// The whole measured span ([`Timeline::window`]).
+    pub window: Window,
+    /// Open loop: arrival process of the intended send times.
+    pub arrival: Arrival,
     /// Connection slots of the whole run (all threads).
     pub connections: u64,
     /// Messages a connection may have in flight ([`Config::max_in_flight`]).
@@ -43,7 +42,6 @@ pub(crate) struct Plan {
     pub messages: Option<u64>,
     /// `--messages-per-connection` (churn).
     pub messages_per_connection: Option<u64>,
-    pub window: Window,
 }
 
 /// One connection slot's schedule (kept across churn reconnects).
@@ -53,15 +51,19 @@ pub(crate) struct SendSchedule {
     pub quota: Option<u64>,
     /// Open loop: the intended send time of the next message.
     pub next_intended_ns: u64,
-    /// Open loop, uniform: this slot's offset within one interval.
+    /// The slot (all threads).
+    slot: u64,
+    /// Open loop: the step whose schedule `next_intended_ns` belongs to.
+    step: usize,
+    /// Open loop, uniform: this slot's offset within one interval of the step.
     phase_ns: u64,
-    /// Open loop: messages scheduled so far.
+    /// Open loop: messages of the step scheduled so far.
     scheduled: u64,
     /// Open loop, Poisson: xorshift state.
     rng: u64,
-    /// When the connection last became able to take another message (it opened, or the cap on
-    /// messages in flight freed a place): a message due before that was held back by the server,
-    /// not by the loop.
+    /// When the connection last became able to take another message (it opened, the cap on
+    /// messages in flight freed a place, or a full socket buffer took bytes again): a message due
+    /// before that was held back by the server, not by the loop.
     pub unblocked_ns: u64,
     /// Open loop: the due time this slot is queued under in the [`DueQueue`], if any.
     queued_ns: Option<u64>,
@@ -74,7 +76,8 @@ pub(crate) enum Next {
     Issue(Issue),
     /// Open loop: the next message is not due before this time.
     Wait(u64),
-    /// Nothing now: the cap is full, the count is reached, or the window is over.
+    /// Nothing now: the cap is full, the count is reached, the window is over, or (steps read
+    /// as the run goes) the next step has not come yet.
     Nothing,
 }
 
@@ -83,12 +86,10 @@ pub(crate) enum Next {
 pub(crate) struct Issue {
     /// Intended send time: latency is counted from here.
     pub intended_ns: u64,
-    /// Intended inside (or after) the warm-up: recorded.
+    /// Intended inside a measured window: recorded.
     pub measured: bool,
     /// Open loop, measured: its intended time came while the connection could not take it.
     pub held_back: bool,
-    /// Open loop, measured: the loop's own lateness in issuing it.
-    pub loop_lag_ns: Option<u64>,
 }
 
 /// How a connection that has nothing in flight and may issue nothing more ends.
@@ -101,31 +102,37 @@ pub(crate) enum Ending {
 }
 
 impl Plan {
-    /// The plan of a run configured by `config`.
-    pub fn new(config: &Config, window: Window) -> Plan {
-        let connections = config.connections as u64;
-        let open_loop = config.rate_per_s.map(|rate| OpenLoop {
-            per_conn_interval_ns: if rate > 0.0 {
-                1e9 * connections as f64 / rate
-            } else {
-                0.0
-            },
-            arrival: config.arrival,
-        });
+    /// The plan of a run configured by `config` over `timeline`.
+    pub fn new(config: &Config, timeline: Timeline) -> Plan {
         Plan {
-            open_loop,
-            connections,
+            window: timeline.window(),
+            timeline,
+            arrival: config.arrival,
+            connections: config.connections as u64,
             max_in_flight: config.max_in_flight(),
             messages: config.messages,
             messages_per_connection: config.messages_per_connection,
-            window,
         }
     }
 
-    /// Whether this is an open loop (`--rate`).
+    /// Replaces the timeline (steps read as the run goes added one, or the input ended).
+    pub fn set_timeline(&mut self, timeline: Timeline) {
+        self.window = timeline.window();
+        self.timeline = timeline;
+    }
+
+    /// Whether this is an open loop (`--rate`, steps).
     #[inline]
     pub fn is_open_loop(&self) -> bool {
-        self.open_loop.is_some()
+        self.timeline.open_loop()
+    }
+
+    /// Open loop: mean time between two intended send times of one connection in `step`.
+    fn interval_ns(&self, step: &Step) -> f64 {
+        match step.rate_per_s {
+            Some(rate) if rate > 0.0 => 1e9 * self.connections as f64 / rate,
+            _ => 0.0,
+        }
     }
 
     /// The starting schedule of connection slot `slot`.
@@ -134,25 +141,54 @@ impl Plan {
             let base = n / self.connections;
             base + u64::from((slot as u64) < n % self.connections)
         });
-        // Spread the open-loop phases so that connections do not send in bursts.
-        let phase_ns = self.open_loop.map_or(0, |ol| {
-            (ol.per_conn_interval_ns * slot as f64 / self.connections as f64) as u64
-        });
         let mut schedule = SendSchedule {
             quota,
-            next_intended_ns: phase_ns,
-            phase_ns,
+            next_intended_ns: 0,
+            slot: slot as u64,
+            step: 0,
+            phase_ns: 0,
             scheduled: 0,
             rng: (slot as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             unblocked_ns: 0,
             queued_ns: None,
         };
-        if let Some(ol) = self.open_loop
-            && ol.arrival == Arrival::Poisson
-        {
-            schedule.next_intended_ns = schedule.exp_gap_ns(ol.per_conn_interval_ns);
+        if self.is_open_loop() {
+            self.enter_step(&mut schedule, 0);
         }
         schedule
+    }
+
+    /// Starts slot `s`'s schedule of step `k` (which must be known) at the step's start.
+    fn enter_step(&self, s: &mut SendSchedule, k: usize) {
+        let step = *self.timeline.get(k).expect("entering a known step");
+        let interval = self.interval_ns(&step);
+        s.step = k;
+        s.scheduled = 0;
+        // Spread the phases so that connections do not send in bursts.
+        s.phase_ns = (interval * s.slot as f64 / self.connections as f64) as u64;
+        s.next_intended_ns = step.start_ns
+            + match self.arrival {
+                Arrival::Uniform => s.phase_ns,
+                Arrival::Poisson => s.exp_gap_ns(interval),
+            };
+    }
+
+    /// Open loop: moves `s` past the end of its step into the next known one. False when its
+    /// step is over and the next one is not known (yet).
+    fn in_current_step(&self, s: &mut SendSchedule) -> bool {
+        loop {
+            let step = self.timeline.get(s.step).expect("the slot's step is known");
+            if step
+                .measure_end_ns
+                .is_none_or(|end| s.next_intended_ns < end)
+            {
+                return true;
+            }
+            if self.timeline.get(s.step + 1).is_none() {
+                return false;
+            }
+            self.enter_step(s, s.step + 1);
+        }
     }
 
     /// What connection `s` may do at `now` with `in_flight` messages outstanding and `issued`
@@ -167,54 +203,39 @@ impl Plan {
         {
             return Next::Nothing;
         }
-        let intended_ns = match self.open_loop {
-            Some(ol) => {
-                let intended = s.next_intended_ns;
-                if self
-                    .window
-                    .measure_end_ns
-                    .is_some_and(|end| intended >= end)
-                {
-                    return Next::Nothing;
-                }
-                if intended > now {
-                    return Next::Wait(intended);
-                }
-                s.scheduled += 1;
-                s.next_intended_ns = match ol.arrival {
-                    Arrival::Uniform => {
-                        s.phase_ns + (ol.per_conn_interval_ns * s.scheduled as f64) as u64
-                    }
-                    Arrival::Poisson => intended + s.exp_gap_ns(ol.per_conn_interval_ns),
-                };
-                intended
+        let (intended_ns, measured) = if self.is_open_loop() {
+            if !self.in_current_step(s) {
+                return Next::Nothing;
             }
-            None => {
-                if self.window.measure_end_ns.is_some_and(|end| now >= end) {
-                    return Next::Nothing;
-                }
-                now
+            let intended = s.next_intended_ns;
+            if intended > now {
+                return Next::Wait(intended);
             }
+            let step = *self.timeline.get(s.step).expect("the slot's step is known");
+            let interval = self.interval_ns(&step);
+            s.scheduled += 1;
+            s.next_intended_ns = match self.arrival {
+                Arrival::Uniform => {
+                    step.start_ns + s.phase_ns + (interval * s.scheduled as f64) as u64
+                }
+                Arrival::Poisson => intended + s.exp_gap_ns(interval),
+            };
+            (intended, intended >= step.measure_start_ns)
+        } else {
+            if self.window.measure_end_ns.is_some_and(|end| now >= end) {
+                return Next::Nothing;
+            }
+            (now, now >= self.window.measure_start_ns)
         };
-        let measured = intended_ns >= self.window.measure_start_ns;
         if measured && let Some(q) = s.quota.as_mut() {
             *q -= 1;
         }
-        let (held_back, loop_lag_ns) = if measured && self.is_open_loop() {
-            // Due while the connection could not take it: the server held it back.
-            let ready = intended_ns.max(s.unblocked_ns);
-            (
-                s.unblocked_ns > intended_ns,
-                Some(now.saturating_sub(ready)),
-            )
-        } else {
-            (false, None)
-        };
+        // Due while the connection could not take it: the server held it back.
+        let held_back = measured && self.is_open_loop() && s.unblocked_ns > intended_ns;
         Next::Issue(Issue {
             intended_ns,
             measured,
             held_back,
-            loop_lag_ns,
         })
     }
 
@@ -223,10 +244,16 @@ impl Plan {
         if s.quota == Some(0) {
             return true;
         }
-        match self.window.measure_end_ns {
-            Some(end) if self.is_open_loop() => s.next_intended_ns >= end,
-            Some(end) => now >= end,
-            None => false,
+        if self.is_open_loop() {
+            let Some(step) = self.timeline.get(s.step) else {
+                return true;
+            };
+            let past_its_step = step
+                .measure_end_ns
+                .is_some_and(|end| s.next_intended_ns >= end);
+            past_its_step && self.timeline.get(s.step + 1).is_none() && self.timeline.closed()
+        } else {
+            self.window.measure_end_ns.is_some_and(|end| now >= end)
         }
     }
 
@@ -243,7 +270,8 @@ impl Plan {
 }
 
 impl SendSchedule {
-    /// The connection can take another message from `now` on (it opened, or the cap freed).
+    /// The connection can take another message from `now` on (it opened, the cap freed, or the
+    /// socket took bytes again).
     #[inline]
     pub fn unblocked(&mut self, now: u64) {
         self.unblocked_ns = now;
@@ -326,13 +354,9 @@ mod tests {
         c.connections = connections;
         c.rate_per_s = rate;
         c.arrival = arrival;
-        Plan::new(
-            &c,
-            Window {
-                measure_start_ns: 0,
-                measure_end_ns: Some(1_000 * MS),
-            },
-        )
+        c.warmup_ms = 0;
+        c.duration_ms = Some(1_000);
+        Plan::new(&c, Timeline::new(&c, None))
     }
 
     /// Takes every message `s` may issue at `now` (with nothing in flight); their intended times.
@@ -402,7 +426,6 @@ mod tests {
                     intended_ns: 7 * MS,
                     measured: true,
                     held_back: false,
-                    loop_lag_ns: None,
                 })
             );
         }
@@ -438,7 +461,6 @@ mod tests {
             intended_ns: 50 * MS,
             measured: false,
             held_back: false,
-            loop_lag_ns: None,
         };
         assert_eq!(p.next(&mut s, 0, 0, 50 * MS), Next::Issue(warm));
         assert_eq!(s.quota, Some(2));
@@ -473,6 +495,101 @@ mod tests {
             p.window_over(&s, 0),
             "decided by the next intended time, not the clock"
         );
+    }
+
+    /// Two connections stepping from 100/s (1 s measured after a 500 ms warm-up) to 400/s
+    /// (settle 100 ms, then 500 ms measured).
+    fn stepped() -> Plan {
+        let mut c = Config::new("127.0.0.1:7");
+        c.connections = 2;
+        c.warmup_ms = 500;
+        c.step_settle_ms = 100;
+        c.duration_ms = None;
+        c.rate_steps = vec![
+            crate::config::RateStep {
+                rate_per_s: 100.0,
+                duration_ms: 1_000,
+            },
+            crate::config::RateStep {
+                rate_per_s: 400.0,
+                duration_ms: 500,
+            },
+        ];
+        Plan::new(&c, Timeline::new(&c, None))
+    }
+
+    #[test]
+    fn each_step_restarts_the_schedule_at_its_rate_and_measures_only_its_window() {
+        let p = stepped();
+        let mut s = p.schedule(1);
+        let mut issued = Vec::new();
+        while let Next::Issue(i) = p.next(&mut s, 0, issued.len() as u64, 10_000 * MS) {
+            issued.push((i.intended_ns / 100_000, i.measured));
+        }
+        // Step 0: every 20 ms from 10 ms (slot 1's phase), measured from 500 ms on; step 1 from
+        // 1,500 ms: every 5 ms from 1,502.5 ms, measured from 1,600 ms to 2,100 ms.
+        let step0: Vec<(u64, bool)> = (0..75)
+            .map(|k| (100 + k * 200, 100 + k * 200 >= 5_000))
+            .collect();
+        let step1: Vec<(u64, bool)> = (0..120)
+            .map(|k| (15_025 + k * 50, 15_025 + k * 50 >= 16_000))
+            .collect();
+        assert_eq!(issued, [step0, step1].concat());
+        assert!(p.window_over(&s, 10_000 * MS));
+        assert_eq!(p.next(&mut s, 0, 0, 10_000 * MS), Next::Nothing);
+    }
+
+    #[test]
+    fn a_slot_waits_for_a_step_not_yet_read_and_goes_on_when_it_comes() {
+        let mut c = Config::new("127.0.0.1:7");
+        c.connections = 1;
+        c.warmup_ms = 0;
+        c.steps_from = Some("-".into());
+        let first = crate::config::RateStep {
+            rate_per_s: 10.0,
+            duration_ms: 1_000,
+        };
+        let mut p = Plan::new(&c, Timeline::new(&c, Some(first)));
+        let mut s = p.schedule(0);
+        assert_eq!(take_all(&p, &mut s, 5_000 * MS).len(), 10);
+        // Its step is over and no other has come: nothing to do, but not over either.
+        assert_eq!(p.next(&mut s, 0, 10, 5_000 * MS), Next::Nothing);
+        assert!(!p.window_over(&s, 5_000 * MS));
+        // A step arrives at 5 s: it starts a margin later.
+        let mut t = p.timeline.clone();
+        t.push(
+            crate::config::RateStep {
+                rate_per_s: 20.0,
+                duration_ms: 500,
+            },
+            Some(5_000 * MS),
+            0,
+        );
+        p.set_timeline(t);
+        let start = 5_000 * MS + super::super::timeline::PUBLISH_MARGIN_NS;
+        assert_eq!(p.next(&mut s, 0, 10, 5_000 * MS), Next::Wait(start));
+        // 20/s over its settle (250 ms) and window (500 ms).
+        assert_eq!(take_all(&p, &mut s, 9_000 * MS).len(), 15);
+        // The input ended: the slot is over.
+        let mut t = p.timeline.clone();
+        t.close();
+        p.set_timeline(t);
+        assert!(p.window_over(&s, 9_000 * MS));
+    }
+
+    #[test]
+    fn a_message_due_while_the_connection_could_not_take_it_is_held_back() {
+        let p = plan(Some(100.0), 1, Arrival::Uniform);
+        let mut s = p.schedule(0);
+        // Due at 0 and 10 ms; the connection opened only at 5 ms.
+        s.unblocked(5 * MS);
+        let issues: Vec<bool> = (0..2)
+            .map(|_| match p.next(&mut s, 0, 0, 20 * MS) {
+                Next::Issue(i) => i.held_back,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(issues, [true, false]);
     }
 
     #[test]

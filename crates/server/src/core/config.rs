@@ -81,6 +81,14 @@ impl Strategy {
         }
     }
 
+    /// Whether connections are served by the nonblocking session (`session/nonblocking.rs`).
+    pub fn uses_nonblocking_session(self) -> bool {
+        !matches!(
+            self,
+            Strategy::Iterative | Strategy::Thread | Strategy::Pool | Strategy::Rayon
+        )
+    }
+
     /// Whether at most `--workers` connections are served at once (the rest wait).
     pub fn serves_at_most_workers(self) -> bool {
         matches!(self, Strategy::Pool | Strategy::Rayon)
@@ -150,6 +158,65 @@ pub struct Config {
     /// Test hook: a session whose input contains these bytes panics (proves panics are contained).
     #[doc(hidden)]
     pub panic_trigger: Option<Vec<u8>>,
+    /// Calibration hook (the hidden `--calibration-cost` flag): a fixed amount of extra CPU work
+    /// per 64 bytes received by the nonblocking session, so that a fixture server differs from
+    /// the plain one only by a known cost per message (`cargo xtask calibrate` uses it).
+    #[doc(hidden)]
+    pub calibration_cost: Option<CalibrationCost>,
+}
+
+/// Extra CPU work per 64 bytes received: a dependent chain of multiplications whose length was
+/// measured at start-up to take `per_64_bytes` on this CPU. Counted in work, not in wall time, so
+/// a server that is preempted in the middle still does the same work per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrationCost {
+    /// The CPU time asked for per 64 bytes.
+    pub per_64_bytes: Duration,
+    /// Loop iterations that take `per_64_bytes` here (the fastest of several measurements, so
+    /// a measurement that was preempted does not shrink the work).
+    pub iterations_per_64_bytes: u64,
+}
+
+impl CalibrationCost {
+    /// Measures how many iterations of [`spin`] take `per_64_bytes` on this CPU.
+    pub fn measure(per_64_bytes: Duration) -> Self {
+        const PROBE_ITERATIONS: u64 = 200_000;
+        let fastest = (0..15)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                spin(PROBE_ITERATIONS);
+                started.elapsed()
+            })
+            .min()
+            .unwrap_or(Duration::from_millis(1))
+            .max(Duration::from_nanos(1));
+        let iterations =
+            per_64_bytes.as_nanos() * u128::from(PROBE_ITERATIONS) / fastest.as_nanos();
+        CalibrationCost {
+            per_64_bytes,
+            iterations_per_64_bytes: u64::try_from(iterations).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Does the work for `bytes` received (pro rata, so it does not depend on how reads batch).
+    pub fn spend(&self, bytes: usize) {
+        spin(self.iterations_for(bytes));
+    }
+
+    /// The iterations [`CalibrationCost::spend`] runs for `bytes`.
+    pub fn iterations_for(&self, bytes: usize) -> u64 {
+        let iterations = u128::from(self.iterations_per_64_bytes) * bytes as u128 / 64;
+        u64::try_from(iterations).unwrap_or(u64::MAX)
+    }
+}
+
+/// `iterations` dependent multiply-adds the optimizer cannot remove.
+fn spin(iterations: u64) {
+    let mut x = std::hint::black_box(0x9e37_79b9_7f4a_7c15_u64);
+    for _ in 0..iterations {
+        x = std::hint::black_box(x.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1));
+    }
+    std::hint::black_box(x);
 }
 
 /// Number of cores, the default for worker and loop counts.
@@ -178,6 +245,7 @@ impl Default for Config {
             backlog: 1024,
             log_connections: false,
             panic_trigger: None,
+            calibration_cost: None,
         }
     }
 }
@@ -198,6 +266,13 @@ impl Config {
             && data.windows(trigger.len()).any(|w| w == trigger.as_slice())
         {
             panic!("panic trigger received (test hook)");
+        }
+    }
+
+    /// The calibration hook: spends the configured extra CPU work for `bytes` received.
+    pub fn spend_calibration_cost(&self, bytes: usize) {
+        if let Some(cost) = &self.calibration_cost {
+            cost.spend(bytes);
         }
     }
 
@@ -225,6 +300,73 @@ impl Config {
         if self.idle_timeout.is_zero() || self.write_timeout.is_zero() {
             return bad("timeouts must be longer than zero");
         }
+        if self.calibration_cost.is_some() && !self.strategy.uses_nonblocking_session() {
+            return bad(
+                "--calibration-cost needs a nonblocking strategy (event-loop, async, uring)",
+            );
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU time of the calling thread.
+    fn thread_cpu() -> Duration {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `now`.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+    }
+
+    #[test]
+    fn the_calibration_cost_is_pro_rata_per_64_bytes() {
+        let cost = CalibrationCost {
+            per_64_bytes: Duration::from_nanos(200),
+            iterations_per_64_bytes: 640,
+        };
+        assert_eq!(cost.iterations_for(64), 640);
+        assert_eq!(cost.iterations_for(16 * 64), 16 * 640);
+        assert_eq!(cost.iterations_for(32), 320);
+        assert_eq!(cost.iterations_for(0), 0);
+    }
+
+    #[test]
+    fn the_calibration_cost_is_cpu_work_of_about_the_asked_length() {
+        // 20 µs per 64 bytes, 500 × 64 bytes: 10 ms of CPU. Measured in this thread's CPU time,
+        // which other load on the machine does not inflate; the bounds are wide because the
+        // calibration itself is a measurement.
+        let cost = CalibrationCost::measure(Duration::from_micros(20));
+        assert!(cost.iterations_per_64_bytes > 0);
+        let started = thread_cpu();
+        cost.spend(500 * 64);
+        let spent = thread_cpu() - started;
+        assert!(
+            spent > Duration::from_millis(3) && spent < Duration::from_millis(40),
+            "{spent:?} for 10 ms asked ({cost:?})"
+        );
+    }
+
+    #[test]
+    fn a_calibration_cost_needs_the_nonblocking_session() {
+        let cost = Some(CalibrationCost::measure(Duration::from_nanos(100)));
+        for strategy in Strategy::ALL {
+            let config = Config {
+                calibration_cost: cost,
+                ..Config::loopback(*strategy)
+            };
+            assert_eq!(
+                config.validate().is_ok(),
+                strategy.uses_nonblocking_session(),
+                "{strategy}"
+            );
+        }
+        assert!(Strategy::EventLoop.uses_nonblocking_session());
+        assert!(!Strategy::Pool.uses_nonblocking_session());
     }
 }
