@@ -147,6 +147,24 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    /// The statistic named `key` as an SLO names it (`min`, `mean`, `p50` … `p9999`; anything
+    /// else is `max`).
+    pub fn get(&self, key: &str) -> f64 {
+        match key {
+            "min" => self.min as f64,
+            "mean" => self.mean,
+            "p50" => self.p50 as f64,
+            "p90" => self.p90 as f64,
+            "p95" => self.p95 as f64,
+            "p99" => self.p99 as f64,
+            "p999" => self.p999 as f64,
+            "p9999" => self.p9999 as f64,
+            _ => self.max as f64,
+        }
+    }
+}
+
+impl Percentiles {
     /// The percentiles of `h` (all zero when it is empty).
     pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {

@@ -234,20 +234,7 @@ fn check_subject(slo: &Slo, report: &Subject<'_>) -> Verdict {
     let mut lines = Vec::new();
     for c in &slo.clauses {
         let actual = match c.metric {
-            Metric::Latency(key) => {
-                let p = report.latency;
-                match key {
-                    "min" => p.min as f64,
-                    "mean" => p.mean,
-                    "p50" => p.p50 as f64,
-                    "p90" => p.p90 as f64,
-                    "p95" => p.p95 as f64,
-                    "p99" => p.p99 as f64,
-                    "p999" => p.p999 as f64,
-                    "p9999" => p.p9999 as f64,
-                    _ => p.max as f64,
-                }
-            }
+            Metric::Latency(key) => report.latency.get(key),
             Metric::Errors => report.errors as f64,
             Metric::Rate => report.messages_per_s,
         };

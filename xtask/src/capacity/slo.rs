@@ -6,7 +6,6 @@
 
 use anyhow::Result;
 use loadgen::StepReport;
-use loadgen::report::Percentiles;
 use loadgen::slo::{Clause, Metric, Op, check_step, parse_slo};
 
 use super::search::{INTERRUPTED_BELOW_WORK, Instrument, Verdict};
@@ -144,7 +143,7 @@ pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepRea
     }
     // Every latency bound held with half its limit to spare: far from the knee.
     let clear = slo.slo.clauses.iter().all(|c| match c.metric {
-        Metric::Latency(key) => latency_at(&step.latency_us, key) <= c.limit * CLEAR_FRACTION,
+        Metric::Latency(key) => step.latency_us.get(key) <= c.limit * CLEAR_FRACTION,
         _ => true,
     });
     (Verdict::Pass { clear }, reasons)
@@ -152,21 +151,6 @@ pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepRea
 
 /// A pass whose latencies are at most this fraction of their limits counts as a clear pass.
 pub const CLEAR_FRACTION: f64 = 0.5;
-
-/// The latency statistic `key` (`p99`, `max` …) of `p`.
-fn latency_at(p: &Percentiles, key: &str) -> f64 {
-    match key {
-        "min" => p.min as f64,
-        "mean" => p.mean,
-        "p50" => p.p50 as f64,
-        "p90" => p.p90 as f64,
-        "p95" => p.p95 as f64,
-        "p99" => p.p99 as f64,
-        "p999" => p.p999 as f64,
-        "p9999" => p.p9999 as f64,
-        _ => p.max as f64,
-    }
-}
 
 /// The record of one measured step: its figures, what it counted as, and why it did not pass.
 pub fn steered_step(
@@ -203,6 +187,7 @@ pub fn steered_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loadgen::report::Percentiles;
 
     /// A valid step: 9,950 of 10,000 msg/s, p99 800 µs, p999 2 ms, no errors.
     fn step() -> StepReport {

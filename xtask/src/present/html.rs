@@ -184,18 +184,11 @@ pub fn regress_index(run_dir: &Path, file: &RegressFile) -> Result<()> {
             "<table><tr><th>pairs</th><th>change</th><th>interval</th><th>smallest detectable rise</th><th>look says</th></tr>",
         );
         for look in &file.looks {
-            let _ = write!(
-                body,
-                "<tr><td>{}</td><td>{:+.2}%</td><td>{:+.2}% … {:+.2}% ({:.2}%)</td><td>{:.1}%</td><td>{}</td></tr>",
-                look.pairs,
-                look.change.estimate * 100.0,
-                look.change.low * 100.0,
-                look.change.high * 100.0,
-                look.change.confidence * 100.0,
-                look.minimum_detectable * 100.0,
-                look.verdict
-                    .map_or("more pairs".to_string(), |v| v.to_string())
-            );
+            body.push_str("<tr>");
+            for cell in look.cells() {
+                let _ = write!(body, "<td>{cell}</td>");
+            }
+            body.push_str("</tr>");
         }
         body.push_str("</table>\n");
     }

@@ -111,6 +111,26 @@ pub struct Look {
     pub verdict: Option<Verdict>,
 }
 
+impl Look {
+    /// The look as the terminal, `index.html` and `summary.md` show it: pairs, change,
+    /// interval (with its confidence), smallest detectable rise, what it decided.
+    pub fn cells(&self) -> [String; 5] {
+        [
+            self.pairs.to_string(),
+            format!("{:+.2}%", self.change.estimate * 100.0),
+            format!(
+                "{:+.2}% … {:+.2}% ({:.2}%)",
+                self.change.low * 100.0,
+                self.change.high * 100.0,
+                self.change.confidence * 100.0
+            ),
+            format!("{:.1}%", self.minimum_detectable * 100.0),
+            self.verdict
+                .map_or("more pairs".to_string(), |v| v.to_string()),
+        ]
+    }
+}
+
 /// What runs on one side of the comparison.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Contender {

@@ -384,15 +384,9 @@ fn look(design: &Design, file: &mut RegressFile) -> Judgement {
         minimum_detectable: judgement.minimum_detectable,
         verdict: judgement.decision,
     };
+    let [pairs, change, interval, detectable, says] = look.cells();
     eprintln!(
-        "  look at {} pairs: change {:+.2}% ({:+.2}% … {:+.2}%), detectable {:.1}%: {}",
-        look.pairs,
-        look.change.estimate * 100.0,
-        look.change.low * 100.0,
-        look.change.high * 100.0,
-        look.minimum_detectable * 100.0,
-        look.verdict
-            .map_or("more pairs".to_string(), |v| v.to_string())
+        "  look at {pairs} pairs: change {change} ({interval}), detectable {detectable}: {says}"
     );
     file.looks.push(look);
     judgement
