@@ -177,15 +177,20 @@ impl Exporter for TerminalTable {
         for row in rows {
             writeln!(out, "{}", render(row))?;
         }
-        if summaries.iter().any(|s| s.winner) {
-            writeln!(out, "{WINNER_NOTE}")?;
-        }
-        for note in no_star_notes(summaries) {
-            writeln!(out, "{note}")?;
-        }
-        writeln!(out, "{COVERAGE_NOTE}")?;
-        Ok(())
+        write_notes(summaries, out, "")
     }
+}
+
+/// The notes under a table: the winner's mark, why a fastest cell has no star, the interval's
+/// coverage; each line after `before` (a blank line between paragraphs in Markdown).
+fn write_notes(summaries: &[CellSummary], out: &mut dyn Write, before: &str) -> io::Result<()> {
+    if summaries.iter().any(|s| s.winner) {
+        writeln!(out, "{before}{WINNER_NOTE}")?;
+    }
+    for note in no_star_notes(summaries) {
+        writeln!(out, "{before}{note}")?;
+    }
+    writeln!(out, "{before}{COVERAGE_NOTE}")
 }
 
 /// GitHub-flavoured Markdown table (`summary.md`).
@@ -209,14 +214,7 @@ impl Exporter for MarkdownTable {
         for row in rows {
             writeln!(out, "| {} |", row.join(" | "))?;
         }
-        if summaries.iter().any(|s| s.winner) {
-            writeln!(out, "\n{WINNER_NOTE}")?;
-        }
-        for note in no_star_notes(summaries) {
-            writeln!(out, "\n{note}")?;
-        }
-        writeln!(out, "\n{COVERAGE_NOTE}")?;
-        Ok(())
+        write_notes(summaries, out, "\n")
     }
 }
 
