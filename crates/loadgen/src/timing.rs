@@ -83,40 +83,72 @@ impl CpuView {
     }
 }
 
-/// `(cpu, busy, total)` jiffies of every CPU in `/proc/stat` (empty when it cannot be read).
-fn read_cpu_times() -> Vec<(usize, u64, u64)> {
+/// One CPU's times from `/proc/stat`, in clock ticks since boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub cpu: usize,
+    /// Every field but idle and iowait (steal included).
+    pub busy: u64,
+    pub total: u64,
+    /// Time the hypervisor ran something else while this virtual CPU wanted to run.
+    pub steal: u64,
+}
+
+/// The times of every CPU in `/proc/stat` (empty when it cannot be read).
+pub fn read_cpu_times() -> Vec<CpuTimes> {
     std::fs::read_to_string("/proc/stat")
         .map(|text| parse_cpu_times(&text))
         .unwrap_or_default()
 }
 
-/// The `cpuN` lines of `/proc/stat`: busy is every field but idle and iowait.
-fn parse_cpu_times(text: &str) -> Vec<(usize, u64, u64)> {
+/// The `cpuN` lines of `/proc/stat`.
+fn parse_cpu_times(text: &str) -> Vec<CpuTimes> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
             let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
             let values: Vec<u64> = fields.take(8).filter_map(|v| v.parse().ok()).collect();
+            let field = |i: usize| values.get(i).copied().unwrap_or(0);
             let total: u64 = values.iter().sum();
-            let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-            Some((cpu, total.saturating_sub(idle), total))
+            Some(CpuTimes {
+                cpu,
+                busy: total.saturating_sub(field(3) + field(4)),
+                total,
+                steal: field(7),
+            })
         })
         .collect()
 }
 
+/// Steal time (ms) of `cpus` between two readings of [`read_cpu_times`]: how long the
+/// hypervisor kept them from running while they had work. `None` when a CPU is missing from
+/// either reading (no `/proc/stat`).
+pub fn steal_ms(cpus: &[usize], before: &[CpuTimes], after: &[CpuTimes]) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = 0;
+    for &cpu in cpus {
+        let then = before.iter().find(|t| t.cpu == cpu)?;
+        let now = after.iter().find(|t| t.cpu == cpu)?;
+        ticks += now.steal.saturating_sub(then.steal);
+    }
+    Some(ticks as f64 * 1000.0 / ticks_per_s)
+}
+
 /// The allowed CPU that was busiest between two samples, and its busy fraction.
-fn busiest(
-    allowed: &[usize],
-    before: &[(usize, u64, u64)],
-    after: &[(usize, u64, u64)],
-) -> Option<(usize, f64)> {
+fn busiest(allowed: &[usize], before: &[CpuTimes], after: &[CpuTimes]) -> Option<(usize, f64)> {
     allowed
         .iter()
         .filter_map(|&cpu| {
-            let (_, busy0, total0) = before.iter().find(|t| t.0 == cpu)?;
-            let (_, busy1, total1) = after.iter().find(|t| t.0 == cpu)?;
-            let total = total1.saturating_sub(*total0);
-            (total > 0).then(|| (cpu, busy1.saturating_sub(*busy0) as f64 / total as f64))
+            let then = before.iter().find(|t| t.cpu == cpu)?;
+            let now = after.iter().find(|t| t.cpu == cpu)?;
+            let total = now.total.saturating_sub(then.total);
+            (total > 0).then(|| {
+                (
+                    cpu,
+                    now.busy.saturating_sub(then.busy) as f64 / total as f64,
+                )
+            })
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
@@ -293,11 +325,20 @@ mod tests {
         let after = parse_cpu_times(
             "cpu  99 0 10 200 0 0 0 0 0 0\ncpu0 5 0 5 150 0 0 0 0 0 0\ncpu1 80 0 5 55 20 0 0 0 0 0\n",
         );
-        assert_eq!(before, vec![(0, 10, 60), (1, 10, 60)]);
+        let summary: Vec<_> = before.iter().map(|t| (t.cpu, t.busy, t.total)).collect();
+        assert_eq!(summary, [(0, 10, 60), (1, 10, 60)]);
         // CPU 1: 75 busy jiffies of 100 (its 20 of iowait count as idle).
         assert_eq!(busiest(&[0, 1], &before, &after), Some((1, 0.75)));
         assert_eq!(busiest(&[0], &before, &after), Some((0, 0.0)));
         assert_eq!(busiest(&[7], &before, &after), None);
+        // Steal is the eighth field: CPU 1 lost 30 ticks to the hypervisor, CPU 0 none.
+        let stolen = parse_cpu_times("cpu0 5 0 5 150 0 0 0 0 0 0\ncpu1 80 0 5 55 20 0 0 30 0 0\n");
+        // SAFETY: sysconf has no preconditions.
+        let ms_per_tick = 1000.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert_eq!(steal_ms(&[1], &after, &stolen), Some(30.0 * ms_per_tick));
+        assert_eq!(steal_ms(&[0, 1], &after, &stolen), Some(30.0 * ms_per_tick));
+        assert_eq!(steal_ms(&[0], &after, &stolen), Some(0.0));
+        assert_eq!(steal_ms(&[2], &after, &stolen), None);
         let mut view = CpuView::current();
         view.sample_busy(std::time::Duration::from_millis(5));
         if let Some((cpu, busy)) = view.busiest {

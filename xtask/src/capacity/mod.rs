@@ -134,6 +134,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         loadgen_timing: None,
         elapsed_s: None,
         dips: Vec::new(),
+        unmeasured_per_s: Vec::new(),
     };
     let mut search = Search::new(&limits, args.retries);
     let mut attempts: HashMap<u64, u32> = HashMap::new();
@@ -146,7 +147,8 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         }
         let attempt = attempts.entry(rate).or_default();
         *attempt += 1;
-        let step = match steered.step(rate, args.duration) {
+        let cpus_before = loadgen::timing::read_cpu_times();
+        let mut step = match steered.step(rate, args.duration) {
             Ok(report) => {
                 let (verdict, reasons) = judge_step(&slo, &report);
                 search.record(verdict);
@@ -163,6 +165,15 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
                 step
             }
         };
+        let loadgen_cpus = pinning
+            .loadgen
+            .clone()
+            .unwrap_or_else(|| cpus_before.iter().map(|times| times.cpu).collect());
+        step.loadgen_steal_ms = loadgen::timing::steal_ms(
+            &loadgen_cpus,
+            &cpus_before,
+            &loadgen::timing::read_cpu_times(),
+        );
         eprintln!("{}", step_line(&step));
         record.steps.push(step);
         // A crash or an interrupt loses at most the step that was running.
@@ -210,6 +221,7 @@ fn settle_record(record: &mut CapacityFile, outcome: &SearchOutcome) {
         .map(|_| outcome.passes_at_capacity >= 2);
     record.limiting_factor = Some(outcome.limiting_factor().as_str().to_string());
     record.dips = outcome.dips.clone();
+    record.unmeasured_per_s = outcome.unmeasured.clone();
     record.stopped_because = outcome.stopped_because();
     // Unreachable at the lowest rate: say why it failed there.
     if let StopReason::FailsAtLowest(rate) = outcome.stopped

@@ -20,12 +20,22 @@
 //! with room to spare (at most half the limit) counts as all of them: far below the knee the
 //! latency does not come near the limit by chance. Measurements the loadgen could not make
 //! honestly (saturated, its loop late, or it failed) are no vote at all: the SLO is judged only
-//! on valid steps. When they keep coming at one rate the search stops there (`retries + 1` times
-//! saturated; two more for a late loop or a failed step, which a busy host causes by chance;
-//! four more again when the loop was late while it had little work, the CPU taken from it):
-//! the answer is then a lower bound set by the loadgen, not by the server. While a failure
-//! waits to be confirmed from above, a rate above it that the loadgen cannot measure confirms it
-//! instead (the knee is below what the loadgen can offer).
+//! on valid steps (a step whose only fault is its loop's lateness still votes *pass* when the
+//! SLO held with that lateness inside its latency: see `slo::judge_step`). When no votes keep
+//! coming at one rate (`retries + 1` times saturated; two more for a late loop or a failed step,
+//! which a busy host causes by chance; four more again when the loop was late while it had
+//! little work, the CPU taken from it), the loadgen cannot measure that rate:
+//! - above a pass, saturated or late: that rate is the bracket's upper edge, and bisection
+//!   narrows it like a failure's, so the answer — a lower bound set by the loadgen, not by the
+//!   server — repeats within the precision;
+//! - while nothing has passed, interrupted (after two more, not six): the rate is left
+//!   unmeasured (`unmeasured`) and the ramp goes on above it, up to three rates in a row — on a
+//!   virtual machine an idle server's CPU that wakes for each message at low rates can take
+//!   the loadgen's CPU with it;
+//! - otherwise the search stops there with the loadgen's limit.
+//!
+//! While a failure waits to be confirmed from above, a rate above it that the loadgen cannot
+//! measure confirms it instead (the knee is below what the loadgen can offer).
 
 use crate::record::capacity::SearchLimits;
 
@@ -147,6 +157,9 @@ pub struct SearchOutcome {
     pub passes_at_capacity: u32,
     /// Rates that failed below one that passed (latency fell as load rose).
     pub dips: Vec<u64>,
+    /// Rates the ramp left unmeasured: the loadgen's loop lost its CPU at each while nothing
+    /// had passed yet.
+    pub unmeasured: Vec<u64>,
     /// Measurements taken.
     pub measurements: usize,
 }
@@ -164,6 +177,11 @@ impl SearchOutcome {
             StopReason::FailsAtLowest(_) => LimitingFactor::SloUnreachable,
             StopReason::ReachedMaxRate => LimitingFactor::MaxRate,
             StopReason::Bracketed { .. } => LimitingFactor::Server,
+            StopReason::StepLimitInBisection | StopReason::BudgetInBisection
+                if self.loadgen_limit_per_s.is_some() =>
+            {
+                LimitingFactor::Loadgen
+            }
             StopReason::StepLimitInBisection | StopReason::BudgetInBisection
                 if self.first_fail_per_s.is_some() =>
             {
@@ -186,7 +204,8 @@ enum Phase {
 }
 
 /// Doublings above a failure that must fail too before it is the knee: while no rate has
-/// passed, and once one has.
+/// passed, and once one has. The first is also how many rates in a row the ramp leaves
+/// unmeasured (the loop interrupted at each) before it gives up.
 const LOOK_ABOVE_BEFORE_A_PASS: u32 = 3;
 const LOOK_ABOVE_AFTER_A_PASS: u32 = 1;
 /// Late or failed (not saturated) steps at one rate tolerated beyond `retries + 1`.
@@ -237,6 +256,13 @@ pub struct Search {
     /// Doublings above `pending_fail` measured so far.
     looked_above: u32,
     dips: Vec<u64>,
+    /// The lowest rate above a pass that the loadgen could not measure, and why: the upper edge
+    /// of the bracket when no failure of the server lies below it.
+    limit: Option<(u64, Instrument)>,
+    /// Rates the ramp left unmeasured (the loop interrupted at each while nothing had passed).
+    unmeasured: Vec<u64>,
+    /// Of those, the ones in a row since the last decided rate.
+    skipped: u32,
 }
 
 impl Search {
@@ -256,6 +282,9 @@ impl Search {
             pending_fail: None,
             looked_above: 0,
             dips: Vec::new(),
+            limit: None,
+            unmeasured: Vec::new(),
+            skipped: 0,
         }
     }
 
@@ -288,6 +317,8 @@ impl Search {
         let patience = match what {
             Instrument::Saturated => self.need,
             Instrument::Late | Instrument::Failed => self.need + EXTRA_PATIENCE,
+            // While nothing has passed the ramp moves on above such a rate instead.
+            Instrument::Interrupted if self.pass.is_none() => self.need + EXTRA_PATIENCE,
             Instrument::Interrupted => self.need + EXTRA_PATIENCE + INTERRUPTED_PATIENCE,
         };
         if self.tally.passes >= self.need {
@@ -297,13 +328,13 @@ impl Search {
         } else if self.tally.no_votes >= patience
             || (what == Instrument::Saturated && self.tally.no_votes >= self.need)
         {
+            self.tally = Tally::default();
             if self.pending_fail.is_some() {
                 // Above a failure waiting for confirmation: the knee is below what the loadgen
                 // can offer.
-                self.tally = Tally::default();
                 self.confirm_pending();
             } else {
-                self.stopped = Some(StopReason::LoadgenLimit(self.rate, what));
+                self.cannot_measure(what);
             }
             return;
         }
@@ -336,11 +367,42 @@ impl Search {
         }
     }
 
+    /// The loadgen could not measure the current rate, again and again (and no failure waits
+    /// above a pass): below a pass nothing is known of the server; above one, the bracket's
+    /// upper edge is the loadgen's and bisection narrows it like a failure's, so that the lower
+    /// bound repeats within the precision; while nothing has passed, a rate at which the loop
+    /// only lost its CPU (it had little work) is left unmeasured and the ramp goes on above it.
+    fn cannot_measure(&mut self, what: Instrument) {
+        let rate = self.rate;
+        match self.pass {
+            Some(pass)
+                if rate > pass && matches!(what, Instrument::Saturated | Instrument::Late) =>
+            {
+                if self.limit.is_none_or(|(lowest, _)| rate < lowest) {
+                    self.limit = Some((rate, what));
+                }
+                self.phase = Phase::Bisect;
+                self.bisect();
+            }
+            None if what == Instrument::Interrupted
+                && self.phase == Phase::Up
+                && self.skipped < LOOK_ABOVE_BEFORE_A_PASS
+                && rate < self.limits.max_rate_per_s =>
+            {
+                self.skipped += 1;
+                self.unmeasured.push(rate);
+                self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+            }
+            _ => self.stopped = Some(StopReason::LoadgenLimit(rate, what)),
+        }
+    }
+
     /// The rate being decided now got its verdict.
     fn decided(&mut self, passed: bool) {
         let rate = self.rate;
         let passes = self.tally.passed;
         self.tally = Tally::default();
+        self.skipped = 0;
         if self.phase == Phase::Bisect {
             if passed {
                 self.pass = Some(rate);
@@ -422,17 +484,28 @@ impl Search {
         }
     }
 
-    /// The middle of the bracket next, or the end when it is narrow enough.
+    /// The middle of the bracket next, or the end when it is narrow enough. Its upper edge is
+    /// the lowest failure of the server or the lowest rate the loadgen could not measure,
+    /// whichever is lower; the end names that one.
     fn bisect(&mut self) {
-        let (Some(low), Some(high)) = (self.pass, self.fail) else {
+        let Some(low) = self.pass else {
             return;
+        };
+        let high = match (self.fail, self.limit) {
+            (Some(fail), Some((limit, _))) => fail.min(limit),
+            (Some(fail), None) => fail,
+            (None, Some((limit, _))) => limit,
+            (None, None) => return,
         };
         if high <= low
             || (high - low) as f64 <= self.limits.precision * low as f64
             || high - low <= 1
         {
-            self.stopped = Some(StopReason::Bracketed {
-                precision: self.limits.precision,
+            self.stopped = Some(match self.limit {
+                Some((limit, what)) if limit <= high => StopReason::LoadgenLimit(limit, what),
+                _ => StopReason::Bracketed {
+                    precision: self.limits.precision,
+                },
             });
         } else {
             self.rate = low + (high - low) / 2;
@@ -449,7 +522,11 @@ impl Search {
             stopped,
             loadgen_limit_per_s: match stopped {
                 StopReason::LoadgenLimit(rate, _) => Some(rate),
-                _ => None,
+                // Out of steps or time while bisecting below the loadgen's limit.
+                _ => self
+                    .limit
+                    .filter(|(limit, _)| self.fail.is_none_or(|fail| *limit < fail))
+                    .map(|(limit, _)| limit),
             },
             passes_at_capacity: if self.pass.is_some() {
                 self.passes_at_pass
@@ -457,6 +534,7 @@ impl Search {
                 0
             },
             dips: self.dips.clone(),
+            unmeasured: self.unmeasured.clone(),
             measurements: self.measurements,
         }
     }
@@ -568,7 +646,8 @@ mod tests {
 
     #[test]
     fn the_loadgens_own_limit_is_no_vote_and_ends_the_search_as_a_lower_bound() {
-        // The server would hold 500k; the loadgen saturates from 100k on.
+        // The server would hold 500k; the loadgen saturates from 100k on. The ramp's 128,000
+        // is beyond it; bisection narrows the lower bound to within the precision of 100k.
         let truth = server(500_000);
         let (outcome, rates) = run(1, |rate, _| {
             if rate >= 100_000 {
@@ -577,23 +656,59 @@ mod tests {
                 truth(rate)
             }
         });
-        assert_eq!(outcome.capacity_per_s, Some(64_000));
+        assert_eq!(outcome.capacity_per_s, Some(96_000), "{rates:?}");
         assert_eq!(
             outcome.first_fail_per_s, None,
             "never a failure of the server"
         );
-        assert_eq!(outcome.loadgen_limit_per_s, Some(128_000));
+        assert_eq!(outcome.loadgen_limit_per_s, Some(100_000));
         assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
-        assert_eq!(rates.iter().filter(|&&r| r == 128_000).count(), 2);
+        assert_eq!(
+            &rates[rates.len() - 9..],
+            [
+                128_000, 128_000, 96_000, 112_000, 112_000, 104_000, 104_000, 100_000, 100_000
+            ]
+        );
         assert_eq!(
             outcome.stopped_because(),
-            "the loadgen was saturated at 128000 msg/s"
+            "the loadgen was saturated at 100000 msg/s"
         );
         assert_eq!(
             answer(&outcome),
-            "capacity: at least 64,000 msg/s (loadgen limit reached at 128,000; the loadgen was \
-             saturated at 128000 msg/s)"
+            "capacity: at least 96,000 msg/s (loadgen limit reached at 100,000; the loadgen was \
+             saturated at 100000 msg/s)"
         );
+        // Wherever the loadgen's limit lies, the lower bound is within the precision below it:
+        // two runs on a loadgen whose limit moves a little agree within it too.
+        for limit in [30_000, 64_001, 70_000, 99_999, 250_000] {
+            let (outcome, rates) = run(1, |rate, _| {
+                if rate >= limit {
+                    Verdict::Instrument(Instrument::Late)
+                } else {
+                    truth(rate)
+                }
+            });
+            let capacity = outcome.capacity_per_s.expect("a pass");
+            let edge = outcome.loadgen_limit_per_s.expect("the loadgen's limit");
+            assert!(capacity < limit && edge >= limit, "{limit}: {rates:?}");
+            assert!(
+                (edge - capacity) as f64 <= 0.05 * capacity as f64,
+                "{limit}: {capacity}..{edge}"
+            );
+            assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
+        }
+        // A failure of the server inside that bracket still makes it the server's knee.
+        let (outcome, _) = run(1, |rate, _| {
+            if rate >= 100_000 {
+                Verdict::Instrument(Instrument::Saturated)
+            } else {
+                server(85_000)(rate)
+            }
+        });
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!((80_750..=85_000).contains(&capacity), "{capacity}");
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
+        assert_eq!(outcome.loadgen_limit_per_s, None);
         // A late loop once is retried and then counts like any measurement.
         let truth = server(37_000);
         let (late_once, _) = run(1, |rate, attempt| match (rate, attempt) {
@@ -696,6 +811,54 @@ mod tests {
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Interrupted)
+        );
+        assert_eq!(outcome.capacity_per_s, Some(8_000));
+    }
+
+    #[test]
+    fn rates_where_the_idle_loop_loses_its_cpu_are_left_unmeasured_below_the_first_pass() {
+        // The low rates cannot be measured (on a VM an idle server's vCPU, woken for every
+        // message, takes the loadgen's with it); from 4,000 on they can. The search goes on
+        // above them and finds the knee as if they had been measured.
+        let truth = server(37_000);
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate < 4_000 {
+                Verdict::Instrument(Instrument::Interrupted)
+            } else {
+                truth(rate)
+            }
+        });
+        let (quiet, _) = run(1, |rate, _| truth(rate));
+        assert_eq!(outcome.capacity_per_s, quiet.capacity_per_s, "{rates:?}");
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
+        assert_eq!(outcome.unmeasured, [1_000, 2_000]);
+        // Four no votes at each (two more than a verdict needs), not eight.
+        assert_eq!(
+            &rates[..9],
+            [1000, 1000, 1000, 1000, 2000, 2000, 2000, 2000, 4000]
+        );
+        // Three such rates in a row, then the fourth: the search stops with the loadgen's limit.
+        let (outcome, rates) = run(1, |_, _| Verdict::Instrument(Instrument::Interrupted));
+        assert_eq!(outcome.unmeasured, [1_000, 2_000, 4_000]);
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(8_000, Instrument::Interrupted)
+        );
+        assert_eq!(rates.len(), 16);
+        assert_eq!(outcome.capacity_per_s, None);
+        // A rate above them that fails is a failure like any: looked above, then the knee.
+        let (outcome, _) = run(1, |rate, _| {
+            if rate < 2_000 {
+                Verdict::Instrument(Instrument::Interrupted)
+            } else {
+                Verdict::Fail
+            }
+        });
+        assert_eq!(outcome.capacity_per_s, None);
+        assert_eq!(
+            outcome.limiting_factor(),
+            LimitingFactor::Loadgen,
+            "{outcome:?}"
         );
     }
 

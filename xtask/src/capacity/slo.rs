@@ -98,7 +98,20 @@ impl CapacitySlo {
 /// steps), with every reason it did not pass. A failed step fails for each broken SLO clause
 /// (loadgen's own check, `loadgen::slo::check_step`), an achieved rate below 99% of the target,
 /// and starved connections.
+///
+/// One invalid step still votes: one whose only fault is its loop's lateness
+/// (`schedule.behind`, the loadgen neither saturated nor short of samples) and which met the SLO
+/// all the same. Its latency is measured from the intended send times, so the lateness is inside
+/// it and only adds to it: the server met the SLO with the instrument's error counted against
+/// it. (A failure under the same lateness is no vote: the lateness may be what failed it.)
 pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepReason>) {
+    let late_only = !step.valid
+        && step.schedule.behind
+        && !step.loadgen.saturated
+        && step.invalid_reasons.len() == 1;
+    if late_only && let (pass @ Verdict::Pass { .. }, reasons) = judge_valid(slo, step) {
+        return (pass, reasons);
+    }
     if !step.valid {
         let what = if step.loadgen.saturated {
             Instrument::Saturated
@@ -115,7 +128,12 @@ pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepRea
         }
         return (Verdict::Instrument(what), reasons);
     }
-    // One line per clause (the invalid-run line cannot come: the step is valid).
+    judge_valid(slo, step)
+}
+
+/// The verdict of a step whose figures stand: pass or fail by the server.
+fn judge_valid(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepReason>) {
+    // One line per clause (an invalid-run line, if any, comes after them).
     let verdict = check_step(&slo.slo, step);
     let mut reasons: Vec<StepReason> = verdict
         .lines
@@ -181,6 +199,7 @@ pub fn steered_step(
         loop_lag_p99_us: Some(step.schedule.loop_lag_us.p99),
         work_fraction: Some(step.loadgen.work_fraction),
         counted_as: Some(counted_as.into()),
+        loadgen_steal_ms: None,
     }
 }
 
@@ -319,8 +338,43 @@ mod tests {
         late.schedule.behind = true;
         late.loadgen.work_fraction = 0.8;
         late.invalid_reasons = vec!["fell behind its open-loop schedule".into()];
+        // The SLO held with the loop's lateness inside the latency (p99 800 µs): the pass
+        // stands, and a clear one is clear.
+        assert_eq!(
+            judge_step(&slo, &late),
+            (Verdict::Pass { clear: false }, vec![])
+        );
+        late.latency_us.p99 = 450;
+        assert_eq!(judge_step(&slo, &late).0, Verdict::Pass { clear: true });
+        // Missed with it (the lateness may be what missed it): no vote.
+        late.latency_us.p99 = 1_200;
         assert_eq!(
             judge_step(&slo, &late).0,
+            Verdict::Instrument(Instrument::Late)
+        );
+        let mut late_and_short = late.clone();
+        late_and_short.latency_us.p99 = 800;
+        late_and_short.throughput.messages_per_s = 9_000.0;
+        assert_eq!(
+            judge_step(&slo, &late_and_short).0,
+            Verdict::Instrument(Instrument::Late)
+        );
+        // Late and saturated, or late and short of samples: no vote, even within the SLO.
+        let mut late_and_saturated = late.clone();
+        late_and_saturated.latency_us.p99 = 800;
+        late_and_saturated.loadgen.saturated = true;
+        late_and_saturated.invalid_reasons.push("saturated".into());
+        assert_eq!(
+            judge_step(&slo, &late_and_saturated).0,
+            Verdict::Instrument(Instrument::Saturated)
+        );
+        let mut late_and_few = late.clone();
+        late_and_few.latency_us.p99 = 800;
+        late_and_few
+            .invalid_reasons
+            .push("only 40 latency samples".into());
+        assert_eq!(
+            judge_step(&slo, &late_and_few).0,
             Verdict::Instrument(Instrument::Late)
         );
         // Late with little to do: the CPU was taken from it.

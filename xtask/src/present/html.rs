@@ -156,6 +156,7 @@ fn capacity_steps_html(file: &CapacityFile) -> String {
             step.loop_lag_p99_us
                 .map_or("-".into(), |lag| format_us(lag as f64)),
             match (step.pass, step.counted_as.as_deref()) {
+                (true, _) if step.valid == Some(false) => super::text::LATE_PASS.to_string(),
                 (true, _) => "pass".to_string(),
                 (false, Some("no vote")) => {
                     html_escape(&format!("no vote: {}", reasons.join("; ")))

@@ -33,10 +33,14 @@ pub fn trial_line(step: usize, total: usize, record: &TrialRecord) -> String {
     }
 }
 
+/// A step that passed although its loop was late (`capacity::slo::judge_step`).
+pub const LATE_PASS: &str =
+    "pass (its loop was late, and the SLO held with that lateness inside the latency)";
+
 /// One line per measured capacity step.
 pub fn step_line(step: &Step) -> String {
     let reasons: Vec<String> = step.reasons.iter().map(ToString::to_string).collect();
-    format!(
+    let line = format!(
         "  {:>10}/s → achieved {:>10.0}/s, p99 {} µs, errors {}: {}{}",
         step.target_per_s,
         step.achieved_per_s,
@@ -46,13 +50,23 @@ pub fn step_line(step: &Step) -> String {
             .map_or("-".into(), format_us),
         step.errors,
         match (step.pass, step.counted_as.as_deref()) {
+            (true, _) if step.valid == Some(false) => LATE_PASS.to_string(),
             (true, _) => "pass".to_string(),
             (false, Some("no vote")) => format!("no vote ({})", reasons.join("; ")),
             (false, _) => format!("FAIL ({})", reasons.join("; ")),
         },
         if step.attempt > 1 { " [again]" } else { "" }
-    )
+    );
+    match step.loadgen_steal_ms {
+        Some(ms) if ms >= STEAL_WORTH_SAYING_MS => {
+            line + &format!(" [steal on the loadgen's CPUs: {ms:.0} ms]")
+        }
+        _ => line,
+    }
 }
+
+/// Steal time in a step worth naming in its line (one clock tick is 10 ms on most kernels).
+const STEAL_WORTH_SAYING_MS: f64 = 10.0;
 
 /// The one-line answer of a capacity search (`capacity: 3,500 msg/s (passes at …)`).
 #[derive(Debug, Clone, PartialEq)]
@@ -217,5 +231,43 @@ pub fn verdict_line(file: &RegressFile) -> String {
             file.pairs_run(),
             file.stopped_because.as_deref().unwrap_or("no estimate")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::capacity::StepReason;
+
+    #[test]
+    fn a_step_line_says_what_the_step_counted_as_and_the_hosts_steal() {
+        let mut step = Step::failed(
+            64_000,
+            StepReason::LoadgenInvalid(vec!["the load generator fell behind".into()]),
+        );
+        step.achieved_per_s = 64_000.0;
+        step.latency_us = serde_json::json!({"p99": 319.0});
+        step.counted_as = Some("no vote".into());
+        step.loadgen_steal_ms = Some(230.0);
+        let line = step_line(&step);
+        assert!(
+            line.contains(
+                "no vote (loadgen marked the run invalid: the load generator fell behind)"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("[steal on the loadgen's CPUs: 230 ms]"),
+            "{line}"
+        );
+        // A pass whose loop was late says so; steal below a clock tick is not worth a word.
+        step.pass = true;
+        step.valid = Some(false);
+        step.reasons.clear();
+        step.counted_as = Some("pass".into());
+        step.loadgen_steal_ms = Some(0.0);
+        assert!(step_line(&step).ends_with(&format!("p99 319 µs, errors 0: {LATE_PASS}")));
+        step.valid = Some(true);
+        assert!(step_line(&step).ends_with("errors 0: pass"));
     }
 }

@@ -50,6 +50,10 @@ pub struct Step {
     /// loadgen could not measure it honestly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted_as: Option<String>,
+    /// Steal time on the loadgen's CPUs while the step ran (ms, from `/proc/stat`): how long the
+    /// hypervisor kept them from running. What makes a loop late while it has little work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_steal_ms: Option<f64>,
 }
 
 fn first_attempt() -> u32 {
@@ -75,6 +79,7 @@ impl Step {
             loop_lag_p99_us: None,
             work_fraction: None,
             counted_as: None,
+            loadgen_steal_ms: None,
         }
     }
 
@@ -294,6 +299,10 @@ pub struct CapacityFile {
     /// idle server is slow to wake), so they were not taken as the knee.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dips: Vec<u64>,
+    /// Rates the ramp left unmeasured: the loadgen's loop lost its CPU at each while it had
+    /// little work and nothing had passed yet, so the ramp went on above them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmeasured_per_s: Vec<u64>,
 }
 
 impl RunFile for CapacityFile {
