@@ -81,22 +81,28 @@ pub fn build_binaries(
     profile: BuildProfile,
     target_dir: Option<&Path>,
 ) -> Result<Binaries> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut args: Vec<String> = vec!["build".into()];
     if profile == BuildProfile::Release {
         args.push("--release".into());
     }
-    args.extend(
-        [
-            "-p",
-            "echo-server",
-            "-p",
-            "loadgen",
-            "--bins",
-            "--message-format=json-render-diagnostics",
-        ]
-        .map(String::from),
-    );
+    args.extend(["-p", "echo-server", "-p", "loadgen", "--bins"].map(String::from));
+    cargo_build(root, args, target_dir)
+}
+
+/// The binaries for tests: `cargo build --workspace --bins --tests` (dev profile) in `root`.
+/// Its features are resolved like `cargo test --workspace`'s (dev-dependencies included), so
+/// after that command it builds nothing, where building the two packages alone would rebuild
+/// every dependency whose features differ.
+pub fn build_test_binaries(root: &Path) -> Result<Binaries> {
+    let args = ["build", "--workspace", "--bins", "--tests"].map(String::from);
+    cargo_build(root, args.to_vec(), None)
+}
+
+/// Runs `cargo <args> --message-format=json-render-diagnostics` in `root` (command line
+/// printed) and returns the echo-server and loadgen executables it reports.
+fn cargo_build(root: &Path, mut args: Vec<String>, target_dir: Option<&Path>) -> Result<Binaries> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    args.push("--message-format=json-render-diagnostics".into());
     let mut command = Command::new(&cargo);
     command.args(&args).current_dir(root).stdout(Stdio::piped());
     if let Some(dir) = target_dir {
@@ -126,9 +132,12 @@ pub fn build_binaries(
         ) else {
             continue;
         };
+        let is_bin = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
         match name {
-            "echo-server" => echo_server = Some(PathBuf::from(executable)),
-            "loadgen" => loadgen = Some(PathBuf::from(executable)),
+            "echo-server" if is_bin => echo_server = Some(PathBuf::from(executable)),
+            "loadgen" if is_bin => loadgen = Some(PathBuf::from(executable)),
             _ => {}
         }
     }

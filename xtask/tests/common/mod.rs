@@ -1,5 +1,5 @@
 //! Helpers shared by xtask's integration tests: the measured binaries (built once, dev profile,
-//! by a nested `cargo build`), the xtask binary itself and commands of it, reading what a run
+//! by a nested `cargo build` whose features match `cargo test --workspace`'s), the xtask binary itself and commands of it, reading what a run
 //! wrote, and a /proc scan for leftover processes.
 
 #![allow(dead_code)]
@@ -9,14 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use xtask::flags::BuildProfile;
-use xtask::shell::{Binaries, build_binaries, project_root};
+use xtask::shell::{Binaries, build_test_binaries, project_root};
 
 pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
-        build_binaries(&project_root(), BuildProfile::Dev, None)
-            .expect("building echo-server and loadgen")
+        build_test_binaries(&project_root()).expect("building echo-server and loadgen")
     })
 }
 
