@@ -132,9 +132,11 @@ fn cargo_build(root: &Path, mut args: Vec<String>, target_dir: Option<&Path>) ->
         ) else {
             continue;
         };
+        // The executables themselves, not a bin target's unit-test harness (`--tests`).
         let is_bin = message["target"]["kind"]
             .as_array()
-            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
+            .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"))
+            && message["profile"]["test"] == false;
         match name {
             "echo-server" if is_bin => echo_server = Some(PathBuf::from(executable)),
             "loadgen" if is_bin => loadgen = Some(PathBuf::from(executable)),
