@@ -84,6 +84,10 @@ pub fn judged_percentiles(slo: Option<&str>) -> Vec<Judged> {
         .collect()
 }
 
+/// How the invalid reason of a late loop begins ([`Lateness::reason`]): a reader that must tell
+/// lateness from the other reasons matches on it.
+pub const LATE_REASON_START: &str = "the load generator fell behind its open-loop schedule";
+
 /// The loop's lateness at a percentile where it exceeded what is allowed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lateness {
@@ -102,9 +106,8 @@ impl Lateness {
     pub fn reason(&self) -> String {
         let name = percentile_name(self.at.key);
         format!(
-            "the load generator fell behind its open-loop schedule: its loop wrote messages \
-             {} µs late at {name} (schedule.loop_lag_us), more than the {} µs allowed (the larger \
-             of {LATE_FLOOR_US} µs and {:.0}% of the {name} latency, {} µs), so its own lateness \
+            "{LATE_REASON_START}: its loop wrote messages {} µs late at {name} \
+             (schedule.loop_lag_us), more than the {} µs allowed (the larger of {LATE_FLOOR_US} µs and {:.0}% of the {name} latency, {} µs), so its own lateness \
              is material in the latency figures; give it cores that nothing else runs on (pinned, \
              --timing precise) or lower the rate",
             self.loop_lag_us,

@@ -165,15 +165,10 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
                 step
             }
         };
-        let loadgen_cpus = pinning
-            .loadgen
-            .clone()
-            .unwrap_or_else(|| cpus_before.iter().map(|times| times.cpu).collect());
-        step.loadgen_steal_ms = loadgen::timing::steal_ms(
-            &loadgen_cpus,
-            &cpus_before,
-            &loadgen::timing::read_cpu_times(),
-        );
+        // Only where the loadgen has CPUs of its own: unpinned, it shares them with the server.
+        step.loadgen_steal_ms = pinning.loadgen.as_ref().and_then(|cpus| {
+            loadgen::timing::steal_ms(cpus, &cpus_before, &loadgen::timing::read_cpu_times())
+        });
         eprintln!("{}", step_line(&step));
         record.steps.push(step);
         // A crash or an interrupt loses at most the step that was running.

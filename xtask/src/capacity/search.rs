@@ -28,14 +28,14 @@
 //! - above a pass, saturated or late: that rate is the bracket's upper edge, and bisection
 //!   narrows it like a failure's, so the answer — a lower bound set by the loadgen, not by the
 //!   server — repeats within the precision;
-//! - while nothing has passed, interrupted (after two more, not six): the rate is left
-//!   unmeasured (`unmeasured`) and the ramp goes on above it, up to three rates in a row — on a
+//! - while nothing has passed and the ramp is going up, interrupted (after two more, not six):
+//!   the rate is left unmeasured (`unmeasured`) and the ramp goes on above it, up to three
+//!   rates in a row, or as one of the looks above a failure that waits for confirmation — on a
 //!   virtual machine an idle server's CPU that wakes for each message at low rates can take
-//!   the loadgen's CPU with it;
-//! - otherwise the search stops there with the loadgen's limit.
-//!
-//! While a failure waits to be confirmed from above, a rate above it that the loadgen cannot
-//! measure confirms it instead (the knee is below what the loadgen can offer).
+//!   the loadgen's CPU with it; going down, a rate left so is not measured again;
+//! - otherwise, while a failure waits to be confirmed from above, the rate confirms it (the
+//!   knee is below what the loadgen can offer); else the search stops there with the loadgen's
+//!   limit.
 
 use crate::record::capacity::SearchLimits;
 
@@ -261,8 +261,6 @@ pub struct Search {
     limit: Option<(u64, Instrument)>,
     /// Rates the ramp left unmeasured (the loop interrupted at each while nothing had passed).
     unmeasured: Vec<u64>,
-    /// Of those, the ones in a row since the last decided rate.
-    skipped: u32,
 }
 
 impl Search {
@@ -284,7 +282,6 @@ impl Search {
             dips: Vec::new(),
             limit: None,
             unmeasured: Vec::new(),
-            skipped: 0,
         }
     }
 
@@ -317,8 +314,8 @@ impl Search {
         let patience = match what {
             Instrument::Saturated => self.need,
             Instrument::Late | Instrument::Failed => self.need + EXTRA_PATIENCE,
-            // While nothing has passed the ramp moves on above such a rate instead.
-            Instrument::Interrupted if self.pass.is_none() => self.need + EXTRA_PATIENCE,
+            // Where the ramp can move on above such a rate, it does so sooner.
+            Instrument::Interrupted if self.may_skip() => self.need + EXTRA_PATIENCE,
             Instrument::Interrupted => self.need + EXTRA_PATIENCE + INTERRUPTED_PATIENCE,
         };
         if self.tally.passes >= self.need {
@@ -329,14 +326,15 @@ impl Search {
             || (what == Instrument::Saturated && self.tally.no_votes >= self.need)
         {
             self.tally = Tally::default();
-            if self.pending_fail.is_some() {
+            if what == Instrument::Interrupted && self.may_skip() {
+                self.skip();
+            } else if self.pending_fail.is_some() {
                 // Above a failure waiting for confirmation: the knee is below what the loadgen
                 // can offer.
                 self.confirm_pending();
             } else {
                 self.cannot_measure(what);
             }
-            return;
         }
         if self.stopped.is_none() && self.measurements >= self.limits.max_steps {
             self.stopped = Some(if self.phase == Phase::Bisect {
@@ -367,11 +365,36 @@ impl Search {
         }
     }
 
+    /// Whether the ramp may leave the current rate unmeasured if its loop keeps being
+    /// interrupted: nothing has passed, the ramp is going up (below the maximum), and fewer than
+    /// [`LOOK_ABOVE_BEFORE_A_PASS`] rates in a row were left so — or looked at above a failure
+    /// that waits for confirmation.
+    fn may_skip(&self) -> bool {
+        let in_a_row = if self.pending_fail.is_some() {
+            self.looked_above
+        } else {
+            self.unmeasured.len() as u32
+        };
+        self.pass.is_none()
+            && self.phase == Phase::Up
+            && in_a_row < LOOK_ABOVE_BEFORE_A_PASS
+            && self.rate < self.limits.max_rate_per_s
+    }
+
+    /// Leaves the current rate unmeasured and goes on above it (a look above a waiting failure
+    /// counts as one).
+    fn skip(&mut self) {
+        if self.pending_fail.is_some() {
+            self.looked_above += 1;
+        }
+        self.unmeasured.push(self.rate);
+        self.rate = self.rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+    }
+
     /// The loadgen could not measure the current rate, again and again (and no failure waits
-    /// above a pass): below a pass nothing is known of the server; above one, the bracket's
-    /// upper edge is the loadgen's and bisection narrows it like a failure's, so that the lower
-    /// bound repeats within the precision; while nothing has passed, a rate at which the loop
-    /// only lost its CPU (it had little work) is left unmeasured and the ramp goes on above it.
+    /// above a pass, nor can the ramp skip it): below a pass nothing is known of the server;
+    /// above one, the bracket's upper edge is the loadgen's and bisection narrows it like a
+    /// failure's, so that the lower bound repeats within the precision.
     fn cannot_measure(&mut self, what: Instrument) {
         let rate = self.rate;
         match self.pass {
@@ -384,15 +407,6 @@ impl Search {
                 self.phase = Phase::Bisect;
                 self.bisect();
             }
-            None if what == Instrument::Interrupted
-                && self.phase == Phase::Up
-                && self.skipped < LOOK_ABOVE_BEFORE_A_PASS
-                && rate < self.limits.max_rate_per_s =>
-            {
-                self.skipped += 1;
-                self.unmeasured.push(rate);
-                self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
-            }
             _ => self.stopped = Some(StopReason::LoadgenLimit(rate, what)),
         }
     }
@@ -402,7 +416,6 @@ impl Search {
         let rate = self.rate;
         let passes = self.tally.passed;
         self.tally = Tally::default();
-        self.skipped = 0;
         if self.phase == Phase::Bisect {
             if passed {
                 self.pass = Some(rate);
@@ -479,6 +492,12 @@ impl Search {
     fn ramp_down(&mut self, failed: u64) {
         if failed / 2 < self.limits.min_rate_per_s.max(1) {
             self.stopped = Some(StopReason::FailsAtLowest(failed));
+        } else if self.unmeasured.contains(&(failed / 2)) {
+            // Measured already, in vain: what lies below the failure is not known.
+            self.stopped = Some(StopReason::LoadgenLimit(
+                failed / 2,
+                Instrument::Interrupted,
+            ));
         } else {
             self.rate = failed / 2;
         }
@@ -837,17 +856,20 @@ mod tests {
             &rates[..9],
             [1000, 1000, 1000, 1000, 2000, 2000, 2000, 2000, 4000]
         );
-        // Three such rates in a row, then the fourth: the search stops with the loadgen's limit.
+        // Three such rates in a row; the fourth gets the full patience (eight), then the search
+        // stops with the loadgen's limit.
         let (outcome, rates) = run(1, |_, _| Verdict::Instrument(Instrument::Interrupted));
         assert_eq!(outcome.unmeasured, [1_000, 2_000, 4_000]);
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(8_000, Instrument::Interrupted)
         );
-        assert_eq!(rates.len(), 16);
+        assert_eq!(rates.len(), 4 + 4 + 4 + 8);
         assert_eq!(outcome.capacity_per_s, None);
-        // A rate above them that fails is a failure like any: looked above, then the knee.
-        let (outcome, _) = run(1, |rate, _| {
+        // A rate above them that fails is a failure like any: looked above, then confirmed;
+        // the way down does not measure the rate left unmeasured again, and the answer is the
+        // loadgen's: nothing below the failure could be measured.
+        let (outcome, rates) = run(1, |rate, _| {
             if rate < 2_000 {
                 Verdict::Instrument(Instrument::Interrupted)
             } else {
@@ -855,11 +877,90 @@ mod tests {
             }
         });
         assert_eq!(outcome.capacity_per_s, None);
+        assert_eq!(outcome.first_fail_per_s, Some(2_000));
         assert_eq!(
-            outcome.limiting_factor(),
-            LimitingFactor::Loadgen,
-            "{outcome:?}"
+            outcome.stopped,
+            StopReason::LoadgenLimit(1_000, Instrument::Interrupted)
         );
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 1_000).count(),
+            4,
+            "{rates:?}"
+        );
+        assert_eq!(
+            answer(&outcome),
+            "capacity: unknown (it fails at 2,000 msg/s; below, the loadgen could not measure \
+             1,000: the loadgen's loop lost its CPU for spells while it had little to do at 1000 \
+             msg/s)"
+        );
+        // Above a failure that waits for confirmation, an interrupted rate is one look above:
+        // the ramp goes on, and the failure below turns out to be a dip.
+        let truth = server(37_000);
+        let (outcome, rates) = run(1, |rate, _| match rate {
+            1_000 => Verdict::Fail,
+            2_000 => Verdict::Instrument(Instrument::Interrupted),
+            _ => truth(rate),
+        });
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!((35_000..=37_000).contains(&capacity), "{rates:?}");
+        assert_eq!(outcome.dips, [1_000]);
+        assert_eq!(outcome.unmeasured, [2_000]);
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
+        // Going down (nothing passed, the start rate failed), interrupted steps get the full
+        // patience: the search does not skip there.
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 1_000 {
+                Verdict::Fail
+            } else {
+                Verdict::Instrument(Instrument::Interrupted)
+            }
+        });
+        assert_eq!(rates.iter().filter(|&&r| r == 500).count(), 8, "{rates:?}");
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(500, Instrument::Interrupted)
+        );
+        assert!(outcome.unmeasured.is_empty());
+    }
+
+    #[test]
+    fn out_of_steps_or_time_while_bisecting_toward_the_loadgens_limit_names_the_loadgen() {
+        let saturates_from = |limit: u64| {
+            move |rate: u64, _| {
+                if rate >= limit {
+                    Verdict::Instrument(Instrument::Saturated)
+                } else {
+                    Verdict::Pass { clear: true }
+                }
+            }
+        };
+        // The budget runs out right after the first rate above the limit.
+        let mut search = Search::new(&limits(), 1);
+        let measure = saturates_from(100_000);
+        while let Next::Measure(rate) = search.next() {
+            search.record(measure(rate, 0));
+            if search.limit.is_some() {
+                search.out_of_time();
+            }
+        }
+        let outcome = search.outcome();
+        assert_eq!(outcome.stopped, StopReason::BudgetInBisection);
+        assert_eq!(outcome.capacity_per_s, Some(64_000));
+        assert_eq!(outcome.loadgen_limit_per_s, Some(128_000));
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
+        // The step limit is kept exactly, whatever the last measurement decided.
+        for max_steps in 7..16 {
+            let mut few = limits();
+            few.max_steps = max_steps;
+            let mut search = Search::new(&few, 1);
+            let mut taken = 0;
+            while let Next::Measure(rate) = search.next() {
+                taken += 1;
+                search.record(measure(rate, 0));
+            }
+            assert!(taken <= max_steps, "{max_steps}: {taken}");
+        }
     }
 
     #[test]

@@ -129,11 +129,20 @@ impl std::fmt::Display for CapacityAnswer<'_> {
                 "capacity: at least {} msg/s (no failing rate found: {why})",
                 count(pass)
             ),
-            (None, Some(fail)) => write!(
-                f,
-                "capacity: below {} msg/s (every rate tried failed: {why})",
-                count(fail)
-            ),
+            (None, Some(fail)) => match self.loadgen_limit_per_s {
+                Some(limit) => write!(
+                    f,
+                    "capacity: unknown (it fails at {} msg/s; below, the loadgen could not \
+                     measure {}: {why})",
+                    count(fail),
+                    count(limit)
+                ),
+                None => write!(
+                    f,
+                    "capacity: below {} msg/s (every rate tried failed: {why})",
+                    count(fail)
+                ),
+            },
             (None, None) => write!(f, "capacity: unknown ({why})"),
         }
     }
