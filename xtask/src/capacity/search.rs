@@ -27,7 +27,9 @@
 //! little work, the CPU taken from it), the loadgen cannot measure that rate:
 //! - above a pass, saturated or late: that rate is the bracket's upper edge, and bisection
 //!   narrows it like a failure's, so the answer — a lower bound set by the loadgen, not by the
-//!   server — repeats within the precision;
+//!   server — repeats within the precision; a late loop's limit (it had work to spare, so a
+//!   spell of the host may have made it late) is measured once more when the bracket is
+//!   narrow, and if it now gets a verdict the search goes on from there;
 //! - while nothing has passed and the ramp is going up, interrupted (after two more, not six):
 //!   the rate is left unmeasured (`unmeasured`) and the ramp goes on above it, up to three
 //!   rates in a row, or as one of the looks above a failure that waits for confirmation — on a
@@ -261,6 +263,8 @@ pub struct Search {
     limit: Option<(u64, Instrument)>,
     /// Rates the ramp left unmeasured (the loop interrupted at each while nothing had passed).
     unmeasured: Vec<u64>,
+    /// Whether a late loop's limit was measured once more after the bisection below it.
+    limit_retried: bool,
 }
 
 impl Search {
@@ -282,6 +286,7 @@ impl Search {
             dips: Vec::new(),
             limit: None,
             unmeasured: Vec::new(),
+            limit_retried: false,
         }
     }
 
@@ -417,13 +422,23 @@ impl Search {
         let passes = self.tally.passed;
         self.tally = Tally::default();
         if self.phase == Phase::Bisect {
+            // A verdict at or above the loadgen's limit (measured again) replaces it.
+            if self.limit.is_some_and(|(limit, _)| rate >= limit) {
+                self.limit = None;
+            }
             if passed {
                 self.pass = Some(rate);
                 self.passes_at_pass = passes;
             } else {
                 self.fail = Some(rate);
             }
-            self.bisect();
+            if self.fail.is_none() && self.limit.is_none() {
+                // Nothing above the pass is known any more: ramp on.
+                self.phase = Phase::Up;
+                self.up_from(rate);
+            } else {
+                self.bisect();
+            }
             return;
         }
         if passed {
@@ -437,12 +452,7 @@ impl Search {
             self.pass = Some(rate);
             self.passes_at_pass = passes;
             match self.phase {
-                Phase::Up if rate >= self.limits.max_rate_per_s => {
-                    self.stopped = Some(StopReason::ReachedMaxRate);
-                }
-                Phase::Up => {
-                    self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
-                }
+                Phase::Up => self.up_from(rate),
                 // Ramping down from a confirmed failure: bisect up to it.
                 _ => {
                     self.phase = Phase::Bisect;
@@ -503,6 +513,15 @@ impl Search {
         }
     }
 
+    /// The ramp's next rate above a passing `rate` (the end at `--max-rate`).
+    fn up_from(&mut self, rate: u64) {
+        if rate >= self.limits.max_rate_per_s {
+            self.stopped = Some(StopReason::ReachedMaxRate);
+        } else {
+            self.rate = rate.saturating_mul(2).min(self.limits.max_rate_per_s);
+        }
+    }
+
     /// The middle of the bracket next, or the end when it is narrow enough. Its upper edge is
     /// the lowest failure of the server or the lowest rate the loadgen could not measure,
     /// whichever is lower; the end names that one.
@@ -520,6 +539,16 @@ impl Search {
             || (high - low) as f64 <= self.limits.precision * low as f64
             || high - low <= 1
         {
+            // A limit set by a late loop (not a saturated one: it had work to spare) is measured
+            // once more at the end: the spell that made it late may be over.
+            if let Some((limit, Instrument::Late)) = self.limit
+                && limit <= high
+                && !self.limit_retried
+            {
+                self.limit_retried = true;
+                self.rate = limit;
+                return;
+            }
             self.stopped = Some(match self.limit {
                 Some((limit, what)) if limit <= high => StopReason::LoadgenLimit(limit, what),
                 _ => StopReason::Bracketed {
@@ -789,7 +818,8 @@ mod tests {
         );
         assert_eq!(outcome.loadgen_limit_per_s, None);
         assert!(outcome.capacity_per_s.unwrap() >= 35_000);
-        // A late loop gets more patience than a saturated one before it ends the search.
+        // A late loop gets more patience than a saturated one before it ends the search (four
+        // measurements, and four more when its limit is measured once more at the end).
         let (outcome, rates) = run(1, |rate, _| {
             if rate >= 16_000 {
                 Verdict::Instrument(Instrument::Late)
@@ -797,7 +827,7 @@ mod tests {
                 Verdict::Pass { clear: true }
             }
         });
-        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 4);
+        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 4 + 4);
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Late)
@@ -922,6 +952,72 @@ mod tests {
             StopReason::LoadgenLimit(500, Instrument::Interrupted)
         );
         assert!(outcome.unmeasured.is_empty());
+    }
+
+    #[test]
+    fn a_late_loops_limit_is_measured_once_more_and_a_spell_that_ended_does_not_stop_the_search() {
+        // The server holds 500k; the loadgen saturates from 200k; a spell makes the loop late
+        // at 128k for its first four measurements (while the ramp first gets there).
+        let truth = server(500_000);
+        let (outcome, rates) = run(1, |rate, attempt| match (rate, attempt) {
+            (128_000, 0..4) => Verdict::Instrument(Instrument::Late),
+            (200_000.., _) => Verdict::Instrument(Instrument::Saturated),
+            _ => truth(rate),
+        });
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!(
+            (190_000..200_000).contains(&capacity),
+            "{capacity}: {rates:?}"
+        );
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(outcome.loadgen_limit_per_s.unwrap(), Instrument::Saturated)
+        );
+        // 128k: four late, then bisection below it, then once more — a pass — and the ramp
+        // goes on to 256k.
+        let at_128k: Vec<usize> = (0..rates.len()).filter(|&i| rates[i] == 128_000).collect();
+        assert_eq!(at_128k.len(), 5, "{rates:?}");
+        assert_eq!(rates[at_128k[4] + 1], 256_000, "{rates:?}");
+        // A spell that lasts: the limit stays, measured once more (four late again), and the
+        // answer is the same as without the second look.
+        let (outcome, rates) = run(1, |rate, _| {
+            if rate >= 128_000 {
+                Verdict::Instrument(Instrument::Late)
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 128_000).count(),
+            8,
+            "{rates:?}"
+        );
+        assert_eq!(
+            outcome.stopped,
+            StopReason::LoadgenLimit(128_000, Instrument::Late)
+        );
+        assert!(outcome.capacity_per_s.unwrap() >= 121_000);
+        // A saturated loadgen's limit is not measured again: it had no work to spare.
+        let (_, rates) = run(1, |rate, _| {
+            if rate >= 128_000 {
+                Verdict::Instrument(Instrument::Saturated)
+            } else {
+                truth(rate)
+            }
+        });
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 128_000).count(),
+            2,
+            "{rates:?}"
+        );
+        // A failure of the server when the limit is measured again brackets the knee there.
+        let (outcome, _) = run(1, |rate, attempt| match (rate, attempt) {
+            (128_000, 0..4) => Verdict::Instrument(Instrument::Late),
+            (128_000.., _) => Verdict::Fail,
+            _ => truth(rate),
+        });
+        assert_eq!(outcome.first_fail_per_s, Some(128_000));
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
     }
 
     #[test]
