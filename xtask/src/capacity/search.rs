@@ -636,6 +636,25 @@ mod tests {
         }
     }
 
+    /// A clear pass at every rate.
+    const CLEAR: fn(u64) -> Verdict = |_| Verdict::Pass { clear: true };
+
+    /// Measurements of `truth` below `from`; from there on, the loadgen cannot measure
+    /// (`what`).
+    fn beyond(
+        from: u64,
+        what: Instrument,
+        truth: &impl Fn(u64) -> Verdict,
+    ) -> impl Fn(u64, u32) -> Verdict + '_ {
+        move |rate, _| {
+            if rate >= from {
+                Verdict::Instrument(what)
+            } else {
+                truth(rate)
+            }
+        }
+    }
+
     fn answer(outcome: &SearchOutcome) -> String {
         CapacityAnswer {
             capacity_per_s: outcome.capacity_per_s,
@@ -697,13 +716,7 @@ mod tests {
         // The server would hold 500k; the loadgen saturates from 100k on. The ramp's 128,000
         // is beyond it; bisection narrows the lower bound to within the precision of 100k.
         let truth = server(500_000);
-        let (outcome, rates) = run(1, |rate, _| {
-            if rate >= 100_000 {
-                Verdict::Instrument(Instrument::Saturated)
-            } else {
-                truth(rate)
-            }
-        });
+        let (outcome, rates) = run(1, beyond(100_000, Instrument::Saturated, &truth));
         assert_eq!(outcome.capacity_per_s, Some(96_000), "{rates:?}");
         assert_eq!(
             outcome.first_fail_per_s, None,
@@ -729,13 +742,7 @@ mod tests {
         // Wherever the loadgen's limit lies, the lower bound is within the precision below it:
         // two runs on a loadgen whose limit moves a little agree within it too.
         for limit in [30_000, 64_001, 70_000, 99_999, 250_000] {
-            let (outcome, rates) = run(1, |rate, _| {
-                if rate >= limit {
-                    Verdict::Instrument(Instrument::Late)
-                } else {
-                    truth(rate)
-                }
-            });
+            let (outcome, rates) = run(1, beyond(limit, Instrument::Late, &truth));
             let capacity = outcome.capacity_per_s.expect("a pass");
             let edge = outcome.loadgen_limit_per_s.expect("the loadgen's limit");
             assert!(capacity < limit && edge >= limit, "{limit}: {rates:?}");
@@ -746,13 +753,7 @@ mod tests {
             assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
         }
         // A failure of the server inside that bracket still makes it the server's knee.
-        let (outcome, _) = run(1, |rate, _| {
-            if rate >= 100_000 {
-                Verdict::Instrument(Instrument::Saturated)
-            } else {
-                server(85_000)(rate)
-            }
-        });
+        let (outcome, _) = run(1, beyond(100_000, Instrument::Saturated, &server(85_000)));
         let capacity = outcome.capacity_per_s.expect("found");
         assert!((80_750..=85_000).contains(&capacity), "{capacity}");
         assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
@@ -804,13 +805,7 @@ mod tests {
     #[test]
     fn a_knee_whose_double_the_loadgen_cannot_offer_is_still_the_servers() {
         let truth = server(37_000);
-        let (outcome, rates) = run(1, |rate, _| {
-            if rate >= 100_000 {
-                Verdict::Instrument(Instrument::Saturated)
-            } else {
-                truth(rate)
-            }
-        });
+        let (outcome, rates) = run(1, beyond(100_000, Instrument::Saturated, &truth));
         assert_eq!(
             outcome.limiting_factor(),
             LimitingFactor::Server,
@@ -820,13 +815,7 @@ mod tests {
         assert!(outcome.capacity_per_s.unwrap() >= 35_000);
         // A late loop gets more patience than a saturated one before it ends the search (four
         // measurements, and four more when its limit is measured once more at the end).
-        let (outcome, rates) = run(1, |rate, _| {
-            if rate >= 16_000 {
-                Verdict::Instrument(Instrument::Late)
-            } else {
-                Verdict::Pass { clear: true }
-            }
-        });
+        let (outcome, rates) = run(1, beyond(16_000, Instrument::Late, &CLEAR));
         assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 4 + 4);
         assert_eq!(
             outcome.stopped,
@@ -849,13 +838,7 @@ mod tests {
         assert_eq!(spell.capacity_per_s, quiet.capacity_per_s);
         assert_eq!(spell.limiting_factor(), LimitingFactor::Server);
         // One that never ends still stops the search, later.
-        let (outcome, rates) = run(1, |rate, _| {
-            if rate >= 16_000 {
-                Verdict::Instrument(Instrument::Interrupted)
-            } else {
-                Verdict::Pass { clear: true }
-            }
-        });
+        let (outcome, rates) = run(1, beyond(16_000, Instrument::Interrupted, &CLEAR));
         assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 8);
         assert_eq!(
             outcome.stopped,
@@ -980,13 +963,7 @@ mod tests {
         assert_eq!(rates[at_128k[4] + 1], 256_000, "{rates:?}");
         // A spell that lasts: the limit stays, measured once more (four late again), and the
         // answer is the same as without the second look.
-        let (outcome, rates) = run(1, |rate, _| {
-            if rate >= 128_000 {
-                Verdict::Instrument(Instrument::Late)
-            } else {
-                truth(rate)
-            }
-        });
+        let (outcome, rates) = run(1, beyond(128_000, Instrument::Late, &truth));
         assert_eq!(
             rates.iter().filter(|&&r| r == 128_000).count(),
             8,
@@ -998,13 +975,7 @@ mod tests {
         );
         assert!(outcome.capacity_per_s.unwrap() >= 121_000);
         // A saturated loadgen's limit is not measured again: it had no work to spare.
-        let (_, rates) = run(1, |rate, _| {
-            if rate >= 128_000 {
-                Verdict::Instrument(Instrument::Saturated)
-            } else {
-                truth(rate)
-            }
-        });
+        let (_, rates) = run(1, beyond(128_000, Instrument::Saturated, &truth));
         assert_eq!(
             rates.iter().filter(|&&r| r == 128_000).count(),
             2,
@@ -1022,18 +993,9 @@ mod tests {
 
     #[test]
     fn out_of_steps_or_time_while_bisecting_toward_the_loadgens_limit_names_the_loadgen() {
-        let saturates_from = |limit: u64| {
-            move |rate: u64, _| {
-                if rate >= limit {
-                    Verdict::Instrument(Instrument::Saturated)
-                } else {
-                    Verdict::Pass { clear: true }
-                }
-            }
-        };
         // The budget runs out right after the first rate above the limit.
         let mut search = Search::new(&limits(), 1);
-        let measure = saturates_from(100_000);
+        let measure = beyond(100_000, Instrument::Saturated, &CLEAR);
         while let Next::Measure(rate) = search.next() {
             search.record(measure(rate, 0));
             if search.limit.is_some() {
