@@ -406,4 +406,21 @@ mod tests {
         assert!(!file.steps[0].instrument_limited());
         assert_eq!(serde_json::to_value(&file).expect("writes"), before);
     }
+
+    #[test]
+    fn rates_left_unmeasured_and_a_steps_steal_are_written_and_read_back() {
+        let mut file: CapacityFile = serde_json::from_str(WRITTEN_BEFORE).expect("reads");
+        file.unmeasured_per_s = vec![2_000, 4_000];
+        file.steps[0].loadgen_steal_ms = Some(230.0);
+        let json = serde_json::to_value(&file).expect("writes");
+        assert_eq!(json["unmeasured_per_s"], serde_json::json!([2_000, 4_000]));
+        assert_eq!(
+            json["steps"][0]["loadgen_steal_ms"],
+            serde_json::json!(230.0)
+        );
+        assert!(json["steps"][1].get("loadgen_steal_ms").is_none());
+        let back: CapacityFile = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back.unmeasured_per_s, [2_000, 4_000]);
+        assert_eq!(back.steps[0].loadgen_steal_ms, Some(230.0));
+    }
 }
