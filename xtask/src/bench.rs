@@ -38,7 +38,7 @@ use crate::trial::server::{
     KNOWN_STRATEGIES, check_threads_against_server_args, drop_unstartable_strategies,
     parse_server_spec, parse_strategy_item, preflight, resolve_strategies,
 };
-use crate::trial::{Pinning, TrialRunner};
+use crate::trial::{KeepAwake, Pinning, TrialRunner};
 use crate::verdict;
 use crate::workload::{self, CellFlags, Workload};
 
@@ -174,6 +174,7 @@ pub fn plan_from_args(args: &BenchArgs) -> Result<BenchPlan> {
         duration_ms: duration.as_millis() as u64,
         warmup_ms: args.warmup.unwrap_or(warmup).as_millis() as u64,
         pin: !args.run.no_pin,
+        keep_awake: args.run.keep_awake,
         seed: args.seed.unwrap_or_else(rand::random),
         ready_timeout_ms: args.run.ready_timeout.as_millis() as u64,
         server_args: args.run.server_args(),
@@ -268,6 +269,7 @@ pub fn run_plan(
     root: &Path,
 ) -> Result<(Vec<CellSummary>, MatrixFile)> {
     let pinning = Pinning::new(plan.pin);
+    let _awake = KeepAwake::start(plan.keep_awake, &pinning)?;
     write_manifest(plan, binaries, run_dir, root, &pinning)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
     let cells = cells(plan);

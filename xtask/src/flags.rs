@@ -75,6 +75,12 @@ pub struct RunArgs {
     /// Do not pin server and loadgen to separate cores.
     #[arg(long)]
     pub no_pin: bool,
+    /// Keep the server's CPUs out of idle while it is measured: an idle-priority spinner
+    /// (SCHED_IDLE) on each, which yields to the server at once. Takes the CPUs' wake-up time
+    /// (large on virtual machines) out of low-rate latencies and out of the loadgen's timing;
+    /// recorded in the manifest as `keep_awake`.
+    #[arg(long, conflicts_with = "no_pin")]
+    pub keep_awake: bool,
     /// Run directory (default: results/runs/<UTC stamp>-<command>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -170,7 +176,7 @@ pub struct CapacityArgs {
     pub server: Option<String>,
     /// Or a server that is already running (on this host or another): xtask starts none, so
     /// the server's CPU and memory are not measured.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["strategy", "server"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["strategy", "server", "keep_awake"])]
     pub target: Option<String>,
     /// The SLO in loadgen's `--slo` syntax, upper bounds only: 'p99<=1ms' or
     /// 'p99<=1ms,p999<=5ms,errors=0' (no errors clause: none tolerated).
@@ -365,5 +371,36 @@ mod tests {
         assert!(args.run.server_args().is_empty() && !args.run.no_pin);
         assert_eq!(args.run.ready_timeout, Duration::from_secs(10));
         assert_eq!(args.run.build.build_profile, BuildProfile::Release);
+        assert!(!args.run.keep_awake);
+    }
+
+    #[test]
+    fn keep_awake_is_a_run_flag_that_needs_pinning_and_a_server_xtask_starts() {
+        for command in ["bench", "capacity", "regress"] {
+            let mut argv = vec!["cargo xtask", command, "--keep-awake"];
+            if command == "capacity" {
+                argv.extend(["--slo", "p99<=1ms"]);
+            }
+            let parsed = Xtask::try_parse_from(&argv).expect(command);
+            let run = match parsed.command {
+                Command::Bench(args) => args.run,
+                Command::Capacity(args) => args.run,
+                Command::Regress(args) => args.run,
+                other => panic!("{command} parsed as {other:?}"),
+            };
+            assert!(run.keep_awake, "{command}");
+            argv.push("--no-pin");
+            assert!(Xtask::try_parse_from(&argv).is_err(), "{command} --no-pin");
+        }
+        let external = [
+            "cargo xtask",
+            "capacity",
+            "--slo",
+            "p99<=1ms",
+            "--target",
+            "127.0.0.1:7",
+            "--keep-awake",
+        ];
+        assert!(Xtask::try_parse_from(external).is_err());
     }
 }

@@ -33,6 +33,8 @@ fn tiny_plan(servers: Vec<ServerEntry>) -> BenchPlan {
         duration_ms: 300,
         warmup_ms: 100,
         pin: true,
+        // Where the server can be pinned, its CPUs are kept awake meanwhile (`--keep-awake`).
+        keep_awake: xtask::shell::allowed_cpus().len() >= 2,
         seed: 7,
         ready_timeout_ms: 20_000,
         server_args: vec![],
@@ -89,6 +91,7 @@ fn tiny_bench_writes_a_complete_run_directory() {
     assert!(!manifest.command_line.is_empty());
     assert_eq!(manifest.config["trials"], 2);
     assert_eq!(manifest.config["seed"], 7);
+    assert_eq!(manifest.config["keep_awake"], plan.keep_awake);
     assert!(manifest.versions.echo_server.is_some());
     // Pinned on 2+ cores: both CPU sets recorded, disjoint.
     if manifest.cores >= 2 {

@@ -44,12 +44,12 @@ use crate::record::manifest::{Manifest, create_run_dir};
 use crate::record::plan::{BenchPlan, ServerEntry};
 use crate::record::trial::TrialFailure;
 use crate::shell::{self, Binaries};
-use crate::trial::Pinning;
 pub use crate::trial::server::workers_for;
 use crate::trial::server::{
     builtin_strategy, parse_server_spec, resolve_strategies, server_launch,
 };
 use crate::trial::steered::{SteeredRun, SteeredSpec};
+use crate::trial::{KeepAwake, Pinning};
 
 /// The most steps one search takes.
 const MAX_STEPS: usize = 60;
@@ -65,11 +65,12 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     let run_dir = create_run_dir(&root, "capacity", args.run.out.as_deref())?;
     let limits = search_limits(args);
     let pinning = Pinning::new(plan.pin);
+    let _awake = KeepAwake::start(plan.keep_awake, &pinning)?;
     let config = serde_json::json!({"server": server, "target": target, "slo": slo.record,
         "limits": limits, "connections": args.connections, "size_bytes": args.size,
         "duration_ms": plan.duration_ms, "warmup_ms": plan.warmup_ms,
         "settle_ms": args.settle.as_millis() as u64, "retries": args.retries,
-        "timing": args.timing.as_str(), "pin": plan.pin,
+        "timing": args.timing.as_str(), "pin": plan.pin, "keep_awake": plan.keep_awake,
         "server_args": plan.server_args, "workers_added": workers_added});
     let mut manifest = Manifest::collect("capacity", config, &root);
     manifest.server_cpus = pinning.server.clone();

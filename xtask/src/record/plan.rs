@@ -53,6 +53,9 @@ pub struct BenchPlan {
     pub duration_ms: u64,
     pub warmup_ms: u64,
     pub pin: bool,
+    /// `--keep-awake`: the server's CPUs were kept out of idle (reports from before it: false).
+    #[serde(default)]
+    pub keep_awake: bool,
     pub seed: u64,
     pub ready_timeout_ms: u64,
     /// Extra arguments for built-in strategies' servers (`--server-args`).
@@ -85,6 +88,7 @@ impl BenchPlan {
             duration_ms: duration.as_millis() as u64,
             warmup_ms: warmup.as_millis() as u64,
             pin: !run.no_pin,
+            keep_awake: run.keep_awake,
             seed: 0,
             ready_timeout_ms: run.ready_timeout.as_millis() as u64,
             server_args: run.server_args(),

@@ -47,7 +47,7 @@ use crate::record::trial::{Cell, TrialRecord};
 use crate::shell::{self, Binaries, command_output};
 use crate::stats::{Interval, RatioEstimate};
 use crate::trial::server::{builtin_strategy, parse_server_spec, preflight, workers_for};
-use crate::trial::{Pinning, TrialRunner, TrialSpec, run_together};
+use crate::trial::{KeepAwake, Pinning, TrialRunner, TrialSpec, run_together};
 
 /// `cargo xtask regress`.
 pub fn run(args: &RegressArgs) -> Result<()> {
@@ -70,6 +70,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     .write(&run_dir)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
     let pinning = Pinning::new(plan.pin);
+    let _awake = KeepAwake::start(plan.keep_awake, &pinning)?;
     sides.preflight(&plan, &run_dir, &pinning)?;
     announce(args, &inputs, &design, &run_dir);
     let pairs = PairRunner {

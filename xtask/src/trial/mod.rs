@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
-pub use self::pinning::Pinning;
+pub use self::pinning::{KeepAwake, Pinning};
 use self::server::server_launch;
 use crate::interrupt;
 use crate::record::loadgen_report::{ReportFigures, read_report};
