@@ -37,7 +37,7 @@ use crate::error::input_error;
 use crate::flags::CapacityArgs;
 use crate::interrupt;
 use crate::present;
-use crate::present::text::{CapacityAnswer, step_line};
+use crate::present::text::{CapacityAnswer, step_line, unmeasured_line};
 use crate::record::RunFile;
 use crate::record::capacity::{CAPACITY_SCHEMA, CapacityFile, SearchLimits, Step, StepReason};
 use crate::record::manifest::{Manifest, create_run_dir};
@@ -185,6 +185,9 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     record.write(&run_dir)?;
     present::capacity_run(&run_dir, &record)?;
     println!("{}", CapacityAnswer::of(&record));
+    if let Some(line) = unmeasured_line(&record) {
+        println!("{line}");
+    }
     match (&record.server_figures_unavailable, record.server_cpu_s) {
         (Some(why), _) => println!("server CPU and memory: unavailable ({why})"),
         (None, Some(cpu)) => println!(

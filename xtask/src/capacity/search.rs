@@ -30,11 +30,13 @@
 //!   server — repeats within the precision; a late loop's limit (it had work to spare, so a
 //!   spell of the host may have made it late) is measured once more when the bracket is
 //!   narrow, and if it now gets a verdict the search goes on from there;
-//! - while nothing has passed and the ramp is going up, interrupted (after two more, not six):
-//!   the rate is left unmeasured (`unmeasured`) and the ramp goes on above it, up to three
-//!   rates in a row, or as one of the looks above a failure that waits for confirmation — on a
-//!   virtual machine an idle server's CPU that wakes for each message at low rates can take
-//!   the loadgen's CPU with it; going down, a rate left so is not measured again;
+//! - while the ramp is going up, interrupted (after two more, not six): the rate is left
+//!   unmeasured (`unmeasured`) and the ramp goes on above it, up to three rates in all, or as
+//!   one of the looks above a failure that waits for confirmation — on a virtual machine an
+//!   idle server's CPU that wakes for each message at low rates can take the loadgen's CPU with
+//!   it, before or after a lower rate passed; going down, a rate left so is not measured again;
+//!   when the ramp cannot skip any more, the lowest rate it left unmeasured above the last pass
+//!   is the loadgen's limit;
 //! - otherwise, while a failure waits to be confirmed from above, the rate confirms it (the
 //!   knee is below what the loadgen can offer); else the search stops there with the loadgen's
 //!   limit.
@@ -159,8 +161,8 @@ pub struct SearchOutcome {
     pub passes_at_capacity: u32,
     /// Rates that failed below one that passed (latency fell as load rose).
     pub dips: Vec<u64>,
-    /// Rates the ramp left unmeasured: the loadgen's loop lost its CPU at each while nothing
-    /// had passed yet.
+    /// Rates the ramp left unmeasured: the loadgen's loop lost its CPU at each while it had
+    /// little to do.
     pub unmeasured: Vec<u64>,
     /// Measurements taken.
     pub measurements: usize,
@@ -261,7 +263,7 @@ pub struct Search {
     /// The lowest rate above a pass that the loadgen could not measure, and why: the upper edge
     /// of the bracket when no failure of the server lies below it.
     limit: Option<(u64, Instrument)>,
-    /// Rates the ramp left unmeasured (the loop interrupted at each while nothing had passed).
+    /// Rates the ramp left unmeasured (the loop interrupted at each while it had little to do).
     unmeasured: Vec<u64>,
     /// Whether a late loop's limit was measured once more after the bisection below it.
     limit_retried: bool,
@@ -371,18 +373,17 @@ impl Search {
     }
 
     /// Whether the ramp may leave the current rate unmeasured if its loop keeps being
-    /// interrupted: nothing has passed, the ramp is going up (below the maximum), and fewer than
-    /// [`LOOK_ABOVE_BEFORE_A_PASS`] rates in a row were left so — or looked at above a failure
-    /// that waits for confirmation.
+    /// interrupted: the ramp is going up (below the maximum), and fewer than
+    /// [`LOOK_ABOVE_BEFORE_A_PASS`] rates were left so — or looked at above a failure that waits
+    /// for confirmation.
     fn may_skip(&self) -> bool {
-        let in_a_row = if self.pending_fail.is_some() {
+        let skipped = if self.pending_fail.is_some() {
             self.looked_above
         } else {
             self.unmeasured.len() as u32
         };
-        self.pass.is_none()
-            && self.phase == Phase::Up
-            && in_a_row < LOOK_ABOVE_BEFORE_A_PASS
+        self.phase == Phase::Up
+            && skipped < LOOK_ABOVE_BEFORE_A_PASS
             && self.rate < self.limits.max_rate_per_s
     }
 
@@ -402,6 +403,17 @@ impl Search {
     /// failure's, so that the lower bound repeats within the precision.
     fn cannot_measure(&mut self, what: Instrument) {
         let rate = self.rate;
+        // Rates left unmeasured just below, above the last pass, could not be measured either.
+        let rate = match (what, self.pass) {
+            (Instrument::Interrupted, Some(pass)) => self
+                .unmeasured
+                .iter()
+                .copied()
+                .filter(|&skipped| skipped > pass)
+                .min()
+                .unwrap_or(rate),
+            _ => rate,
+        };
         match self.pass {
             Some(pass)
                 if rate > pass && matches!(what, Instrument::Saturated | Instrument::Late) =>
@@ -821,30 +833,59 @@ mod tests {
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Late)
         );
-        // A loop that lost its CPU while it had little to do: a spell of five such steps is
-        // waited out, and the search goes on as if it had not happened.
+        // A loop that lost its CPU while it had little to do, above a pass: after four such
+        // steps the ramp leaves the rate unmeasured and goes on, and finds what it would have
+        // found without the spell.
         let truth = server(37_000);
         let (spell, rates) = run(1, |rate, attempt| match (rate, attempt) {
             (4_000, 0..5) => Verdict::Instrument(Instrument::Interrupted),
             _ => truth(rate),
         });
-        // Five no votes, then a clear pass.
         assert_eq!(
             rates.iter().filter(|&&r| r == 4_000).count(),
-            6,
+            4,
             "{rates:?}"
         );
+        assert_eq!(spell.unmeasured, [4_000]);
         let (quiet, _) = run(1, |rate, _| truth(rate));
         assert_eq!(spell.capacity_per_s, quiet.capacity_per_s);
         assert_eq!(spell.limiting_factor(), LimitingFactor::Server);
-        // One that never ends still stops the search, later.
+        // One at every rate from 16,000 on still stops the search: three rates left
+        // unmeasured, the fourth given the full patience (eight), and the loadgen's limit is
+        // the lowest of them, just above the last pass.
         let (outcome, rates) = run(1, beyond(16_000, Instrument::Interrupted, &CLEAR));
-        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 8);
+        assert_eq!(outcome.unmeasured, [16_000, 32_000, 64_000]);
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 128_000).count(),
+            8,
+            "{rates:?}"
+        );
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Interrupted)
         );
         assert_eq!(outcome.capacity_per_s, Some(8_000));
+        assert_eq!(outcome.loadgen_limit_per_s, Some(16_000));
+    }
+
+    #[test]
+    fn a_low_rate_where_the_loop_loses_its_cpu_above_a_pass_does_not_end_the_search() {
+        // Seen: 2,000 msg/s passed, then eight steps at 4,000 in a row had the loop late by
+        // milliseconds while it worked a few percent of the time (the idle server's vCPU woken
+        // for every message), and the search stopped with "at least 2,000". The server holds
+        // 90,000; the loadgen saturates from 96,000.
+        let truth = server(90_000);
+        let (outcome, rates) = run(1, |rate, _| match rate {
+            4_000 => Verdict::Instrument(Instrument::Interrupted),
+            _ if rate >= 96_000 => Verdict::Instrument(Instrument::Saturated),
+            _ => truth(rate),
+        });
+        assert_eq!(outcome.unmeasured, [4_000], "{rates:?}");
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!((85_000..=90_000).contains(&capacity), "{rates:?}");
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
+        // Bisection never goes back to it.
+        assert_eq!(rates.iter().filter(|&&r| r == 4_000).count(), 4);
     }
 
     #[test]

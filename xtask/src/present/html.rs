@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::format::{format_count, format_us};
 use super::table::{Exporter, WINNER_NOTE, export_to_vec, no_star_notes, table_rows};
-use super::text::{CapacityAnswer, verdict_line};
+use super::text::{CapacityAnswer, unmeasured_line, verdict_line};
 use crate::record::capacity::CapacityFile;
 use crate::record::manifest::Manifest;
 use crate::record::regress::{RegressFile, Verdict};
@@ -125,8 +125,11 @@ pub fn capacity_index(run_dir: &Path, file: &CapacityFile) -> Result<()> {
         run_dir,
         &format!("capacity of {}", file.server.name),
         &format!(
-            "<p><b>{}</b></p>{}",
+            "<p><b>{}</b></p>{}{}",
             html_escape(&CapacityAnswer::of(file).to_string()),
+            unmeasured_line(file)
+                .map(|line| format!("<p>{}</p>", html_escape(&line)))
+                .unwrap_or_default(),
             capacity_steps_html(file)
         ),
         &["capacity.svg"],

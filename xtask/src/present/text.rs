@@ -95,6 +95,23 @@ impl<'a> CapacityAnswer<'a> {
     }
 }
 
+/// The rates a capacity search left unmeasured, in a line beside its answer (`None` when it
+/// measured every rate it went through).
+pub fn unmeasured_line(file: &CapacityFile) -> Option<String> {
+    let rates: Vec<String> = file
+        .unmeasured_per_s
+        .iter()
+        .map(|&rate| format_count(rate as f64))
+        .collect();
+    (!rates.is_empty()).then(|| {
+        format!(
+            "not measured: {} msg/s (the loadgen's loop lost its CPU there for spells while it \
+             had little to do; the answer rests on the rates measured around it)",
+            rates.join(", ")
+        )
+    })
+}
+
 impl std::fmt::Display for CapacityAnswer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let count = |rate: u64| format_count(rate as f64);

@@ -410,7 +410,13 @@ mod tests {
     #[test]
     fn rates_left_unmeasured_and_a_steps_steal_are_written_and_read_back() {
         let mut file: CapacityFile = serde_json::from_str(WRITTEN_BEFORE).expect("reads");
+        assert_eq!(crate::present::text::unmeasured_line(&file), None);
         file.unmeasured_per_s = vec![2_000, 4_000];
+        let line = crate::present::text::unmeasured_line(&file).expect("a line");
+        assert!(
+            line.starts_with("not measured: 2,000, 4,000 msg/s ("),
+            "{line}"
+        );
         file.steps[0].loadgen_steal_ms = Some(230.0);
         let json = serde_json::to_value(&file).expect("writes");
         assert_eq!(json["unmeasured_per_s"], serde_json::json!([2_000, 4_000]));
