@@ -76,7 +76,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_pin: bool,
     /// Keep the server's CPUs out of idle while it is measured: an idle-priority spinner
-    /// (SCHED_IDLE) on each, which yields to the server at once. Takes the CPUs' wake-up time
+    /// (SCHED_IDLE) on each, preempted by the server as soon as it wakes (and given about 0.3%
+    /// of a CPU the server keeps busy). Takes the CPUs' wake-up time
     /// (large on virtual machines) out of low-rate latencies and out of the loadgen's timing;
     /// recorded in the manifest as `keep_awake`.
     #[arg(long, conflicts_with = "no_pin")]

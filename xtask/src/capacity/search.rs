@@ -31,12 +31,13 @@
 //!   spell of the host may have made it late) is measured once more when the bracket is
 //!   narrow, and if it now gets a verdict the search goes on from there;
 //! - while the ramp is going up, interrupted (after two more, not six): the rate is left
-//!   unmeasured (`unmeasured`) and the ramp goes on above it, up to three rates in all, or as
-//!   one of the looks above a failure that waits for confirmation — on a virtual machine an
+//!   unmeasured (`unmeasured`) and the ramp goes on above it, up to three rates in all, or,
+//!   while nothing has passed, as one of the looks above a failure that waits for confirmation
+//!   (once a rate has passed, the one look above a failure is waited out) — on a virtual machine an
 //!   idle server's CPU that wakes for each message at low rates can take the loadgen's CPU with
 //!   it, before or after a lower rate passed; going down, a rate left so is not measured again;
 //!   when the ramp cannot skip any more, the lowest rate it left unmeasured above the last pass
-//!   is the loadgen's limit;
+//!   (or the rate it stopped at, if lower) is the loadgen's limit;
 //! - otherwise, while a failure waits to be confirmed from above, the rate confirms it (the
 //!   knee is below what the loadgen can offer); else the search stops there with the loadgen's
 //!   limit.
@@ -374,17 +375,16 @@ impl Search {
 
     /// Whether the ramp may leave the current rate unmeasured if its loop keeps being
     /// interrupted: the ramp is going up (below the maximum), and fewer than
-    /// [`LOOK_ABOVE_BEFORE_A_PASS`] rates were left so — or looked at above a failure that waits
-    /// for confirmation.
+    /// [`LOOK_ABOVE_BEFORE_A_PASS`] rates were left so — or, above a failure that waits for
+    /// confirmation, a look above it is left (this one counted: three while nothing has
+    /// passed, none beyond the one once a rate has).
     fn may_skip(&self) -> bool {
-        let skipped = if self.pending_fail.is_some() {
-            self.looked_above
-        } else {
-            self.unmeasured.len() as u32
+        let (skipped, allowed) = match (self.pending_fail, self.pass) {
+            (Some(_), Some(_)) => (self.looked_above, LOOK_ABOVE_AFTER_A_PASS),
+            (Some(_), None) => (self.looked_above, LOOK_ABOVE_BEFORE_A_PASS),
+            (None, _) => (self.unmeasured.len() as u32, LOOK_ABOVE_BEFORE_A_PASS),
         };
-        self.phase == Phase::Up
-            && skipped < LOOK_ABOVE_BEFORE_A_PASS
-            && self.rate < self.limits.max_rate_per_s
+        self.phase == Phase::Up && skipped < allowed && self.rate < self.limits.max_rate_per_s
     }
 
     /// Leaves the current rate unmeasured and goes on above it (a look above a waiting failure
@@ -411,7 +411,7 @@ impl Search {
                 .copied()
                 .filter(|&skipped| skipped > pass)
                 .min()
-                .unwrap_or(rate),
+                .map_or(rate, |skipped| skipped.min(rate)),
             _ => rate,
         };
         match self.pass {
@@ -866,6 +866,36 @@ mod tests {
         );
         assert_eq!(outcome.capacity_per_s, Some(8_000));
         assert_eq!(outcome.loadgen_limit_per_s, Some(16_000));
+    }
+
+    #[test]
+    fn the_loadgens_limit_is_not_above_a_rate_it_could_not_measure() {
+        // 2,000 passes, 4,000 is left unmeasured, 8,000 and 16,000 fail; bisecting, 3,500 is
+        // interrupted at every try: the loadgen's limit is 3,500, not the 4,000 above it.
+        let (outcome, rates) = run(1, |rate, _| match rate {
+            3_500 | 4_000 => Verdict::Instrument(Instrument::Interrupted),
+            r if r >= 5_000 => Verdict::Fail,
+            _ => Verdict::Pass { clear: true },
+        });
+        assert_eq!(outcome.unmeasured, [4_000], "{rates:?}");
+        assert_eq!(outcome.loadgen_limit_per_s, Some(3_500), "{outcome:?}");
+        assert!(outcome.capacity_per_s.is_some_and(|c| c < 3_500));
+    }
+
+    #[test]
+    fn one_look_above_a_failure_once_a_rate_passed_even_when_interrupted() {
+        // 1,000 passes, 2,000 fails; the one look above it (4,000) is interrupted at every try:
+        // it is waited out there, not skipped to 8,000, and the failure is the knee.
+        let (outcome, rates) = run(1, |rate, _| match rate {
+            1_000 => Verdict::Pass { clear: true },
+            2_000 => Verdict::Fail,
+            r if r >= 4_000 => Verdict::Instrument(Instrument::Interrupted),
+            _ => Verdict::Pass { clear: false },
+        });
+        assert!(!rates.contains(&8_000), "{rates:?}");
+        assert_eq!(outcome.first_fail_per_s, Some(2_000));
+        assert!(outcome.unmeasured.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
     }
 
     #[test]

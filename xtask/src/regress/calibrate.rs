@@ -22,7 +22,7 @@ use clap::Parser;
 
 use super::gate::parse_threshold;
 use crate::error::input_error;
-use crate::flags::{CalibrateArgs, Command, RegressArgs, Xtask};
+use crate::flags::{CalibrateArgs, Command, RegressArgs, RunArgs, Xtask};
 use crate::interrupt;
 use crate::present::table::calibration_markdown;
 use crate::record::calibration::{CALIBRATION_SCHEMA, CalibrationFile, CalibrationRun, Condition};
@@ -48,11 +48,12 @@ pub fn run(args: &CalibrateArgs) -> Result<()> {
     if args.runs == 0 {
         return Err(input_error("--runs must be at least 1"));
     }
-    let extra: Vec<String> = args
+    let mut extra: Vec<String> = args
         .regress_args
         .as_deref()
         .map(|text| text.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
+    forward_run_flags(&args.run, &mut extra);
     // Checks the flags before anything is built.
     regress_args(
         &extra,
@@ -165,6 +166,16 @@ fn parse_rises(rises: &[String]) -> Result<Vec<f64>> {
             Ok(rise)
         })
         .collect()
+}
+
+/// The run flags given to `calibrate` itself that shape each regress run's measurement
+/// (`--no-pin`, `--keep-awake`), added to its regress flags unless they are there already.
+fn forward_run_flags(run: &RunArgs, extra: &mut Vec<String>) {
+    for (given, flag) in [(run.no_pin, "--no-pin"), (run.keep_awake, "--keep-awake")] {
+        if given && !extra.iter().any(|arg| arg == flag) {
+            extra.push(flag.into());
+        }
+    }
 }
 
 /// The regress flags of one run: `extra`, the two servers, the binaries and the directory.
@@ -306,5 +317,30 @@ mod tests {
         assert_eq!(crate::exit_code(&error), 2);
         assert_eq!(condition_name(0.0), "same");
         assert_eq!(condition_name(0.05), "plus5pct");
+    }
+
+    #[test]
+    fn calibrates_own_run_flags_reach_every_regress_run() {
+        let parsed =
+            Xtask::try_parse_from(["cargo xtask", "calibrate", "--keep-awake"]).expect("parses");
+        let Command::Calibrate(args) = parsed.command else {
+            panic!("not calibrate");
+        };
+        let mut extra = vec!["--duration".to_string(), "500ms".to_string()];
+        forward_run_flags(&args.run, &mut extra);
+        assert_eq!(extra, ["--duration", "500ms", "--keep-awake"]);
+        // Given in both places: once.
+        forward_run_flags(&args.run, &mut extra);
+        let regress = regress_args(&extra, "a", "b", Path::new("."), Path::new("."))
+            .expect("parses as regress flags");
+        assert!(regress.run.keep_awake && !regress.run.no_pin);
+        let parsed =
+            Xtask::try_parse_from(["cargo xtask", "calibrate", "--no-pin"]).expect("parses");
+        let Command::Calibrate(args) = parsed.command else {
+            panic!("not calibrate");
+        };
+        let mut extra = Vec::new();
+        forward_run_flags(&args.run, &mut extra);
+        assert_eq!(extra, ["--no-pin"]);
     }
 }
