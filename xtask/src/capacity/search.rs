@@ -22,9 +22,10 @@
 //! honestly (saturated, its loop late, or it failed) are no vote at all: the SLO is judged only
 //! on valid steps (a step whose only fault is its loop's lateness still votes *pass* when the
 //! SLO held with that lateness inside its latency: see `slo::judge_step`). When no votes keep
-//! coming at one rate (`retries + 1` times saturated; two more for a late loop or a failed step,
-//! which a busy host causes by chance; four more again when the loop was late while it had
-//! little work, the CPU taken from it), the loadgen cannot measure that rate:
+//! coming at one rate (`retries + 1` times saturated, unless the rate passed once there: the
+//! loadgen can offer it, and a slow spell of the host saturated it; two more for a late loop or
+//! a failed step, which a busy host causes by chance; four more again when the loop was late
+//! while it had little work, the CPU taken from it), the loadgen cannot measure that rate:
 //! - above a pass, saturated or late: that rate is the bracket's upper edge, and bisection
 //!   narrows it like a failure's, so the answer — a lower bound set by the loadgen, not by the
 //!   server — repeats within the precision; a late loop's limit (it had work to spare, so a
@@ -320,8 +321,12 @@ impl Search {
         }
         let what = self.tally.last_instrument.unwrap_or(Instrument::Failed);
         let patience = match what {
-            Instrument::Saturated => self.need,
-            Instrument::Late | Instrument::Failed => self.need + EXTRA_PATIENCE,
+            // A rate that passed once is within what the loadgen can offer: its saturated
+            // steps are the host's spell, and get a late loop's patience.
+            Instrument::Saturated if self.tally.passed == 0 => self.need,
+            Instrument::Saturated | Instrument::Late | Instrument::Failed => {
+                self.need + EXTRA_PATIENCE
+            }
             // Where the ramp can move on above such a rate, it does so sooner.
             Instrument::Interrupted if self.may_skip() => self.need + EXTRA_PATIENCE,
             Instrument::Interrupted => self.need + EXTRA_PATIENCE + INTERRUPTED_PATIENCE,
@@ -330,9 +335,7 @@ impl Search {
             self.decided(true);
         } else if self.tally.fails >= self.need {
             self.decided(false);
-        } else if self.tally.no_votes >= patience
-            || (what == Instrument::Saturated && self.tally.no_votes >= self.need)
-        {
+        } else if self.tally.no_votes >= patience {
             self.tally = Tally::default();
             if what == Instrument::Interrupted && self.may_skip() {
                 self.skip();
@@ -866,6 +869,34 @@ mod tests {
         );
         assert_eq!(outcome.capacity_per_s, Some(8_000));
         assert_eq!(outcome.loadgen_limit_per_s, Some(16_000));
+    }
+
+    #[test]
+    fn a_rate_that_passed_once_is_not_given_up_after_two_saturated_steps() {
+        // Seen: at 64,000 msg/s a pass, then a late step and a saturated one (a slow spell of
+        // the host), and 64,000 became the loadgen's limit. A pass there shows the loadgen can
+        // offer it: the rate gets a late loop's patience, and its second pass decides it.
+        let truth = server(500_000);
+        let spell = |rate: u64, attempt: u32| match (rate, attempt) {
+            (64_000, 0 | 3) => Verdict::Pass { clear: false },
+            (64_000, 1) => Verdict::Instrument(Instrument::Late),
+            (64_000, 2) => Verdict::Instrument(Instrument::Saturated),
+            _ if rate >= 100_000 => Verdict::Instrument(Instrument::Saturated),
+            _ => truth(rate),
+        };
+        let (outcome, rates) = run(1, spell);
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 64_000).count(),
+            4,
+            "{rates:?}"
+        );
+        let capacity = outcome.capacity_per_s.expect("found");
+        assert!((95_000..100_000).contains(&capacity), "{rates:?}");
+        assert_eq!(outcome.loadgen_limit_per_s, Some(100_000));
+        // Without a pass, two saturated steps still end it.
+        let (outcome, rates) = run(1, beyond(64_000, Instrument::Saturated, &truth));
+        assert_eq!(rates.iter().filter(|&&r| r == 64_000).count(), 2);
+        assert_eq!(outcome.loadgen_limit_per_s, Some(64_000), "{rates:?}");
     }
 
     #[test]
