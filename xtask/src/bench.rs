@@ -269,7 +269,7 @@ pub fn run_plan(
     root: &Path,
 ) -> Result<(Vec<CellSummary>, MatrixFile)> {
     let pinning = Pinning::new(plan.pin);
-    let _awake = KeepAwake::start(plan.keep_awake, &pinning)?;
+    let awake = KeepAwake::start(plan.keep_awake, &pinning)?;
     write_manifest(plan, binaries, run_dir, root, &pinning)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
     let cells = cells(plan);
@@ -283,6 +283,7 @@ pub fn run_plan(
         pinning: &pinning,
     };
     let records = run_trials(&runner, &cells, &order)?;
+    drop(awake);
     let summaries = summarize(&cells, &records);
     write_summaries(run_dir, &summaries)?;
     let matrix = verdict::matrix(

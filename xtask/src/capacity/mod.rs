@@ -65,7 +65,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
     let run_dir = create_run_dir(&root, "capacity", args.run.out.as_deref())?;
     let limits = search_limits(args);
     let pinning = Pinning::new(plan.pin);
-    let _awake = KeepAwake::start(plan.keep_awake, &pinning)?;
+    let awake = KeepAwake::start(plan.keep_awake, &pinning)?;
     let config = serde_json::json!({"server": server, "target": target, "slo": slo.record,
         "limits": limits, "connections": args.connections, "size_bytes": args.size,
         "duration_ms": plan.duration_ms, "warmup_ms": plan.warmup_ms,
@@ -176,6 +176,7 @@ pub fn run(args: &CapacityArgs) -> Result<()> {
         record.write(&run_dir)?;
     }
     let end = steered.finish()?;
+    drop(awake);
     let outcome = search.outcome();
     settle_record(&mut record, &outcome);
     record.server_cpu_s = end.server_cpu_s;

@@ -70,7 +70,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     .write(&run_dir)?;
     std::fs::create_dir_all(run_dir.join("trials"))?;
     let pinning = Pinning::new(plan.pin);
-    let _awake = KeepAwake::start(plan.keep_awake, &pinning)?;
+    let awake = KeepAwake::start(plan.keep_awake, &pinning)?;
     sides.preflight(&plan, &run_dir, &pinning)?;
     announce(args, &inputs, &design, &run_dir);
     let pairs = PairRunner {
@@ -82,6 +82,7 @@ pub fn run(args: &RegressArgs) -> Result<()> {
     };
     let mut file = sides.empty_file(args, &design, &plan);
     let stopped_because = run_pairs(&pairs, &design, args.budget, &mut file, &run_dir)?;
+    drop(awake);
     conclude(file, &design, stopped_because, &run_dir, args)
 }
 
