@@ -155,6 +155,7 @@ pub(crate) mod fixtures {
                 errors_total: errors,
                 valid: None,
                 invalid_reasons: vec![],
+                invalid_kinds: None,
                 saturated: None,
                 achieved_ratio: None,
                 target_per_s: None,

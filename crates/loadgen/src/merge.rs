@@ -19,7 +19,7 @@ use crate::report::{
     Bytes, Errors, LoadgenCost, Messages, Percentiles, Report, Schedule, StepReport, Throughput,
     decode_histogram, encode_histogram, write_json,
 };
-use crate::validity::{judged_percentiles, late_loop};
+use crate::validity::{InvalidKind, add_kind, judged_percentiles, late_loop};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
@@ -225,8 +225,11 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
         out.env = earliest.env.clone();
     }
     out.loadgen = add_costs(reports.iter().map(|r| &r.loadgen), out.messages.verified);
-    (out.valid, out.invalid_reasons) =
-        add_validity(reports.iter().map(|r| (r.valid, &r.invalid_reasons)));
+    (out.valid, out.invalid_reasons, out.invalid_kinds) = add_validity(
+        reports
+            .iter()
+            .map(|r| (r.valid, &r.invalid_reasons, &r.invalid_kinds)),
+    );
     out.histograms.latency_us = encode_histogram(&latency)?;
     out.histograms.service_time_us = encode_histogram(&service)?;
     out.histograms.connect_us = encode_histogram(&connect)?;
@@ -281,8 +284,11 @@ fn merge_steps(steps: &[&StepReport], slo: Option<&str>) -> anyhow::Result<StepR
         .max()
         .unwrap_or(0);
     out.loadgen = add_costs(steps.iter().map(|s| &s.loadgen), out.messages.verified);
-    (out.valid, out.invalid_reasons) =
-        add_validity(steps.iter().map(|s| (s.valid, &s.invalid_reasons)));
+    (out.valid, out.invalid_reasons, out.invalid_kinds) = add_validity(
+        steps
+            .iter()
+            .map(|s| (s.valid, &s.invalid_reasons, &s.invalid_kinds)),
+    );
     out.slo_met = steps
         .iter()
         .map(|s| s.slo_met)
@@ -438,18 +444,24 @@ fn add_costs<'a>(all: impl Iterator<Item = &'a LoadgenCost> + Clone, verified: u
 }
 
 /// Valid when every input is; the reasons of all, each once.
-fn add_validity<'a>(all: impl Iterator<Item = (bool, &'a Vec<String>)>) -> (bool, Vec<String>) {
+fn add_validity<'a>(
+    all: impl Iterator<Item = (bool, &'a Vec<String>, &'a Vec<InvalidKind>)>,
+) -> (bool, Vec<String>, Vec<InvalidKind>) {
     let mut valid = true;
     let mut reasons: Vec<String> = Vec::new();
-    for (v, rs) in all {
+    let mut kinds = Vec::new();
+    for (v, rs, ks) in all {
         valid &= v;
         for r in rs {
             if !reasons.contains(r) {
                 reasons.push(r.clone());
             }
         }
+        for &k in ks {
+            add_kind(&mut kinds, k);
+        }
     }
-    (valid, reasons)
+    (valid, reasons, kinds)
 }
 
 #[cfg(test)]
@@ -556,6 +568,32 @@ mod tests {
             decode_histogram(&one.histograms.latency_us).unwrap()
         );
         assert_eq!(merged.config.connections, 8);
+    }
+
+    #[test]
+    fn merged_validity_keeps_every_reason_and_each_kind_once() {
+        let config = Config::new("127.0.0.1:1");
+        let mut a = report(&config, &sample(1, 0, 4, 3_000));
+        let mut b = report(&config, &sample(2, 0, 4, 3_000));
+        let mut c = report(&config, &sample(3, 0, 4, 3_000));
+        a.valid = false;
+        a.invalid_reasons = vec!["saturated (a)".into()];
+        a.invalid_kinds = vec![InvalidKind::Saturated];
+        b.valid = false;
+        b.invalid_reasons = vec!["late (b)".into(), "saturated (b)".into()];
+        b.invalid_kinds = vec![InvalidKind::Late, InvalidKind::Saturated];
+        b.env = a.env.clone();
+        c.env = a.env.clone();
+        let merged = merge_reports(&[a, b, c]).unwrap();
+        assert!(!merged.valid);
+        assert_eq!(
+            merged.invalid_reasons,
+            ["saturated (a)", "late (b)", "saturated (b)"]
+        );
+        assert_eq!(
+            merged.invalid_kinds,
+            [InvalidKind::Saturated, InvalidKind::Late]
+        );
     }
 
     /// A stepped open-loop report of two steps (rates 1,000 and 2,000 msg/s) over `a` and `b`.

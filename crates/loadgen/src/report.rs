@@ -11,7 +11,9 @@ use crate::env::Env;
 use crate::errors::{ErrorKind, ErrorSample};
 use crate::stats::{ThreadResult, jain_fairness, median};
 use crate::timing::TimingChoice;
-use crate::validity::{Evidence, invalid_reasons, judged_percentiles, late_loop, saturated};
+use crate::validity::{
+    Evidence, InvalidKind, Invalidity, invalidity, judged_percentiles, late_loop, saturated,
+};
 use anyhow::Context;
 use base64::Engine;
 use hdrhistogram::Histogram;
@@ -78,6 +80,9 @@ pub struct Report {
     /// Why not, if `valid` is false.
     #[serde(default)]
     pub invalid_reasons: Vec<String>,
+    /// The kinds of those reasons, each once (absent when valid, and in reports from before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invalid_kinds: Vec<InvalidKind>,
     /// Serialized histograms.
     pub histograms: Histograms,
 }
@@ -367,6 +372,9 @@ pub struct StepReport {
     pub valid: bool,
     /// Why not.
     pub invalid_reasons: Vec<String>,
+    /// The kinds of those reasons, each once (absent when valid, and in reports from before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invalid_kinds: Vec<InvalidKind>,
     /// With `--slo`: whether this step met it (and was valid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_met: Option<bool>,
@@ -425,7 +433,7 @@ struct Figures {
     connections: Connections,
     errors: Errors,
     loadgen: LoadgenCost,
-    invalid_reasons: Vec<String>,
+    invalid: Invalidity,
     histograms: Histograms,
 }
 
@@ -500,7 +508,7 @@ impl Figures {
             }
         };
         let work_fraction = merged.max_work_fraction;
-        let invalid_reasons = invalid_reasons(&Evidence {
+        let invalid = invalidity(&Evidence {
             opened: merged.opened,
             samples: merged.latency.len(),
             work_fraction,
@@ -553,7 +561,7 @@ impl Figures {
                 spin_s: (merged.spin_ns as f64 / 1e9).min(cpu_s),
                 work_fraction,
             },
-            invalid_reasons,
+            invalid,
             histograms: Histograms {
                 latency_us: encode_histogram(&merged.latency)?,
                 service_time_us: encode_histogram(&merged.service)?,
@@ -607,12 +615,15 @@ impl Report {
             Starvation::StallLongerThan(stall_ns),
         )?;
         for step in inputs.steps.iter().filter(|s| !s.valid) {
-            f.invalid_reasons.push(format!(
-                "step {} ({} msg/s): {}",
-                step.index,
-                step.target_per_s,
-                step.invalid_reasons.join("; ")
-            ));
+            f.invalid.push(
+                InvalidKind::Step,
+                format!(
+                    "step {} ({} msg/s): {}",
+                    step.index,
+                    step.target_per_s,
+                    step.invalid_reasons.join("; ")
+                ),
+            );
         }
         f.histograms.connect_us = encode_histogram(&merged.connect)?;
         Ok(Report {
@@ -632,8 +643,9 @@ impl Report {
             connections: f.connections,
             errors: f.errors,
             loadgen: f.loadgen,
-            valid: f.invalid_reasons.is_empty(),
-            invalid_reasons: f.invalid_reasons,
+            valid: f.invalid.is_empty(),
+            invalid_reasons: f.invalid.reasons,
+            invalid_kinds: f.invalid.kinds,
             histograms: f.histograms,
         })
     }
@@ -697,8 +709,9 @@ impl StepReport {
             connections: f.connections,
             errors: f.errors,
             loadgen: f.loadgen,
-            valid: f.invalid_reasons.is_empty(),
-            invalid_reasons: f.invalid_reasons,
+            valid: f.invalid.is_empty(),
+            invalid_reasons: f.invalid.reasons,
+            invalid_kinds: f.invalid.kinds,
             slo_met: None,
             histograms: f.histograms,
         };

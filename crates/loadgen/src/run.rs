@@ -12,6 +12,7 @@ use crate::config::{Config, RateStep, TimingMode};
 use crate::report::{BuildInputs, Report, StepReport};
 use crate::stats::{LiveCounters, ThreadResult, new_histogram};
 use crate::timing::{BUSY_SAMPLE, CpuView, choose_for};
+use crate::validity::{InvalidKind, add_kind};
 use crate::worker::{
     FromWorker, INTERVAL_NS, StepFeed, Timeline, Timing, WaitPolicy, WorkerSetup, run_worker,
 };
@@ -346,6 +347,7 @@ fn run_inner(
         report.invalid_reasons.push(format!(
             "--steps-from {message}: the run ended after the steps before it"
         ));
+        add_kind(&mut report.invalid_kinds, InvalidKind::StepsInput);
         report.valid = false;
     }
     Ok(report)

@@ -18,6 +18,55 @@
 
 use crate::slo::{Metric, parse_slo};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// What kind of problem an invalid reason is (`invalid_kinds`, beside `invalid_reasons` in a
+/// report and each step), for programs that act on it: `late` and `saturated` are the
+/// instrument's limits, the others say the figures are missing or incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidKind {
+    /// No connection to the target could be established.
+    NoConnection,
+    /// Fewer than [`MIN_VALID_SAMPLES`] latency samples.
+    FewSamples,
+    /// The loadgen's busiest thread worked more than [`SATURATED_WORK_FRACTION`] of the time.
+    Saturated,
+    /// The loop's own lateness is material next to the latency (`schedule.behind`).
+    Late,
+    /// A step of the run was invalid (run level only; the step says why).
+    Step,
+    /// `--steps-from` failed; the run ended after the steps before it.
+    StepsInput,
+}
+
+/// Why a measurement is not valid: each reason in plain words, and the distinct kinds of them
+/// (empty: valid).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Invalidity {
+    pub kinds: Vec<InvalidKind>,
+    pub reasons: Vec<String>,
+}
+
+impl Invalidity {
+    /// Adds a reason of `kind`.
+    pub fn push(&mut self, kind: InvalidKind, reason: String) {
+        add_kind(&mut self.kinds, kind);
+        self.reasons.push(reason);
+    }
+
+    /// True when nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// Adds `kind` to `kinds` unless it is there.
+pub fn add_kind(kinds: &mut Vec<InvalidKind>, kind: InvalidKind) {
+    if !kinds.contains(&kind) {
+        kinds.push(kind);
+    }
+}
 
 /// Fewer latency samples than this make a run `valid: false`.
 pub const MIN_VALID_SAMPLES: u64 = 100;
@@ -168,29 +217,38 @@ pub struct Evidence<'a> {
     pub late: Option<&'a Lateness>,
 }
 
-/// Every reason the measurement is not valid (empty: valid).
-pub fn invalid_reasons(e: &Evidence<'_>) -> Vec<String> {
-    let mut reasons = Vec::new();
+/// Every reason the measurement is not valid, with its kind (empty: valid).
+pub fn invalidity(e: &Evidence<'_>) -> Invalidity {
+    let mut invalid = Invalidity::default();
     if e.opened == 0 {
-        reasons.push("no connection to the target could be established".into());
+        invalid.push(
+            InvalidKind::NoConnection,
+            "no connection to the target could be established".into(),
+        );
     }
     if e.samples < MIN_VALID_SAMPLES {
-        reasons.push(format!(
-            "only {} latency samples (fewer than {MIN_VALID_SAMPLES})",
-            e.samples
-        ));
+        invalid.push(
+            InvalidKind::FewSamples,
+            format!(
+                "only {} latency samples (fewer than {MIN_VALID_SAMPLES})",
+                e.samples
+            ),
+        );
     }
     if saturated(e.work_fraction) {
-        reasons.push(format!(
-            "the load generator was saturated: its busiest thread worked {:.0}% of the time \
-             (spin-waiting excluded)",
-            e.work_fraction * 100.0
-        ));
+        invalid.push(
+            InvalidKind::Saturated,
+            format!(
+                "the load generator was saturated: its busiest thread worked {:.0}% of the time \
+                 (spin-waiting excluded)",
+                e.work_fraction * 100.0
+            ),
+        );
     }
     if let Some(late) = e.late {
-        reasons.push(late.reason());
+        invalid.push(InvalidKind::Late, late.reason());
     }
-    reasons
+    invalid
 }
 
 /// Whether a busiest-thread work fraction means the loadgen was the bottleneck.
@@ -270,16 +328,36 @@ mod tests {
             work_fraction: 0.5,
             late: None,
         };
-        assert!(invalid_reasons(&fine).is_empty());
-        let all = invalid_reasons(&Evidence {
+        assert!(invalidity(&fine).is_empty());
+        let invalid = invalidity(&Evidence {
             opened: 0,
             samples: 3,
             work_fraction: 0.95,
             late: Some(&late),
         });
+        let all = &invalid.reasons;
         assert_eq!(all.len(), 4, "{all:?}");
         assert!(all[2].contains("saturated") && all[2].contains("95%"));
         assert!(all[3].contains("400 µs late"));
+        assert_eq!(
+            invalid.kinds,
+            [
+                InvalidKind::NoConnection,
+                InvalidKind::FewSamples,
+                InvalidKind::Saturated,
+                InvalidKind::Late
+            ]
+        );
+        // Only late: one kind, and it is written as the report says it.
+        let only_late = invalidity(&Evidence {
+            late: Some(&late),
+            ..fine
+        });
+        assert_eq!(only_late.kinds, [InvalidKind::Late]);
+        assert_eq!(
+            serde_json::to_value(&only_late.kinds).expect("json"),
+            serde_json::json!(["late"])
+        );
         assert!(saturated(0.91) && !saturated(0.9));
     }
 }

@@ -63,6 +63,14 @@ fn json_report_validates_against_the_schema() {
         (cost.utime_s + cost.stime_s - cost.cpu_s).abs() < 1e-6,
         "{cost:?}"
     );
+    // `invalid_kinds` takes the kinds loadgen names, and only those.
+    let mut typed = value.clone();
+    typed["valid"] = serde_json::json!(false);
+    typed["invalid_reasons"] = serde_json::json!(["only 20 latency samples (fewer than 100)"]);
+    typed["invalid_kinds"] = serde_json::json!(["few_samples"]);
+    assert_valid(&typed);
+    typed["invalid_kinds"] = serde_json::json!(["slow"]);
+    assert!(!schema_validator().is_valid(&typed));
     // The schema is strict: an unknown key is rejected (so new keys must be documented).
     let mut extra = value;
     extra["surprise"] = serde_json::json!(1);

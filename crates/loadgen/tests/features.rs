@@ -123,6 +123,10 @@ fn too_few_samples_make_the_run_invalid() {
         "{:?}",
         r.invalid_reasons
     );
+    assert_eq!(
+        r.invalid_kinds,
+        [loadgen::validity::InvalidKind::FewSamples]
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use anyhow::Result;
 use loadgen::StepReport;
 use loadgen::slo::{Clause, Metric, Op, check_step, parse_slo};
+use loadgen::validity::InvalidKind;
 
 use super::search::{INTERRUPTED_BELOW_WORK, Instrument, Verdict};
 use crate::error::input_error;
@@ -108,10 +109,14 @@ pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepRea
     let late_only = !step.valid
         && step.schedule.behind
         && !step.loadgen.saturated
-        && step
-            .invalid_reasons
-            .iter()
-            .all(|reason| reason.starts_with(loadgen::validity::LATE_REASON_START));
+        && if step.invalid_kinds.is_empty() {
+            // A loadgen from before `invalid_kinds` says it in words only.
+            step.invalid_reasons
+                .iter()
+                .all(|reason| reason.starts_with(loadgen::validity::LATE_REASON_START))
+        } else {
+            step.invalid_kinds == [InvalidKind::Late]
+        };
     if late_only && let (pass @ Verdict::Pass { .. }, reasons) = judge_valid(slo, step) {
         return (pass, reasons);
     }
@@ -242,6 +247,7 @@ mod tests {
             loadgen: Default::default(),
             valid: true,
             invalid_reasons: vec![],
+            invalid_kinds: vec![],
             slo_met: None,
             histograms: Default::default(),
         }
@@ -333,6 +339,7 @@ mod tests {
         saturated.loadgen.saturated = true;
         saturated.latency_us.p99 = 50_000;
         saturated.invalid_reasons = vec!["the load generator was saturated".into()];
+        saturated.invalid_kinds = vec![InvalidKind::Saturated];
         let (verdict, reasons) = judge_step(&slo, &saturated);
         assert_eq!(verdict, Verdict::Instrument(Instrument::Saturated));
         assert!(reasons.iter().all(StepReason::is_instrument), "{reasons:?}");
@@ -344,12 +351,29 @@ mod tests {
             "{}: its loop wrote messages 90 µs late",
             loadgen::validity::LATE_REASON_START
         )];
+        late.invalid_kinds = vec![InvalidKind::Late];
         // The SLO held with the loop's lateness inside the latency (p99 800 µs): the pass
         // stands, and a clear one is clear.
         assert_eq!(
             judge_step(&slo, &late),
             (Verdict::Pass { clear: false }, vec![])
         );
+        // The kinds decide, not the words: a lateness reason worded otherwise is still late,
+        // and a report from before `invalid_kinds` is read by its words.
+        let mut reworded = late.clone();
+        reworded.invalid_reasons = vec!["the loop was 90 µs late".into()];
+        assert_eq!(
+            judge_step(&slo, &reworded).0,
+            Verdict::Pass { clear: false }
+        );
+        reworded.invalid_kinds.clear();
+        assert_eq!(
+            judge_step(&slo, &reworded).0,
+            Verdict::Instrument(Instrument::Late)
+        );
+        let mut untyped = late.clone();
+        untyped.invalid_kinds.clear();
+        assert_eq!(judge_step(&slo, &untyped).0, Verdict::Pass { clear: false });
         late.latency_us.p99 = 450;
         assert_eq!(judge_step(&slo, &late).0, Verdict::Pass { clear: true });
         // Missed with it (the lateness may be what missed it): no vote.
@@ -370,6 +394,9 @@ mod tests {
         late_and_saturated.latency_us.p99 = 800;
         late_and_saturated.loadgen.saturated = true;
         late_and_saturated.invalid_reasons.push("saturated".into());
+        late_and_saturated
+            .invalid_kinds
+            .push(InvalidKind::Saturated);
         assert_eq!(
             judge_step(&slo, &late_and_saturated).0,
             Verdict::Instrument(Instrument::Saturated)
@@ -379,6 +406,7 @@ mod tests {
         late_and_few
             .invalid_reasons
             .push("only 40 latency samples".into());
+        late_and_few.invalid_kinds.push(InvalidKind::FewSamples);
         assert_eq!(
             judge_step(&slo, &late_and_few).0,
             Verdict::Instrument(Instrument::Late)
@@ -392,6 +420,7 @@ mod tests {
         let mut few = step();
         few.valid = false;
         few.invalid_reasons = vec!["only 40 latency samples".into()];
+        few.invalid_kinds = vec![InvalidKind::FewSamples];
         assert_eq!(
             judge_step(&slo, &few).0,
             Verdict::Instrument(Instrument::Failed)

@@ -26,6 +26,9 @@ pub struct ReportFigures {
     /// `valid` (issue 4); `None` when the loadgen does not report it.
     pub valid: Option<bool>,
     pub invalid_reasons: Vec<String>,
+    /// `invalid_kinds` (`None` in reports from before it, or when valid).
+    #[serde(default)]
+    pub invalid_kinds: Option<Vec<String>>,
     pub saturated: Option<bool>,
     /// `throughput.achieved_ratio` (open loop only).
     pub achieved_ratio: Option<f64>,
@@ -75,6 +78,15 @@ impl ReportFigures {
                         .collect()
                 })
                 .unwrap_or_default(),
+            invalid_kinds: report
+                .pointer("/invalid_kinds")
+                .and_then(serde_json::Value::as_array)
+                .map(|kinds| {
+                    kinds
+                        .iter()
+                        .filter_map(|kind| kind.as_str().map(String::from))
+                        .collect()
+                }),
             saturated: report
                 .pointer("/loadgen/saturated")
                 .and_then(serde_json::Value::as_bool),

@@ -328,13 +328,18 @@ pub fn metric_value(metric: Metric, side: &Measured) -> Option<f64> {
 pub fn only_loadgen_saturated(figures: &ReportFigures) -> bool {
     figures.saturated == Some(true)
         && !figures.invalid_reasons.is_empty()
-        && figures
-            .invalid_reasons
-            .iter()
-            .all(|reason| reason.starts_with(LOADGEN_SATURATED))
+        && match &figures.invalid_kinds {
+            Some(kinds) => kinds.iter().all(|kind| kind == "saturated"),
+            // A loadgen from before `invalid_kinds` says it in words only.
+            None => figures
+                .invalid_reasons
+                .iter()
+                .all(|reason| reason.starts_with(LOADGEN_SATURATED)),
+        }
 }
 
-/// How loadgen's `invalid_reasons` begin when it was saturated (crates/loadgen, report.rs).
+/// How loadgen's `invalid_reasons` begin when it was saturated (crates/loadgen, report.rs);
+/// read only in reports without `invalid_kinds`.
 pub const LOADGEN_SATURATED: &str = "the load generator was saturated";
 
 #[cfg(test)]
@@ -356,6 +361,7 @@ mod tests {
             errors_total: errors,
             valid,
             invalid_reasons: vec!["loadgen saturated".into()],
+            invalid_kinds: None,
             saturated: None,
             achieved_ratio: None,
             target_per_s: None,
@@ -683,6 +689,13 @@ mod tests {
             &with_cpu(&fine, Some(2.5)),
         );
         assert_eq!(throughput.ratio, None);
+        // The kinds decide where the report has them, whatever the words.
+        let mut typed = saturated.clone();
+        typed.invalid_reasons = vec!["busy".into()];
+        typed.invalid_kinds = Some(vec!["saturated".into()]);
+        assert!(only_loadgen_saturated(&typed));
+        typed.invalid_kinds = Some(vec!["saturated".into(), "few_samples".into()]);
+        assert!(!only_loadgen_saturated(&typed));
         // Any other objection still excludes, and so does a missing CPU figure.
         saturated
             .invalid_reasons
@@ -726,6 +739,7 @@ mod tests {
             errors_total: 0,
             valid: Some(verified > 100),
             invalid_reasons: vec![],
+            invalid_kinds: None,
             saturated: None,
             achieved_ratio: None,
             target_per_s: None,
