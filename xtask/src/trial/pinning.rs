@@ -38,12 +38,12 @@ impl Pinning {
 /// `--keep-awake`: one spinner thread per server CPU, pinned there at the `SCHED_IDLE` policy,
 /// for as long as this guard lives. The server preempts it as soon as it is woken, and while the
 /// server is busy it gets next to nothing (weight 3 against a normal thread's 1,024, about
-/// 0.3%); what it removes is the idle state in between. On a virtual
-/// machine an idle vCPU halts, and waking it takes 50 µs to milliseconds of the host's time —
-/// counted in the server's latency and, while the host runs the waking vCPU's request, taken
-/// from the loadgen's CPU (docs/performance.md, section 9). Bare-metal C-states do the same on a
-/// smaller scale. The spinners change the server's surroundings, not its work: its CPU time and
-/// memory are its own, and the manifest records `keep_awake`.
+/// 0.3%); what it removes is the idle state in between. On a virtual machine an idle vCPU
+/// halts, and waking it takes 50 µs to milliseconds of the host's time — counted in the
+/// server's latency and, while the host runs the waking vCPU's request, taken from the
+/// loadgen's CPU (docs/performance.md, section 9). Bare-metal C-states do the same on a smaller
+/// scale. The spinners change the server's surroundings, not its work: its CPU time and memory
+/// are its own, and the manifest records `keep_awake`.
 #[derive(Debug)]
 pub struct KeepAwake {
     stop: Arc<AtomicBool>,
