@@ -33,12 +33,13 @@
 //!   narrow, and if it now gets a verdict the search goes on from there;
 //! - while the ramp is going up, interrupted (after two more, not six): the rate is left
 //!   unmeasured (`unmeasured`) and the ramp goes on above it, up to three rates in all, or,
-//!   while nothing has passed, as one of the looks above a failure that waits for confirmation
-//!   (once a rate has passed, the one look above a failure is waited out) — on a virtual machine an
-//!   idle server's CPU that wakes for each message at low rates can take the loadgen's CPU with
-//!   it, before or after a lower rate passed; going down, a rate left so is not measured again;
-//!   when the ramp cannot skip any more, the lowest rate it left unmeasured above the last pass
-//!   (or the rate it stopped at, if lower) is the loadgen's limit;
+//!   while nothing has passed, as one of the looks above a failure that waits for
+//!   confirmation (once a rate has passed, the one look above a failure is waited out) — on a
+//!   virtual machine an idle server's CPU that wakes for each message at low rates can take
+//!   the loadgen's CPU with it, before or after a lower rate passed; going down, a rate left so
+//!   is not measured again; when the ramp cannot skip any more, the lowest rate it left
+//!   unmeasured above the last pass (or the rate it stopped at, if lower) is the loadgen's
+//!   limit;
 //! - otherwise, while a failure waits to be confirmed from above, the rate confirms it (the
 //!   knee is below what the loadgen can offer); else the search stops there with the loadgen's
 //!   limit.
