@@ -147,8 +147,17 @@ pub fn cell_status(summary: &CellSummary, records: &[&TrialRecord]) -> (CellStat
             continue;
         }
         loadgen_bound |= figures.saturated == Some(true);
+        loadgen_bound |= match &figures.invalid_kinds {
+            Some(kinds) => kinds
+                .iter()
+                .any(|kind| kind == "saturated" || kind == "late"),
+            // A loadgen from before `invalid_kinds` says it in words only.
+            None => figures
+                .invalid_reasons
+                .iter()
+                .any(|reason| reason.contains("load generator")),
+        };
         for reason in &figures.invalid_reasons {
-            loadgen_bound |= reason.contains("load generator");
             let key = reason.split(':').next().unwrap_or(reason).to_string();
             invalid.entry(key).or_insert_with(|| (reason.clone(), 0)).1 += 1;
         }
@@ -490,6 +499,41 @@ mod tests {
             "{}",
             row.verdict_text()
         );
+    }
+
+    /// Trials of `target` invalid with `reason` of `kind`, the loadgen not saturated.
+    fn invalid(
+        target: &'static str,
+        reason: &'static str,
+        kind: &'static str,
+    ) -> impl Fn(&str, &mut TrialRecord) {
+        move |server, r| {
+            if server == target
+                && let Some(f) = r.figures.as_mut()
+            {
+                f.valid = Some(false);
+                f.saturated = Some(false);
+                f.invalid_reasons = vec![reason.into()];
+                f.invalid_kinds = Some(vec![kind.into()]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_kinds_say_whether_the_loadgen_bound_a_cell() {
+        let servers = [("slow", 100.0, 50.0), ("fast", 200.0, 50.0)];
+        // A late loop, whatever the words: the loadgen's limit.
+        let late = row(
+            &servers,
+            &invalid("fast", "the loop was 90 µs late", "late"),
+        );
+        assert_eq!(late.cells[1].status, CellStatus::LoadgenBound, "{late:?}");
+        // Too few samples, worded like the loadgen: not its limit.
+        let few = row(
+            &servers,
+            &invalid("fast", "the load generator took 40 samples", "few_samples"),
+        );
+        assert_ne!(few.cells[1].status, CellStatus::LoadgenBound, "{few:?}");
     }
 
     #[test]

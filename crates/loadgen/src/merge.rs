@@ -450,8 +450,12 @@ fn add_validity<'a>(
     let mut valid = true;
     let mut reasons: Vec<String> = Vec::new();
     let mut kinds = Vec::new();
+    // An invalid input from before `invalid_kinds` says why in words only: kinds from the
+    // others would then tell less than the reasons do, so the merge names none.
+    let mut untyped = false;
     for (v, rs, ks) in all {
         valid &= v;
+        untyped |= !v && ks.is_empty();
         for r in rs {
             if !reasons.contains(r) {
                 reasons.push(r.clone());
@@ -460,6 +464,9 @@ fn add_validity<'a>(
         for &k in ks {
             add_kind(&mut kinds, k);
         }
+    }
+    if untyped {
+        kinds.clear();
     }
     (valid, reasons, kinds)
 }
@@ -584,6 +591,7 @@ mod tests {
         b.invalid_kinds = vec![InvalidKind::Late, InvalidKind::Saturated];
         b.env = a.env.clone();
         c.env = a.env.clone();
+        let a_env = a.env.clone();
         let merged = merge_reports(&[a, b, c]).unwrap();
         assert!(!merged.valid);
         assert_eq!(
@@ -594,6 +602,15 @@ mod tests {
             merged.invalid_kinds,
             [InvalidKind::Saturated, InvalidKind::Late]
         );
+        // With an invalid report from before `invalid_kinds`, the merge names no kinds (its
+        // readers go by the reasons), and keeps every reason.
+        let mut old = report(&config, &sample(4, 0, 4, 3_000));
+        old.valid = false;
+        old.invalid_reasons = vec!["only 40 latency samples (fewer than 100)".into()];
+        old.env = a_env;
+        let merged = merge_reports(&[merged, old]).unwrap();
+        assert!(!merged.valid && merged.invalid_kinds.is_empty());
+        assert_eq!(merged.invalid_reasons.len(), 4);
     }
 
     /// A stepped open-loop report of two steps (rates 1,000 and 2,000 msg/s) over `a` and `b`.

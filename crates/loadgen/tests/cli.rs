@@ -556,6 +556,17 @@ fn a_stepped_report_validates_against_the_schema() {
     );
     assert_eq!(value["config"]["rate_steps"][1]["rate_per_s"], 800.0);
     assert_eq!(value["config"]["step_settle_ms"], 100);
+    // A step's kinds, and the run's `step` kind, validate too; an unknown kind does not.
+    let mut typed = value;
+    typed["valid"] = serde_json::json!(false);
+    typed["invalid_reasons"] = serde_json::json!(["step 1 (800 msg/s): late"]);
+    typed["invalid_kinds"] = serde_json::json!(["step"]);
+    typed["steps"][1]["valid"] = serde_json::json!(false);
+    typed["steps"][1]["invalid_reasons"] = serde_json::json!(["late"]);
+    typed["steps"][1]["invalid_kinds"] = serde_json::json!(["late"]);
+    assert_valid(&typed);
+    typed["steps"][1]["invalid_kinds"] = serde_json::json!(["lazy"]);
+    assert!(!schema_validator().is_valid(&typed));
 }
 
 /// Reads lines from a child's stdout on a thread, so a test can wait for one with a deadline.
@@ -660,6 +671,13 @@ fn a_bad_steps_line_ends_the_run_after_the_steps_before_it() {
             .any(|r| r.contains("--steps-from line 4")),
         "{:?}",
         report.invalid_reasons
+    );
+    assert!(
+        report
+            .invalid_kinds
+            .contains(&loadgen::validity::InvalidKind::StepsInput),
+        "{:?}",
+        report.invalid_kinds
     );
     // An input with no step at all is an error before anything runs.
     std::fs::write(&steps, "# nothing\n").unwrap();

@@ -123,9 +123,12 @@ fn too_few_samples_make_the_run_invalid() {
         "{:?}",
         r.invalid_reasons
     );
-    assert_eq!(
-        r.invalid_kinds,
-        [loadgen::validity::InvalidKind::FewSamples]
+    // (A run this short can also find the loadgen's thread busy: only this kind is certain.)
+    assert!(
+        r.invalid_kinds
+            .contains(&loadgen::validity::InvalidKind::FewSamples),
+        "{:?}",
+        r.invalid_kinds
     );
 }
 

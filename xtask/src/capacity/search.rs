@@ -22,10 +22,11 @@
 //! honestly (saturated, its loop late, or it failed) are no vote at all: the SLO is judged only
 //! on valid steps (a step whose only fault is its loop's lateness still votes *pass* when the
 //! SLO held with that lateness inside its latency: see `slo::judge_step`). When no votes keep
-//! coming at one rate (`retries + 1` times saturated, unless the rate passed once there: the
-//! loadgen can offer it, and a slow spell of the host saturated it; two more for a late loop or
-//! a failed step, which a busy host causes by chance; four more again when the loop was late
-//! while it had little work, the CPU taken from it), the loadgen cannot measure that rate:
+//! coming at one rate (`retries + 1` times saturated; two more for a late loop or a failed
+//! step, which a busy host causes by chance, and for a saturated one at a rate that passed once
+//! there — the loadgen can offer it, and a slow spell of the host saturated it; four more again
+//! when the loop was late while it had little work, the CPU taken from it), the loadgen cannot
+//! measure that rate:
 //! - above a pass, saturated or late: that rate is the bracket's upper edge, and bisection
 //!   narrows it like a failure's, so the answer — a lower bound set by the loadgen, not by the
 //!   server — repeats within the precision; a late loop's limit (it had work to spare, so a
@@ -215,7 +216,8 @@ enum Phase {
 /// unmeasured (the loop interrupted at each) before it gives up.
 const LOOK_ABOVE_BEFORE_A_PASS: u32 = 3;
 const LOOK_ABOVE_AFTER_A_PASS: u32 = 1;
-/// Late or failed (not saturated) steps at one rate tolerated beyond `retries + 1`.
+/// Late or failed steps at one rate tolerated beyond `retries + 1` (and saturated ones at a
+/// rate that passed once).
 const EXTRA_PATIENCE: u32 = 2;
 /// Steps at one rate whose loop was late while it had little work, tolerated beyond that: such
 /// spells (seen: 4-6 s on a 2-vCPU VM) pass, and waiting them out costs a few seconds.
@@ -894,6 +896,18 @@ mod tests {
         let capacity = outcome.capacity_per_s.expect("found");
         assert!((95_000..100_000).contains(&capacity), "{rates:?}");
         assert_eq!(outcome.loadgen_limit_per_s, Some(100_000));
+        // Passed once, then saturated at every try: four no votes, and it is the limit.
+        let (outcome, rates) = run(1, |rate, attempt| match (rate, attempt) {
+            (64_000, 0) => Verdict::Pass { clear: false },
+            _ if rate >= 64_000 => Verdict::Instrument(Instrument::Saturated),
+            _ => truth(rate),
+        });
+        assert_eq!(
+            rates.iter().filter(|&&r| r == 64_000).count(),
+            1 + 4,
+            "{rates:?}"
+        );
+        assert_eq!(outcome.loadgen_limit_per_s, Some(64_000), "{rates:?}");
         // Without a pass, two saturated steps still end it.
         let (outcome, rates) = run(1, beyond(64_000, Instrument::Saturated, &truth));
         assert_eq!(rates.iter().filter(|&&r| r == 64_000).count(), 2);
