@@ -351,13 +351,7 @@ mod tests {
                 "--build-profile",
                 "dev",
             ]);
-            let parsed = Xtask::try_parse_from(&argv).expect(command);
-            let run = match parsed.command {
-                Command::Bench(args) => args.run,
-                Command::Capacity(args) => args.run,
-                Command::Regress(args) => args.run,
-                other => panic!("{command} parsed as {other:?}"),
-            };
+            let run = run_flags(&argv);
             assert_eq!(run.server_args(), ["--workers", "4", "--queue", "64"]);
             assert!(run.no_pin, "{command}");
             assert_eq!(run.out, Some(PathBuf::from("somewhere")));
@@ -375,6 +369,16 @@ mod tests {
         assert!(!args.run.keep_awake);
     }
 
+    /// The run flags of a measuring command's command line.
+    fn run_flags(argv: &[&str]) -> RunArgs {
+        match Xtask::try_parse_from(argv).expect("parses").command {
+            Command::Bench(args) => args.run,
+            Command::Capacity(args) => args.run,
+            Command::Regress(args) => args.run,
+            other => panic!("{argv:?} parsed as {other:?}"),
+        }
+    }
+
     #[test]
     fn keep_awake_is_a_run_flag_that_needs_pinning_and_a_server_xtask_starts() {
         for command in ["bench", "capacity", "regress"] {
@@ -382,13 +386,7 @@ mod tests {
             if command == "capacity" {
                 argv.extend(["--slo", "p99<=1ms"]);
             }
-            let parsed = Xtask::try_parse_from(&argv).expect(command);
-            let run = match parsed.command {
-                Command::Bench(args) => args.run,
-                Command::Capacity(args) => args.run,
-                Command::Regress(args) => args.run,
-                other => panic!("{command} parsed as {other:?}"),
-            };
+            let run = run_flags(&argv);
             assert!(run.keep_awake, "{command}");
             argv.push("--no-pin");
             assert!(Xtask::try_parse_from(&argv).is_err(), "{command} --no-pin");

@@ -177,17 +177,22 @@ pub fn split_cpus(cpus: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
     Some((cpus[..server_count].to_vec(), cpus[server_count..].to_vec()))
 }
 
-/// Makes `command` start pinned to `cpus` (sched_setaffinity in the child before exec, so every
-/// thread it later spawns inherits the mask).
-pub fn pin_command(command: &mut Command, cpus: &[usize]) {
+/// The CPU set of `cpus`, for `sched_setaffinity`.
+pub fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
     // SAFETY: zeroed cpu_set_t is a valid empty set; CPU_SET only writes inside it.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &cpu in cpus {
             libc::CPU_SET(cpu, &mut set);
         }
         set
-    };
+    }
+}
+
+/// Makes `command` start pinned to `cpus` (sched_setaffinity in the child before exec, so every
+/// thread it later spawns inherits the mask).
+pub fn pin_command(command: &mut Command, cpus: &[usize]) {
+    let set = cpu_set(cpus);
     // SAFETY: the closure only calls sched_setaffinity, which is async-signal-safe.
     unsafe {
         command.pre_exec(move || {
@@ -647,7 +652,7 @@ fn group_members(pgid: u32) -> Result<Vec<(String, u32)>> {
 }
 
 /// The fields after the command name of a `/proc/PID/stat` line; `fields[0]` is field 3.
-fn stat_fields(stat: &str) -> Result<Vec<&str>> {
+pub fn stat_fields(stat: &str) -> Result<Vec<&str>> {
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let after_name = stat
         .rfind(')')
@@ -671,12 +676,7 @@ pub fn parse_proc_stat_child_ticks(stat: &str) -> Result<u64> {
 
 /// utime + stime (fields 14 and 15) from a `/proc/PID/stat` line, in clock ticks.
 pub fn parse_proc_stat_cpu_ticks(stat: &str) -> Result<u64> {
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let after_name = stat
-        .rfind(')')
-        .map(|end| &stat[end + 1..])
-        .context("no ')' in stat line")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let fields = stat_fields(stat)?;
     // fields[0] is field 3 (state), so field N is fields[N - 3].
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;

@@ -654,6 +654,11 @@ mod tests {
         }
     }
 
+    /// How many times `rate` was measured.
+    fn times(rates: &[u64], rate: u64) -> usize {
+        rates.iter().filter(|&&r| r == rate).count()
+    }
+
     /// A clear pass at every rate.
     const CLEAR: fn(u64) -> Verdict = |_| Verdict::Pass { clear: true };
 
@@ -834,7 +839,7 @@ mod tests {
         // A late loop gets more patience than a saturated one before it ends the search (four
         // measurements, and four more when its limit is measured once more at the end).
         let (outcome, rates) = run(1, beyond(16_000, Instrument::Late, &CLEAR));
-        assert_eq!(rates.iter().filter(|&&r| r == 16_000).count(), 4 + 4);
+        assert_eq!(times(&rates, 16_000), 4 + 4);
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Late)
@@ -847,11 +852,7 @@ mod tests {
             (4_000, 0..5) => Verdict::Instrument(Instrument::Interrupted),
             _ => truth(rate),
         });
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 4_000).count(),
-            4,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 4_000), 4, "{rates:?}");
         assert_eq!(spell.unmeasured, [4_000]);
         let (quiet, _) = run(1, |rate, _| truth(rate));
         assert_eq!(spell.capacity_per_s, quiet.capacity_per_s);
@@ -861,11 +862,7 @@ mod tests {
         // the lowest of them, just above the last pass.
         let (outcome, rates) = run(1, beyond(16_000, Instrument::Interrupted, &CLEAR));
         assert_eq!(outcome.unmeasured, [16_000, 32_000, 64_000]);
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 128_000).count(),
-            8,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 128_000), 8, "{rates:?}");
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(16_000, Instrument::Interrupted)
@@ -888,11 +885,7 @@ mod tests {
             _ => truth(rate),
         };
         let (outcome, rates) = run(1, spell);
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 64_000).count(),
-            4,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 64_000), 4, "{rates:?}");
         let capacity = outcome.capacity_per_s.expect("found");
         assert!((95_000..100_000).contains(&capacity), "{rates:?}");
         assert_eq!(outcome.loadgen_limit_per_s, Some(100_000));
@@ -902,15 +895,11 @@ mod tests {
             _ if rate >= 64_000 => Verdict::Instrument(Instrument::Saturated),
             _ => truth(rate),
         });
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 64_000).count(),
-            1 + 4,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 64_000), 1 + 4, "{rates:?}");
         assert_eq!(outcome.loadgen_limit_per_s, Some(64_000), "{rates:?}");
         // Without a pass, two saturated steps still end it.
         let (outcome, rates) = run(1, beyond(64_000, Instrument::Saturated, &truth));
-        assert_eq!(rates.iter().filter(|&&r| r == 64_000).count(), 2);
+        assert_eq!(times(&rates, 64_000), 2);
         assert_eq!(outcome.loadgen_limit_per_s, Some(64_000), "{rates:?}");
     }
 
@@ -961,7 +950,7 @@ mod tests {
         assert!((85_000..=90_000).contains(&capacity), "{rates:?}");
         assert_eq!(outcome.limiting_factor(), LimitingFactor::Server);
         // Bisection never goes back to it.
-        assert_eq!(rates.iter().filter(|&&r| r == 4_000).count(), 4);
+        assert_eq!(times(&rates, 4_000), 4);
     }
 
     #[test]
@@ -1013,11 +1002,7 @@ mod tests {
             StopReason::LoadgenLimit(1_000, Instrument::Interrupted)
         );
         assert_eq!(outcome.limiting_factor(), LimitingFactor::Loadgen);
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 1_000).count(),
-            4,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 1_000), 4, "{rates:?}");
         assert_eq!(
             answer(&outcome),
             "capacity: unknown (it fails at 2,000 msg/s; below, the loadgen could not measure \
@@ -1046,7 +1031,7 @@ mod tests {
                 Verdict::Instrument(Instrument::Interrupted)
             }
         });
-        assert_eq!(rates.iter().filter(|&&r| r == 500).count(), 8, "{rates:?}");
+        assert_eq!(times(&rates, 500), 8, "{rates:?}");
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(500, Instrument::Interrupted)
@@ -1081,11 +1066,7 @@ mod tests {
         // A spell that lasts: the limit stays, measured once more (four late again), and the
         // answer is the same as without the second look.
         let (outcome, rates) = run(1, beyond(128_000, Instrument::Late, &truth));
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 128_000).count(),
-            8,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 128_000), 8, "{rates:?}");
         assert_eq!(
             outcome.stopped,
             StopReason::LoadgenLimit(128_000, Instrument::Late)
@@ -1093,11 +1074,7 @@ mod tests {
         assert!(outcome.capacity_per_s.unwrap() >= 121_000);
         // A saturated loadgen's limit is not measured again: it had no work to spare.
         let (_, rates) = run(1, beyond(128_000, Instrument::Saturated, &truth));
-        assert_eq!(
-            rates.iter().filter(|&&r| r == 128_000).count(),
-            2,
-            "{rates:?}"
-        );
+        assert_eq!(times(&rates, 128_000), 2, "{rates:?}");
         // A failure of the server when the limit is measured again brackets the knee there.
         let (outcome, _) = run(1, |rate, attempt| match (rate, attempt) {
             (128_000, 0..4) => Verdict::Instrument(Instrument::Late),

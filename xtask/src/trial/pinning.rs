@@ -129,12 +129,7 @@ fn idle_on(cpu: usize) -> std::io::Result<()> {
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: zeroed cpu_set_t is a valid empty set; CPU_SET only writes inside it.
-    let set = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        set
-    };
+    let set = shell::cpu_set(&[cpu]);
     // SAFETY: `set` is a valid cpu_set_t of the size given; pid 0 is the calling thread.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -149,9 +144,10 @@ mod tests {
     /// Field `n` (1-based, as in proc(5)) of /proc/self/task/TID/stat.
     fn task_stat_field(tid: libc::pid_t, n: usize) -> Option<String> {
         let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-        // Fields after the command name, which ends at the last ')': field 3 onwards.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        rest.split_whitespace().nth(n - 3).map(String::from)
+        shell::stat_fields(&stat)
+            .ok()?
+            .get(n - 3)
+            .map(|f| f.to_string())
     }
 
     #[test]
