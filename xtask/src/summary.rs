@@ -155,7 +155,7 @@ pub(crate) mod fixtures {
                 errors_total: errors,
                 valid: None,
                 invalid_reasons: vec![],
-                invalid_kinds: None,
+                invalid_kinds: vec![],
                 saturated: None,
                 achieved_ratio: None,
                 target_per_s: None,

@@ -18,6 +18,8 @@
 
 use std::collections::BTreeMap;
 
+use loadgen::validity::InvalidKind;
+
 use crate::record::matrix::{CellStatus, MatrixCell, MatrixFile, MatrixRow, compact};
 use crate::record::plan::BenchPlan;
 use crate::record::summary::CellSummary;
@@ -147,16 +149,11 @@ pub fn cell_status(summary: &CellSummary, records: &[&TrialRecord]) -> (CellStat
             continue;
         }
         loadgen_bound |= figures.saturated == Some(true);
-        loadgen_bound |= match &figures.invalid_kinds {
-            Some(kinds) => kinds
+        loadgen_bound |= figures.kinds().is_some_and(|kinds| {
+            kinds
                 .iter()
-                .any(|kind| kind == "saturated" || kind == "late"),
-            // A loadgen from before `invalid_kinds` says it in words only.
-            None => figures
-                .invalid_reasons
-                .iter()
-                .any(|reason| reason.contains("load generator")),
-        };
+                .any(|kind| matches!(kind, InvalidKind::Saturated | InvalidKind::Late))
+        });
         for reason in &figures.invalid_reasons {
             let key = reason.split(':').next().unwrap_or(reason).to_string();
             invalid.entry(key).or_insert_with(|| (reason.clone(), 0)).1 += 1;
@@ -505,7 +502,7 @@ mod tests {
     fn invalid(
         target: &'static str,
         reason: &'static str,
-        kind: &'static str,
+        kind: InvalidKind,
     ) -> impl Fn(&str, &mut TrialRecord) {
         move |server, r| {
             if server == target
@@ -514,7 +511,7 @@ mod tests {
                 f.valid = Some(false);
                 f.saturated = Some(false);
                 f.invalid_reasons = vec![reason.into()];
-                f.invalid_kinds = Some(vec![kind.into()]);
+                f.invalid_kinds = vec![kind];
             }
         }
     }
@@ -525,13 +522,17 @@ mod tests {
         // A late loop, whatever the words: the loadgen's limit.
         let late = row(
             &servers,
-            &invalid("fast", "the loop was 90 µs late", "late"),
+            &invalid("fast", "the loop was 90 µs late", InvalidKind::Late),
         );
         assert_eq!(late.cells[1].status, CellStatus::LoadgenBound, "{late:?}");
         // Too few samples, worded like the loadgen: not its limit.
         let few = row(
             &servers,
-            &invalid("fast", "the load generator took 40 samples", "few_samples"),
+            &invalid(
+                "fast",
+                "the load generator took 40 samples",
+                InvalidKind::FewSamples,
+            ),
         );
         assert_ne!(few.cells[1].status, CellStatus::LoadgenBound, "{few:?}");
     }

@@ -228,7 +228,7 @@ pub fn merge_reports(reports: &[Report]) -> anyhow::Result<Report> {
     (out.valid, out.invalid_reasons, out.invalid_kinds) = add_validity(
         reports
             .iter()
-            .map(|r| (r.valid, &r.invalid_reasons, &r.invalid_kinds)),
+            .map(|r| (r.valid, &r.invalid_reasons, r.kinds())),
     );
     out.histograms.latency_us = encode_histogram(&latency)?;
     out.histograms.service_time_us = encode_histogram(&service)?;
@@ -287,7 +287,7 @@ fn merge_steps(steps: &[&StepReport], slo: Option<&str>) -> anyhow::Result<StepR
     (out.valid, out.invalid_reasons, out.invalid_kinds) = add_validity(
         steps
             .iter()
-            .map(|s| (s.valid, &s.invalid_reasons, &s.invalid_kinds)),
+            .map(|s| (s.valid, &s.invalid_reasons, s.kinds())),
     );
     out.slo_met = steps
         .iter()
@@ -445,27 +445,27 @@ fn add_costs<'a>(all: impl Iterator<Item = &'a LoadgenCost> + Clone, verified: u
 
 /// Valid when every input is; the reasons of all, each once.
 fn add_validity<'a>(
-    all: impl Iterator<Item = (bool, &'a Vec<String>, &'a Vec<InvalidKind>)>,
+    all: impl Iterator<Item = (bool, &'a Vec<String>, Option<Vec<InvalidKind>>)>,
 ) -> (bool, Vec<String>, Vec<InvalidKind>) {
     let mut valid = true;
     let mut reasons: Vec<String> = Vec::new();
     let mut kinds = Vec::new();
-    // An invalid input from before `invalid_kinds` says why in words only: kinds from the
-    // others would then tell less than the reasons do, so the merge names none.
-    let mut untyped = false;
+    // An input whose reasons' kinds cannot be told (`Report::kinds`): kinds from the others
+    // would tell less than the reasons do, so the merge names none.
+    let mut unknown = false;
     for (v, rs, ks) in all {
         valid &= v;
-        untyped |= !v && ks.is_empty();
         for r in rs {
             if !reasons.contains(r) {
                 reasons.push(r.clone());
             }
         }
-        for &k in ks {
-            add_kind(&mut kinds, k);
+        match ks {
+            Some(ks) => ks.into_iter().for_each(|k| add_kind(&mut kinds, k)),
+            None => unknown = true,
         }
     }
-    if untyped {
+    if unknown {
         kinds.clear();
     }
     (valid, reasons, kinds)
@@ -602,15 +602,25 @@ mod tests {
             merged.invalid_kinds,
             [InvalidKind::Saturated, InvalidKind::Late]
         );
-        // With an invalid report from before `invalid_kinds`, the merge names no kinds (its
-        // readers go by the reasons), and keeps every reason.
+        // An invalid report from before `invalid_kinds`: its kinds are read from its words;
+        // where a reason is worded otherwise, the merge names no kinds (and keeps every reason).
         let mut old = report(&config, &sample(4, 0, 4, 3_000));
         old.valid = false;
         old.invalid_reasons = vec!["only 40 latency samples (fewer than 100)".into()];
-        old.env = a_env;
+        old.env = a_env.clone();
+        let merged = merge_reports(&[merged, old.clone()]).unwrap();
+        assert_eq!(
+            merged.invalid_kinds,
+            [
+                InvalidKind::Saturated,
+                InvalidKind::Late,
+                InvalidKind::FewSamples
+            ]
+        );
+        old.invalid_reasons = vec!["something else went wrong".into()];
         let merged = merge_reports(&[merged, old]).unwrap();
         assert!(!merged.valid && merged.invalid_kinds.is_empty());
-        assert_eq!(merged.invalid_reasons.len(), 4);
+        assert_eq!(merged.invalid_reasons.len(), 5);
     }
 
     /// A stepped open-loop report of two steps (rates 1,000 and 2,000 msg/s) over `a` and `b`.

@@ -650,6 +650,12 @@ impl Report {
         })
     }
 
+    /// The kinds of `invalid_reasons` (read from their words in a report from before
+    /// `invalid_kinds`; `None` when they cannot be told): [`crate::validity::kinds_of`].
+    pub fn kinds(&self) -> Option<Vec<InvalidKind>> {
+        crate::validity::kinds_of(&self.invalid_kinds, &self.invalid_reasons)
+    }
+
     /// Whether the target could not be reached at all.
     pub fn unreachable(&self) -> bool {
         self.connections.opened == 0
@@ -669,6 +675,11 @@ impl Report {
 }
 
 impl StepReport {
+    /// The kinds of `invalid_reasons`, as [`Report::kinds`].
+    pub fn kinds(&self) -> Option<Vec<InvalidKind>> {
+        crate::validity::kinds_of(&self.invalid_kinds, &self.invalid_reasons)
+    }
+
     /// The report of step `index` (rate `target_per_s`, settle `settle_ms`, window starting at
     /// `start_unix_s` and lasting `duration_s`) from what the threads measured in it.
     #[allow(clippy::too_many_arguments)]

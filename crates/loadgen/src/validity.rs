@@ -68,6 +68,41 @@ pub fn add_kind(kinds: &mut Vec<InvalidKind>, kind: InvalidKind) {
     }
 }
 
+/// The kinds of a measurement's invalid reasons: `kinds` as written, or, for a report from
+/// before `invalid_kinds` (invalid, with reasons and no kinds), the kinds its reasons' words
+/// name — `None` when one of them is not worded as loadgen words it, so a reader knows it
+/// cannot tell.
+pub fn kinds_of(kinds: &[InvalidKind], reasons: &[String]) -> Option<Vec<InvalidKind>> {
+    if !kinds.is_empty() || reasons.is_empty() {
+        return Some(kinds.to_vec());
+    }
+    let mut read = Vec::new();
+    for reason in reasons {
+        add_kind(&mut read, kind_of_words(reason)?);
+    }
+    Some(read)
+}
+
+/// The kind of an invalid reason worded as [`invalidity`] and the run's own reasons word it.
+fn kind_of_words(reason: &str) -> Option<InvalidKind> {
+    let kind = if reason.starts_with("no connection to the target") {
+        InvalidKind::NoConnection
+    } else if reason.starts_with("only ") && reason.contains(" latency samples") {
+        InvalidKind::FewSamples
+    } else if reason.starts_with("the load generator was saturated") {
+        InvalidKind::Saturated
+    } else if reason.starts_with(LATE_REASON_START) {
+        InvalidKind::Late
+    } else if reason.starts_with("step ") {
+        InvalidKind::Step
+    } else if reason.starts_with("--steps-from ") {
+        InvalidKind::StepsInput
+    } else {
+        return None;
+    };
+    Some(kind)
+}
+
 /// Fewer latency samples than this make a run `valid: false`.
 pub const MIN_VALID_SAMPLES: u64 = 100;
 /// A busiest-thread work fraction above this makes the loadgen `saturated`.
@@ -358,6 +393,23 @@ mod tests {
             serde_json::to_value(&only_late.kinds).expect("json"),
             serde_json::json!(["late"])
         );
+        // A report from before the kinds: its words name them, each once; a reason worded
+        // otherwise leaves them unknown; kinds as written are taken as they are.
+        assert_eq!(kinds_of(&[], all), Some(invalid.kinds.clone()));
+        let twice = [only_late.reasons[0].clone(), only_late.reasons[0].clone()];
+        assert_eq!(kinds_of(&[], &twice), Some(vec![InvalidKind::Late]));
+        let step = "step 1 (800 msg/s): late".to_string();
+        let input = "--steps-from line 4: bad".to_string();
+        assert_eq!(
+            kinds_of(&[], &[step, input]),
+            Some(vec![InvalidKind::Step, InvalidKind::StepsInput])
+        );
+        assert_eq!(kinds_of(&[], &["the moon was full".into()]), None);
+        assert_eq!(
+            kinds_of(&[InvalidKind::Saturated], &["worded anyhow".into()]),
+            Some(vec![InvalidKind::Saturated])
+        );
+        assert_eq!(kinds_of(&[], &[]), Some(vec![]));
         assert!(saturated(0.91) && !saturated(0.9));
     }
 }

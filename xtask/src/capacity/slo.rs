@@ -109,14 +109,9 @@ pub fn judge_step(slo: &CapacitySlo, step: &StepReport) -> (Verdict, Vec<StepRea
     let late_only = !step.valid
         && step.schedule.behind
         && !step.loadgen.saturated
-        && if step.invalid_kinds.is_empty() {
-            // A loadgen from before `invalid_kinds` says it in words only.
-            step.invalid_reasons
-                .iter()
-                .all(|reason| reason.starts_with(loadgen::validity::LATE_REASON_START))
-        } else {
-            step.invalid_kinds == [InvalidKind::Late]
-        };
+        && step
+            .kinds()
+            .is_some_and(|kinds| kinds == [InvalidKind::Late]);
     if late_only && let (pass @ Verdict::Pass { .. }, reasons) = judge_valid(slo, step) {
         return (pass, reasons);
     }

@@ -27,6 +27,7 @@
 //! rates by simulation on noise measured on a 2-core VM.
 
 use anyhow::Result;
+use loadgen::validity::InvalidKind;
 
 use crate::error::input_error;
 use crate::flags::Metric;
@@ -328,19 +329,10 @@ pub fn metric_value(metric: Metric, side: &Measured) -> Option<f64> {
 pub fn only_loadgen_saturated(figures: &ReportFigures) -> bool {
     figures.saturated == Some(true)
         && !figures.invalid_reasons.is_empty()
-        && match &figures.invalid_kinds {
-            Some(kinds) => kinds.iter().all(|kind| kind == "saturated"),
-            // A loadgen from before `invalid_kinds` says it in words only.
-            None => figures
-                .invalid_reasons
-                .iter()
-                .all(|reason| reason.starts_with(LOADGEN_SATURATED)),
-        }
+        && figures
+            .kinds()
+            .is_some_and(|kinds| kinds == [InvalidKind::Saturated])
 }
-
-/// How loadgen's `invalid_reasons` begin when it was saturated (crates/loadgen, report.rs);
-/// read only in reports without `invalid_kinds`.
-pub const LOADGEN_SATURATED: &str = "the load generator was saturated";
 
 #[cfg(test)]
 mod tests {
@@ -361,7 +353,7 @@ mod tests {
             errors_total: errors,
             valid,
             invalid_reasons: vec!["loadgen saturated".into()],
-            invalid_kinds: None,
+            invalid_kinds: vec![],
             saturated: None,
             achieved_ratio: None,
             target_per_s: None,
@@ -670,9 +662,10 @@ mod tests {
     fn the_cpu_metric_keeps_pairs_whose_loadgen_was_only_saturated() {
         let mut saturated = figures(1000.0, Some(false), 0);
         saturated.saturated = Some(true);
-        saturated.invalid_reasons = vec![format!(
-            "{LOADGEN_SATURATED}: its busiest thread was busy 99% of the time"
-        )];
+        // Worded as a loadgen from before `invalid_kinds` worded it.
+        saturated.invalid_reasons = vec![
+            "the load generator was saturated: its busiest thread was busy 99% of the time".into(),
+        ];
         let fine = figures(1000.0, Some(true), 0);
         let cpu = judge_pair(
             Metric::Cpu,
@@ -692,9 +685,12 @@ mod tests {
         // The kinds decide where the report has them, whatever the words.
         let mut typed = saturated.clone();
         typed.invalid_reasons = vec!["busy".into()];
-        typed.invalid_kinds = Some(vec!["saturated".into()]);
+        typed.invalid_kinds = vec![InvalidKind::Saturated];
         assert!(only_loadgen_saturated(&typed));
-        typed.invalid_kinds = Some(vec!["saturated".into(), "few_samples".into()]);
+        typed.invalid_kinds = vec![InvalidKind::Saturated, InvalidKind::FewSamples];
+        assert!(!only_loadgen_saturated(&typed));
+        // Words no loadgen writes: the kinds cannot be told, and the pair is not kept.
+        typed.invalid_kinds.clear();
         assert!(!only_loadgen_saturated(&typed));
         // Any other objection still excludes, and so does a missing CPU figure.
         saturated
@@ -739,7 +735,7 @@ mod tests {
             errors_total: 0,
             valid: Some(verified > 100),
             invalid_reasons: vec![],
-            invalid_kinds: None,
+            invalid_kinds: vec![],
             saturated: None,
             achieved_ratio: None,
             target_per_s: None,
